@@ -16,11 +16,15 @@ fn main() -> anyhow::Result<()> {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "info",
-        1 => "debug",
+        // llama.cpp's own logs arrive under the target `llama-cpp-2`; they are chatty at info.
+        0 => "info,llama-cpp-2=warn",
+        1 => "debug,llama-cpp-2=info",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -1,1 +1,42 @@
-//! proxy
+//! The OpenAI-compatible HTTP API (default 127.0.0.1:9337): `/v1/models`,
+//! `/v1/chat/completions`, `/v1/completions`, streaming and not.
+//!
+//! Request path: body bytes → `validate` (400/413 in OpenAI's error shape) → chat template and
+//! tokenizer → `Engine::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
+
+pub mod error;
+mod handlers;
+mod stream;
+pub mod validate;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::engine::Engine;
+use error::ApiError;
+
+/// What every handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+}
+
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/completions", post(handlers::completions))
+        .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "method not allowed on this path",
+            )
+        })
+        .layer(DefaultBodyLimit::max(validate::MAX_BODY_BYTES))
+        .with_state(AppState { engine })
+}

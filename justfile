@@ -1,0 +1,29 @@
+# mesh tasks. `just --list` shows them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export MESH_TEST_MODEL := env_var_or_default("MESH_TEST_MODEL", env_var_or_default("MESH_TEST_CACHE", env_var("HOME") + "/.cache/mesh-test") + "/SmolLM2-135M-Instruct.Q4_1.gguf")
+
+# Install build tools, test tools and the test model (fresh machine).
+setup:
+    scripts/setup.sh
+
+# Build, then run every test against the real test model.
+test:
+    scripts/fetch-test-model.sh
+    cargo build --all-targets
+    cargo nextest run --no-fail-fast
+
+# Lints as CI would want them.
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets -- -D warnings
+
+# Decode speed: 1 stream and 8 concurrent streams, 128 tokens each (results: docs/BENCHMARKS.md).
+bench:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    python3 scripts/bench_decode.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
+
+# Serve the test model on 127.0.0.1:9337.
+serve *ARGS:
+    cargo run --release -- serve --model "$MESH_TEST_MODEL" {{ARGS}}

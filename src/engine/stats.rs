@@ -1,0 +1,143 @@
+//! Engine counters for the management API: requests served, tokens generated, slots and queue,
+//! and decode throughput over the last minute.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const WINDOW_SECS: u64 = 60;
+
+/// Shared between the scheduler thread (writer) and the HTTP handlers (readers).
+#[derive(Debug)]
+pub struct Stats {
+    start: Instant,
+    pub requests_served: AtomicU64,
+    pub tokens_generated: AtomicU64,
+    pub prompt_tokens: AtomicU64,
+    pub slots_busy: AtomicUsize,
+    pub queue_len: AtomicUsize,
+    window: Mutex<Window>,
+}
+
+/// A snapshot for `GET /api/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub requests_served: u64,
+    pub tokens_generated: u64,
+    pub prompt_tokens: u64,
+    pub slots_busy: usize,
+    pub queue_len: usize,
+    /// Decode speed over the last minute: tokens from pure decode steps (no prompt work in the
+    /// step) divided by the time those steps took.
+    pub decode_tokens_per_second: f64,
+    /// Tokens of pure decode steps in the last minute divided by 60 s (how busy the node was).
+    pub tokens_per_second_last_minute: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            requests_served: AtomicU64::new(0),
+            tokens_generated: AtomicU64::new(0),
+            prompt_tokens: AtomicU64::new(0),
+            slots_busy: AtomicUsize::new(0),
+            queue_len: AtomicUsize::new(0),
+            window: Mutex::new(Window::default()),
+        }
+    }
+}
+
+impl Stats {
+    /// Records one decode step that produced `tokens` tokens and took `busy`. Steps that also
+    /// processed prompt tokens count towards the total but not towards the decode rate.
+    pub fn record_step(&self, tokens: u64, busy: Duration, prompt_in_step: bool) {
+        self.tokens_generated.fetch_add(tokens, Ordering::Relaxed);
+        if prompt_in_step {
+            return;
+        }
+        let now = self.start.elapsed().as_secs();
+        if let Ok(mut w) = self.window.lock() {
+            w.add(now, tokens, busy);
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let now = self.start.elapsed().as_secs();
+        let (tokens, busy) = self.window.lock().map(|w| w.sum(now)).unwrap_or_default();
+        let decode = if busy.is_zero() {
+            0.0
+        } else {
+            tokens as f64 / busy.as_secs_f64()
+        };
+        StatsSnapshot {
+            requests_served: self.requests_served.load(Ordering::Relaxed),
+            tokens_generated: self.tokens_generated.load(Ordering::Relaxed),
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            slots_busy: self.slots_busy.load(Ordering::Relaxed),
+            queue_len: self.queue_len.load(Ordering::Relaxed),
+            decode_tokens_per_second: decode,
+            tokens_per_second_last_minute: tokens as f64 / WINDOW_SECS as f64,
+        }
+    }
+}
+
+/// Per-second buckets over the last minute: (second, tokens, busy time).
+#[derive(Debug)]
+struct Window {
+    buckets: [(u64, u64, Duration); WINDOW_SECS as usize],
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            buckets: [(0, 0, Duration::ZERO); WINDOW_SECS as usize],
+        }
+    }
+}
+
+impl Window {
+    fn add(&mut self, second: u64, tokens: u64, busy: Duration) {
+        let b = &mut self.buckets[(second % WINDOW_SECS) as usize];
+        if b.0 != second {
+            *b = (second, 0, Duration::ZERO);
+        }
+        b.1 += tokens;
+        b.2 += busy;
+    }
+
+    fn sum(&self, now: u64) -> (u64, Duration) {
+        self.buckets
+            .iter()
+            .filter(|b| b.1 > 0 && now.saturating_sub(b.0) < WINDOW_SECS)
+            .fold((0, Duration::ZERO), |(t, d), b| (t + b.1, d + b.2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_counts_only_the_last_minute() {
+        let mut w = Window::default();
+        w.add(0, 10, Duration::from_secs(1));
+        w.add(30, 20, Duration::from_secs(1));
+        assert_eq!(w.sum(30), (30, Duration::from_secs(2)));
+        // Second 0 has left the window at second 60; second 60 reuses its bucket.
+        w.add(60, 5, Duration::from_millis(500));
+        assert_eq!(w.sum(60), (25, Duration::from_millis(1500)));
+        assert_eq!(w.sum(200), (0, Duration::ZERO));
+    }
+
+    #[test]
+    fn decode_rate_is_tokens_over_busy_time() {
+        let s = Stats::default();
+        s.record_step(50, Duration::from_millis(500), false);
+        s.record_step(50, Duration::from_millis(500), false);
+        s.record_step(1, Duration::from_millis(900), true);
+        let snap = s.snapshot();
+        assert_eq!(snap.tokens_generated, 101);
+        assert!((snap.decode_tokens_per_second - 100.0).abs() < 1e-6);
+    }
+}
