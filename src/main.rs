@@ -1,17 +1,30 @@
 //! `mesh` binary: parse the command line, set up logging, dispatch. Nothing else lives here.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use mesh::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => mesh::serve::run(args).await,
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                match cli.command {
+                    Command::Serve(args) => mesh::serve::run(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
-    })
+    }
 }
 
 fn init_tracing(verbose: u8) {

@@ -31,7 +31,18 @@ fn serve() -> Served {
     let mut child = mesh()
         .args(["serve", "--model"])
         .arg(model_path())
-        .args(["--port", "0", "--api-port", "0", "--ctx", "256", "--threads", "1", "--parallel", "2"])
+        .args([
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+            "--ctx",
+            "256",
+            "--threads",
+            "1",
+            "--parallel",
+            "2",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -50,14 +61,20 @@ fn serve() -> Served {
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Served { child, base: base.expect("startup output names the OpenAI API address") }
+    Served {
+        child,
+        base: base.expect("startup output names the OpenAI API address"),
+    }
 }
 
 #[test]
 fn official_openai_python_client_works_streaming_and_not() {
     let s = serve();
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/openai_client.py"
+        ))
         .arg(format!("{}/v1", s.base))
         .arg(MODEL)
         .output()
@@ -76,28 +93,60 @@ async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
     let mut s = serve();
     let http = reqwest::Client::new();
     let body = json!({"model": MODEL, "prompt": "Tell a long story.", "max_tokens": 100000, "ignore_eos": true, "stream": true});
-    let resp = http.post(format!("{}/v1/completions", s.base)).json(&body).send().await.unwrap();
+    let resp = http
+        .post(format!("{}/v1/completions", s.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let mut sse = SseReader::new(resp);
     sse.next().await.expect("stream running");
     let pid = s.child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let rest = tokio::time::timeout(Duration::from_secs(20), sse.all()).await.expect("stream ends after Ctrl-C");
-    let last: Value = serde_json::from_str(rest.last().expect("a final chunk")).expect("last chunk is JSON, not [DONE]");
-    assert!(last["error"]["message"].as_str().unwrap().contains("shutting down"), "{last}");
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest = tokio::time::timeout(Duration::from_secs(20), sse.all())
+        .await
+        .expect("stream ends after Ctrl-C");
+    let last: Value = serde_json::from_str(rest.last().expect("a final chunk"))
+        .expect("last chunk is JSON, not [DONE]");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{last}"
+    );
     let start = Instant::now();
     loop {
         if let Some(status) = s.child.try_wait().unwrap() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "mesh did not exit after Ctrl-C");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mesh did not exit after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[test]
 fn missing_model_file_is_a_clear_error() {
-    let out = mesh().args(["serve", "--model", "/nonexistent/model.gguf", "--port", "0", "--api-port", "0"]).output().unwrap();
+    let out = mesh()
+        .args([
+            "serve",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/model.gguf"), "{err}");
@@ -108,8 +157,16 @@ fn missing_model_file_is_a_clear_error() {
 fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = mesh().args(["serve", "--model"]).arg(model_path()).args(["--port", &port, "--api-port", "0"]).output().unwrap();
+    let out = mesh()
+        .args(["serve", "--model"])
+        .arg(model_path())
+        .args(["--port", &port, "--api-port", "0"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
 }

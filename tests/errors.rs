@@ -16,7 +16,11 @@ fn assert_error_shape(v: &Value) {
 async fn each_bad_input_gets_its_status_and_error_shape() {
     let n = start(config()).await;
     let raw = |path: &'static str, body: Vec<u8>| {
-        let req = n.http.post(format!("{}{path}", n.base)).header("content-type", "application/json").body(body);
+        let req = n
+            .http
+            .post(format!("{}{path}", n.base))
+            .header("content-type", "application/json")
+            .body(body);
         async move {
             let r = req.send().await.unwrap();
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
@@ -43,11 +47,23 @@ async fn each_bad_input_gets_its_status_and_error_shape() {
         assert_error_shape(&v);
     }
     // Unknown model errors name the model.
-    let (_, v) = raw("/v1/completions", br#"{"model":"no-such-model","prompt":"x"}"#.to_vec()).await;
-    assert!(v["error"]["message"].as_str().unwrap().contains("no-such-model"));
+    let (_, v) = raw(
+        "/v1/completions",
+        br#"{"model":"no-such-model","prompt":"x"}"#.to_vec(),
+    )
+    .await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-model"));
     assert_eq!(v["error"]["code"], "model_not_found");
     // The server is still fine afterwards.
-    let (status, _) = n.post_json("/v1/completions", &json!({"model": MODEL, "prompt": "Hi", "max_tokens": 2})).await;
+    let (status, _) = n
+        .post_json(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": "Hi", "max_tokens": 2}),
+        )
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -64,7 +80,12 @@ async fn body_over_the_limit_is_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_405_in_error_shape() {
     let n = start(config()).await;
-    let r = n.http.get(format!("{}/v1/chat/completions", n.base)).send().await.unwrap();
+    let r = n
+        .http
+        .get(format!("{}/v1/chat/completions", n.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_error_shape(&r.json().await.unwrap());
 }
