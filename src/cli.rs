@@ -1,11 +1,16 @@
 //! Command-line definitions (clap). Every flag is visible in `--help` with a sentence.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "mesh", version, about = "Find, join and offer LLM capacity on public meshes")]
+#[command(
+    name = "mesh",
+    version,
+    about = "Find, join and offer LLM capacity on public meshes"
+)]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -19,6 +24,77 @@ pub struct Cli {
 pub enum Command {
     /// Serve a GGUF model through the OpenAI-compatible API on 127.0.0.1:9337.
     Serve(ServeArgs),
+    /// List the model catalog (installed and fits columns); `show NAME`, `rm NAME`.
+    Models(ModelsArgs),
+    /// Download a model into the Hugging Face cache: a catalog name, org/repo/file.gguf or a URL.
+    Download(DownloadArgs),
+}
+
+/// Where the catalog and the hub are. Shared by `models`, `download` (and `serve`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HubArgs {
+    /// Catalog file (TOML, format in docs/CATALOG.md) to use instead of the built-in catalog.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Option<PathBuf>,
+
+    /// Hugging Face hub base URL (default: $HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, value_name = "URL")]
+    pub hf_endpoint: Option<String>,
+
+    /// Use only files already in the cache, never the network (same as HF_HUB_OFFLINE=1).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+
+    /// Only list models that fit in this machine's memory at their default context.
+    #[arg(long)]
+    pub fits: bool,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ModelsAction {
+    /// Show one catalog entry: files, sizes, cache paths and memory needs.
+    Show {
+        /// Catalog name, e.g. SmolLM2-135M-Instruct-Q4_1.
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a catalog model's files from the Hugging Face cache.
+    Rm {
+        /// Catalog name of the model to delete.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Catalog name, org/repo/path/file.gguf (org/repo@revision/... for a revision), or a URL.
+    pub model: String,
+
+    /// Print progress as JSON lines on stdout (for programs) instead of bars or plain lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Re-hash files already in the cache (size and sha256) before reporting them present.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 #[derive(Debug, Clone, Args)]
