@@ -34,15 +34,15 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct HubArgs {
     /// Catalog file (TOML, format in docs/CATALOG.md) to use instead of the built-in catalog.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub catalog: Option<PathBuf>,
 
     /// Hugging Face hub base URL (default: $HF_ENDPOINT, else https://huggingface.co).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", global = true)]
     pub hf_endpoint: Option<String>,
 
     /// Use only files already in the cache, never the network (same as HF_HUB_OFFLINE=1).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub offline: bool,
 }
 
@@ -55,8 +55,8 @@ pub struct ModelsArgs {
     #[arg(long)]
     pub fits: bool,
 
-    /// Print JSON instead of a table.
-    #[arg(long)]
+    /// Print JSON instead of a table (or text, for `show`).
+    #[arg(long, global = true)]
     pub json: bool,
 
     #[command(flatten)]
@@ -69,9 +69,6 @@ pub enum ModelsAction {
     Show {
         /// Catalog name, e.g. SmolLM2-135M-Instruct-Q4_1.
         name: String,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Delete a catalog model's files from the Hugging Face cache.
     Rm {

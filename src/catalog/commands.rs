@@ -52,7 +52,7 @@ pub async fn models(args: ModelsArgs) -> anyhow::Result<()> {
     let opts = ResolveOptions::from_env().with_args(&args.hub);
     match args.action {
         None => list(&opts, args.fits, args.json),
-        Some(ModelsAction::Show { name, json }) => show(&opts, &name, json || args.json),
+        Some(ModelsAction::Show { name }) => show(&opts, &name, args.json),
         Some(ModelsAction::Rm { name }) => remove(&opts, &name),
     }
 }
