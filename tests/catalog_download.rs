@@ -296,10 +296,21 @@ async fn gated_repo_needs_a_token() {
     opts.token = Some("hf_secret".into());
     let model = fetch(&format!("{REPO}/{FILE}"), &opts).await.0.unwrap();
     assert_eq!(std::fs::read(model.path).unwrap(), content);
-    assert!(hub
-        .blob_gets()
-        .iter()
-        .all(|r| r.auth.as_deref() == Some("Bearer hf_secret")));
+    let heads: Vec<_> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "HEAD")
+        .collect();
+    assert_eq!(
+        heads.last().unwrap().auth.as_deref(),
+        Some("Bearer hf_secret")
+    );
+    // The token goes to the hub only, never to the CDN host it redirects to.
+    let gets = hub.blob_gets();
+    assert!(
+        !gets.is_empty() && gets.iter().all(|r| r.auth.is_none()),
+        "{gets:?}"
+    );
 }
 
 #[tokio::test]

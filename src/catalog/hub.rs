@@ -195,6 +195,25 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// The absolute URL for `location` if it stays on this hub's host, else `None`.
+    fn same_hub(&self, location: &str) -> Option<String> {
+        if location.starts_with('/') && !location.starts_with("//") {
+            return Some(format!("{}{}", origin(&self.endpoint), location));
+        }
+        (origin(location) == origin(&self.endpoint)).then(|| location.to_string())
+    }
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |i| after_scheme + i);
+    &url[..end]
+}
+
 /// Maps an HTTP status to the error it means (Ok for 2xx and 3xx).
 pub fn check_status(
     status: StatusCode,
@@ -368,6 +387,22 @@ mod tests {
             hub.resolve_url("org/m", "refs/pr/1", "Q4 K/m.gguf"),
             "http://127.0.0.1:1/org/m/resolve/refs%2Fpr%2F1/Q4%20K/m.gguf"
         );
+    }
+
+    #[test]
+    fn only_redirects_on_the_hub_are_followed() {
+        let hub = Hub::new("https://hub.example:8443/", None, RetryPolicy::default()).unwrap();
+        assert_eq!(
+            hub.same_hub("/a/b"),
+            Some("https://hub.example:8443/a/b".into())
+        );
+        assert_eq!(
+            hub.same_hub("https://hub.example:8443/x"),
+            Some("https://hub.example:8443/x".into())
+        );
+        assert_eq!(hub.same_hub("https://cdn.example/x"), None);
+        assert_eq!(hub.same_hub("//cdn.example/x"), None);
+        assert_eq!(origin("http://h:1"), "http://h:1");
     }
 
     #[test]

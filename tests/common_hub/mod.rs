@@ -1,7 +1,8 @@
 //! A local stand-in for the Hugging Face hub, for catalog/download tests and the benchmark.
 //!
 //! It answers what the downloader calls, the way huggingface.co does for LFS files:
-//! `HEAD|GET /{org}/{repo}/resolve/{rev}/{path}` → `302` to `/cdn/{sha256}` with `ETag`,
+//! `HEAD|GET /{org}/{repo}/resolve/{rev}/{path}` → `302` to `http://127.0.0.2:{port}/cdn/{sha256}`
+//! (another host, like the hub's CDN) with `ETag`,
 //! `X-Repo-Commit`, `X-Linked-Etag`, `X-Linked-Size`; `GET /cdn/{sha256}` serves the bytes with
 //! `Range`/`206`. Faults on demand: drop the connection midway, corrupt a byte, answer 503,
 //! require `Authorization: Bearer <token>` for gated repos (401 otherwise), 404 for unknown
@@ -50,7 +51,9 @@ pub struct HubState {
     pub corrupt: AtomicBool,
     /// HEAD requests to answer with 503 before behaving.
     pub unavailable_left: AtomicU32,
-    addr: Mutex<Option<SocketAddr>>,
+    /// Base URL of the "CDN" the resolve endpoint redirects to: another host, as on the hub
+    /// (so clients keep the metadata of the 302 and do not forward the token).
+    cdn: Mutex<String>,
 }
 
 /// A running fake hub.
@@ -74,7 +77,20 @@ impl FakeHub {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        *state.addr.lock().unwrap() = Some(addr);
+        // The CDN on a second loopback address (Linux routes all of 127/8 to lo); where that
+        // address is missing, the same listener under the name `localhost`.
+        let cdn = match tokio::net::TcpListener::bind("127.0.0.2:0").await {
+            Ok(cdn_listener) => {
+                let cdn_addr = cdn_listener.local_addr().expect("addr");
+                let cdn_app = app.clone();
+                tokio::spawn(async move {
+                    let _ = axum::serve(cdn_listener, cdn_app).await;
+                });
+                format!("http://{cdn_addr}")
+            }
+            Err(_) => format!("http://localhost:{}", addr.port()),
+        };
+        *state.cdn.lock().unwrap() = cdn;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -215,10 +231,10 @@ async fn resolve(
         return status(StatusCode::NOT_FOUND, "EntryNotFound");
     };
     let size = state.blobs.lock().unwrap().get(&sha).map_or(0, |b| b.len());
-    let addr = state.addr.lock().unwrap().expect("addr");
+    let cdn = state.cdn.lock().unwrap().clone();
     Response::builder()
         .status(StatusCode::FOUND)
-        .header("location", format!("http://{addr}/cdn/{sha}"))
+        .header("location", format!("{cdn}/cdn/{sha}"))
         .header("x-repo-commit", COMMIT)
         .header("etag", "\"0000000000000000000000000000000000000000\"")
         .header("x-linked-etag", format!("\"{sha}\""))
