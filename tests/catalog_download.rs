@@ -493,3 +493,25 @@ async fn plain_url_downloads_outside_the_hub_layout() {
     assert!(model.path.starts_with(cache.path().join("mesh/url")));
     assert_eq!(hub.blob_gets().len(), 2, "dropped once, resumed once");
 }
+
+#[tokio::test]
+async fn renamed_repo_redirect_on_the_hub_is_followed() {
+    let hub = FakeHub::start().await;
+    let content = synthetic(30_000, 60);
+    hub.add_file("org/new-GGUF", FILE, content.clone());
+    hub.rename(REPO, "org/new-GGUF");
+    let cache = TempDir::new().unwrap();
+    let opts = options(&hub, &cache);
+    let model = fetch(&format!("{REPO}/{FILE}"), &opts).await.0.unwrap();
+    assert_eq!(std::fs::read(&model.path).unwrap(), content);
+    // Cached under the name that was asked for, as huggingface_hub does.
+    assert!(model.path.starts_with(repo_dir(&opts)));
+    let heads: Vec<String> = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "HEAD")
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].starts_with("/org/new-GGUF/"));
+}

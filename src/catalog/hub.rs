@@ -176,13 +176,13 @@ impl Hub {
                     source,
                 })?;
             check_status(resp.status(), &url, what, self.token.is_some())?;
-            // A relative Location is a renamed repo on the hub itself: follow it. An absolute one
-            // is the CDN, and the metadata is already on this response.
+            // A redirect on the hub itself (relative, or same origin) is a renamed repo: follow
+            // it. One to another host is the CDN, and the metadata is already on this response
+            // (huggingface_hub decides the same way).
             if resp.status().is_redirection() {
-                if let Some(loc) =
-                    header(resp.headers(), LOCATION.as_str()).filter(|l| l.starts_with('/'))
-                {
-                    url = format!("{}{}", self.endpoint, loc);
+                let next = header(resp.headers(), LOCATION.as_str()).and_then(|l| self.same_hub(l));
+                if let Some(next) = next {
+                    url = next;
                     continue;
                 }
             }

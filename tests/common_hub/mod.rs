@@ -42,6 +42,8 @@ pub struct HubState {
     /// sha256 → content
     blobs: Mutex<HashMap<String, Bytes>>,
     gated: Mutex<HashSet<String>>,
+    /// old repo id → new repo id (answered with a relative 307, as the hub does).
+    renamed: Mutex<HashMap<String, String>>,
     token: Mutex<Option<String>>,
     pub requests: Mutex<Vec<Request>>,
     /// GETs of blobs to cut off after `drop_after` bytes.
@@ -118,6 +120,15 @@ impl FakeHub {
     }
 
     /// Requires `Authorization: Bearer {token}` for `repo`.
+    /// Makes `old` a renamed alias of `new`.
+    pub fn rename(&self, old: &str, new: &str) {
+        self.state
+            .renamed
+            .lock()
+            .unwrap()
+            .insert(old.into(), new.into());
+    }
+
     pub fn gate(&self, repo: &str, token: &str) {
         self.state.gated.lock().unwrap().insert(repo.into());
         *self.state.token.lock().unwrap() = Some(token.into());
@@ -205,6 +216,13 @@ async fn resolve(
             .is_ok()
     {
         return status(StatusCode::SERVICE_UNAVAILABLE, "");
+    }
+    if let Some(new) = state.renamed.lock().unwrap().get(&repo) {
+        return Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header("location", format!("/{new}/resolve/{_rev}/{path}"))
+            .body(Body::empty())
+            .unwrap();
     }
     if state.gated.lock().unwrap().contains(&repo) {
         let want = state
