@@ -185,3 +185,74 @@ async fn models_table_lists_the_whole_embedded_catalog() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_download_resumes_from_the_bytes_on_disk() {
+    let hub = FakeHub::start().await;
+    let content = synthetic(2_000_000, 2);
+    let sha = hub.add_file(REPO, FILE, content.clone());
+    hub.state
+        .throttle
+        .store(20_000, std::sync::atomic::Ordering::SeqCst); // ~2 MB/s
+    let home = TempDir::new().unwrap();
+    let endpoint = hub.url();
+    let spec = format!("{REPO}/{FILE}");
+    let partial = home.path().join(format!(
+        "hf/hub/models--org--tiny-GGUF/blobs/{sha}.incomplete"
+    ));
+
+    // Start a download and kill the process (SIGKILL: no cleanup) once some bytes are on disk.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["download", &spec, "--hf-endpoint", &endpoint])
+        .env("HF_HOME", home.path().join("hf"))
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 300_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download made no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = std::fs::metadata(&partial).unwrap().len();
+    assert!(
+        kept >= 300_000 && kept < content.len() as u64,
+        "kept {kept}"
+    );
+
+    // Run again: it asks only for the rest and ends with the right bytes.
+    hub.state
+        .throttle
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let out = mesh(
+        home.path(),
+        &["download", &spec, "--hf-endpoint", &endpoint],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = stdout(&out).trim().to_string();
+    assert_eq!(std::fs::read(&path).unwrap(), content);
+    let gets = hub.blob_gets();
+    let last = gets.last().unwrap().range.clone().unwrap_or_default();
+    let resumed_at: u64 = last
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        resumed_at >= kept,
+        "second run asked for {last:?}, {kept} bytes were on disk"
+    );
+    assert!(!partial.exists());
+}

@@ -515,3 +515,56 @@ async fn renamed_repo_redirect_on_the_hub_is_followed() {
     assert_eq!(heads.len(), 2, "{heads:?}");
     assert!(heads[1].starts_with("/org/new-GGUF/"));
 }
+
+#[tokio::test]
+async fn resolved_model_memory_comes_from_the_gguf_header() {
+    // A tiny but valid GGUF header: llama arch, 2 layers, 4 heads, 2 KV heads, 64-dim embeddings.
+    let mut gguf = Vec::new();
+    gguf.extend_from_slice(b"GGUF");
+    gguf.extend_from_slice(&3u32.to_le_bytes());
+    gguf.extend_from_slice(&0u64.to_le_bytes());
+    let kvs: [(&str, Option<u32>, Option<&str>); 6] = [
+        ("general.architecture", None, Some("llama")),
+        ("llama.context_length", Some(1024), None),
+        ("llama.block_count", Some(2), None),
+        ("llama.embedding_length", Some(64), None),
+        ("llama.attention.head_count", Some(4), None),
+        ("llama.attention.head_count_kv", Some(2), None),
+    ];
+    gguf.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (key, num, text) in kvs {
+        gguf.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        gguf.extend_from_slice(key.as_bytes());
+        match (num, text) {
+            (Some(n), _) => {
+                gguf.extend_from_slice(&4u32.to_le_bytes());
+                gguf.extend_from_slice(&n.to_le_bytes());
+            }
+            (_, Some(t)) => {
+                gguf.extend_from_slice(&8u32.to_le_bytes());
+                gguf.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                gguf.extend_from_slice(t.as_bytes());
+            }
+            _ => unreachable!(),
+        }
+    }
+    gguf.extend_from_slice(&synthetic(10_000, 70));
+    let hub = FakeHub::start().await;
+    hub.add_file(REPO, FILE, gguf.clone());
+    let cache = TempDir::new().unwrap();
+    let model = fetch(&format!("{REPO}/{FILE}"), &options(&hub, &cache))
+        .await
+        .0
+        .unwrap();
+
+    let need = model.memory().unwrap();
+    assert_eq!(need.weights_bytes, gguf.len() as u64);
+    assert_eq!(need.train_ctx, 1024);
+    // 2 layers × 2 KV heads × (16 + 16) dims × 2 bytes.
+    assert_eq!(need.kv_bytes_per_token, 2 * 2 * 32 * 2);
+    let ctx = mesh::catalog::plan_context(&need, None, 4, 1 << 40).unwrap();
+    assert_eq!(
+        ctx, 1024,
+        "the training context, below the 4096 default cap"
+    );
+}

@@ -130,6 +130,24 @@ pub struct ResolvedModel {
     pub entry: Option<CatalogEntry>,
 }
 
+impl ResolvedModel {
+    /// What the model needs in memory: read from its GGUF header (exact attention shape, all
+    /// split parts summed), else estimated from the catalog entry. Feed it to [`plan_context`]
+    /// with [`available_memory`].
+    pub fn memory(&self) -> Result<ModelMemory, gguf::GgufError> {
+        match gguf::model_memory(&self.path) {
+            Ok(m) => Ok(m),
+            Err(e) => match &self.entry {
+                Some(entry) => {
+                    tracing::warn!(error = %e, "cannot read the GGUF header; using catalog estimates");
+                    Ok(ModelMemory::from_entry(entry))
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
+
 /// Turns `spec` (a local .gguf path, a catalog name, `org/repo/file.gguf`, or a URL) into a
 /// local file, downloading into the Hugging Face cache if needed.
 pub async fn resolve(spec: &str, opts: &ResolveOptions) -> anyhow::Result<ResolvedModel> {

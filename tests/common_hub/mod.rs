@@ -53,6 +53,8 @@ pub struct HubState {
     pub corrupt: AtomicBool,
     /// HEAD requests to answer with 503 before behaving.
     pub unavailable_left: AtomicU32,
+    /// When > 0, blob bodies trickle out this many bytes every 10 ms.
+    pub throttle: AtomicU64,
     /// Base URL of the "CDN" the resolve endpoint redirects to: another host, as on the hub
     /// (so clients keep the metadata of the 302 and do not forward the token).
     cdn: Mutex<String>,
@@ -327,6 +329,21 @@ async fn cdn(
                 ))
             }),
         );
+        return resp.body(Body::from_stream(stream)).unwrap();
+    }
+    let throttle = state.throttle.load(Ordering::SeqCst) as usize;
+    if throttle > 0 {
+        let stream = futures::stream::unfold(body, move |rest| async move {
+            if rest.is_empty() {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            let n = throttle.min(rest.len());
+            Some((
+                Ok::<Bytes, std::io::Error>(rest.slice(..n)),
+                rest.slice(n..),
+            ))
+        });
         return resp.body(Body::from_stream(stream)).unwrap();
     }
     resp.body(Body::from(body)).unwrap()
