@@ -451,6 +451,7 @@ async fn unknown_catalog_name_suggests_close_matches() {
     assert!(hub.requests().is_empty());
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn cache_laid_out_by_huggingface_hub_is_used_without_a_request() {
     // Exactly what `hf_hub_download` leaves behind: blob named by the LFS sha256, a relative

@@ -180,8 +180,14 @@ pub fn validate_entry(entry: &CatalogEntry) -> Result<(), CatalogError> {
             format!("repo {:?} is not `org/name`", entry.repo),
         ));
     }
-    if entry.revision.is_empty() || entry.revision.contains("..") {
-        return Err(invalid(entry, "bad revision"));
+    if !is_valid_revision(&entry.revision) {
+        return Err(invalid(
+            entry,
+            format!(
+                "revision {:?} is not a branch, tag or commit",
+                entry.revision
+            ),
+        ));
     }
     if entry.files.is_empty() {
         return Err(invalid(entry, "no files"));
@@ -261,6 +267,21 @@ pub fn is_valid_repo_path(path: &str) -> bool {
         && path
             .split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// A branch, tag or commit name that is safe as a path under `refs/`: `[A-Za-z0-9._-]`
+/// segments separated by `/` (e.g. `refs/pr/1`), no `.`/`..` segments, at most 256 characters.
+pub fn is_valid_revision(rev: &str) -> bool {
+    !rev.is_empty()
+        && rev.len() <= 256
+        && rev.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        })
 }
 
 /// 64 lowercase hex digits.
@@ -375,6 +396,15 @@ license = "mit"
         assert!(is_valid_repo_path("Q4_K_M/x-00001-of-00004.gguf"));
         assert!(!is_valid_repo_path("a//b.gguf"));
         assert!(!is_valid_repo_path("a/../../b.gguf"));
+        assert!(
+            is_valid_revision("main")
+                && is_valid_revision("refs/pr/1")
+                && is_valid_revision("v1.0")
+        );
+        assert!(
+            !is_valid_revision("/etc") && !is_valid_revision("a/../b") && !is_valid_revision("")
+        );
+        assert!(!is_valid_revision("a b") && !is_valid_revision("a//b"));
         assert!(is_sha256_hex(&"a".repeat(64)));
         assert!(!is_sha256_hex(&"A".repeat(64)));
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::data::{is_valid_repo_id, is_valid_repo_path};
+use super::data::{is_valid_repo_id, is_valid_repo_path, is_valid_revision};
 
 /// A parsed model spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +82,7 @@ fn valid_hub_file(
     path: String,
     endpoint: Option<String>,
 ) -> Option<ModelSpec> {
-    let ok = is_valid_repo_id(&repo)
-        && is_valid_repo_path(&path)
-        && !revision.is_empty()
-        && !revision.contains("..")
-        && !revision.chars().any(|c| c.is_control() || c == '\\');
+    let ok = is_valid_repo_id(&repo) && is_valid_repo_path(&path) && is_valid_revision(&revision);
     ok.then_some(ModelSpec::Hub(HubFile {
         repo,
         revision,
