@@ -15,6 +15,8 @@ use futures::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use sha2::{Digest, Sha256};
 
+use super::hasher::BackgroundHasher;
+
 use super::error::{is_disk_full, DownloadError};
 use super::hub::{check_status, RetryPolicy};
 use super::progress::{ProgressEvent, ProgressSink};
@@ -57,7 +59,7 @@ pub struct Fetched {
 /// Bytes on disk so far and the hash of exactly those bytes.
 struct Partial {
     file: File,
-    hasher: Sha256,
+    hasher: BackgroundHasher,
     len: u64,
 }
 
@@ -70,15 +72,16 @@ impl Partial {
             .read(true)
             .append(true)
             .open(path)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
+        let hasher = BackgroundHasher::new()?;
         let mut len = 0u64;
         loop {
+            let mut buf = vec![0u8; 1 << 20];
             let n = file.read(&mut buf)?;
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
+            buf.truncate(n);
+            hasher.update(bytes::Bytes::from(buf));
             len += n as u64;
         }
         Ok(Self { file, hasher, len })
@@ -86,7 +89,7 @@ impl Partial {
 
     fn restart(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
-        self.hasher = Sha256::new();
+        self.hasher.reset();
         self.len = 0;
         Ok(())
     }
@@ -167,7 +170,9 @@ fn finish(
 ) -> Result<Fetched, DownloadError> {
     let Partial { file, hasher, len } = partial;
     drop(file);
-    let actual = hex(&hasher.finalize());
+    let actual = hasher
+        .finalize()
+        .map_err(|e| DownloadError::io(&t.file, e))?;
     if let Some(want) = t
         .expected_sha256
         .iter()
@@ -294,8 +299,8 @@ async fn transfer_once(
                 io(e)
             }
         })?;
-        partial.hasher.update(&chunk);
         partial.len += chunk.len() as u64;
+        partial.hasher.update(chunk);
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
             report(t, partial.len, *size, progress);
@@ -462,8 +467,8 @@ mod tests {
         let mut p = Partial::open(&path).unwrap();
         assert_eq!(p.len, 6);
         p.file.write_all(b"world").unwrap();
-        p.hasher.update(b"world");
-        assert_eq!(hex(&p.hasher.finalize()), sha256_file(&path).unwrap());
+        p.hasher.update(bytes::Bytes::from_static(b"world"));
+        assert_eq!(p.hasher.finalize().unwrap(), sha256_file(&path).unwrap());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`fit`], [`memory`], [`gguf`]: memory a model needs vs the room there is.
 //! - [`cache`]: the standard Hugging Face cache layout, shared with Python's `huggingface_hub`.
 //! - [`hub`], [`download`], [`progress`]: metadata, resumable verified transfers, progress.
+//! - [`hasher`]: sha256 on its own thread, overlapping the transfer.
 //! - [`fetch`]: a model's file set into the cache (or found there), part by part.
 //! - [`resolve`](resolve()) (here): spec in, local GGUF path out, downloading if needed.
 //! - [`commands`]: `mesh models …` and `mesh download`.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod fetch;
 pub mod fit;
 pub mod gguf;
+pub mod hasher;
 pub mod hub;
 pub mod memory;
 pub mod names;
