@@ -3,7 +3,7 @@
 //! local fake hub (tests/common_hub) on 127.0.0.1. Goal: ratio ≥ 0.9. Results: docs/BENCHMARKS.md.
 //!
 //! ```text
-//! cargo run --release --example bench_download -- [MiB=256] [rounds=3]
+//! cargo run --release --example bench_download -- [MiB=256] [rounds=3] [MB/s link speed, 0=unlimited]
 //! cargo run --release --example bench_download -- serve [MiB]   # keep a fake hub running
 //! ```
 
@@ -29,10 +29,16 @@ async fn main() -> anyhow::Result<()> {
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
     let mib = nums.first().copied().unwrap_or(256);
     let rounds = nums.get(1).copied().unwrap_or(3).max(1);
+    let link_mbs = nums.get(2).copied().unwrap_or(0);
 
     let hub = common_hub::FakeHub::start().await;
     let content = common_hub::synthetic(mib << 20, 42);
     let sha = hub.add_file(REPO, FILE, content);
+    // MB/s → bytes per 10 ms tick of the fake hub's pacing.
+    hub.state.throttle.store(
+        link_mbs as u64 * 10_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
     if serve {
         println!(
             "fake hub at {} serving {REPO}/{FILE} ({mib} MiB, sha256 {sha}); Ctrl-C to stop",
@@ -45,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let client = mesh::catalog::hub::http_client(10)?;
     let bytes = (mib as f64) * 1024.0 * 1024.0;
-    let (mut plain, mut ours) = (Vec::new(), Vec::new());
+    let (mut plain, mut hashed, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // Baseline: one GET, body streamed into a file.
         let out = work.path().join(format!("plain-{round}"));
@@ -62,6 +68,29 @@ async fn main() -> anyhow::Result<()> {
         }
         drop(file);
         plain.push(t.elapsed());
+        std::fs::remove_file(&out)?;
+
+        // Reference: the same plus sha256 inline — the floor for any verified download.
+        let t = Instant::now();
+        let resp = client
+            .get(format!("{}/plain/{sha}", hub.url()))
+            .send()
+            .await?
+            .error_for_status()?;
+        let mut file = std::fs::File::create(&out)?;
+        let mut stream = resp.bytes_stream();
+        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            file.write_all(&chunk)?;
+            sha2::Digest::update(&mut hasher, &chunk);
+        }
+        drop(file);
+        anyhow::ensure!(
+            mesh::catalog::download::hex(&sha2::Digest::finalize(hasher)) == sha,
+            "bad hash"
+        );
+        hashed.push(t.elapsed());
         std::fs::remove_file(&out)?;
 
         // mesh: the full resolve path into a fresh Hugging Face cache.
@@ -89,21 +118,27 @@ async fn main() -> anyhow::Result<()> {
         v.sort();
         v[v.len() / 2]
     };
-    let (p, o) = (median(&mut plain), median(&mut ours));
+    let (p, h, o) = (median(&mut plain), median(&mut hashed), median(&mut ours));
     let mbs = |d: Duration| bytes / d.as_secs_f64() / 1e6;
-    println!("file: {mib} MiB, rounds: {rounds} (medians)");
+    let line = |label: &str, d: Duration| {
+        println!(
+            "{label:<28} {:>8.1} MB/s  ({:.3} s)",
+            mbs(d),
+            d.as_secs_f64()
+        );
+    };
+    let link = if link_mbs == 0 {
+        "unlimited".to_string()
+    } else {
+        format!("{link_mbs} MB/s")
+    };
+    println!("file: {mib} MiB, rounds: {rounds} (medians), link: {link}");
+    line("plain GET -> file", p);
+    line("plain GET -> file + sha256", h);
+    line("mesh download (verified)", o);
     println!(
-        "plain GET → file:        {:>8.1} MB/s  ({:.3} s)",
-        mbs(p),
-        p.as_secs_f64()
-    );
-    println!(
-        "mesh download (verified): {:>8.1} MB/s  ({:.3} s)",
-        mbs(o),
-        o.as_secs_f64()
-    );
-    println!(
-        "ratio mesh / plain:       {:>8.3}",
+        "{:<28} {:>8.3}",
+        "ratio mesh / plain GET",
         p.as_secs_f64() / o.as_secs_f64()
     );
     Ok(())

@@ -72,7 +72,7 @@ impl Partial {
             .read(true)
             .append(true)
             .open(path)?;
-        let hasher = BackgroundHasher::new()?;
+        let mut hasher = BackgroundHasher::new()?;
         let mut len = 0u64;
         loop {
             let mut buf = vec![0u8; 1 << 20];

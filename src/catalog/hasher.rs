@@ -7,11 +7,13 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-/// Chunks in flight between the writer and the hashing thread (backpressure beyond this).
-const QUEUE: usize = 256;
+/// Batches in flight between the writer and the hashing thread (backpressure beyond this).
+const QUEUE: usize = 32;
+/// Chunks are handed over in batches of about this many bytes: fewer thread wake-ups.
+const BATCH: usize = 1 << 20;
 
 enum Msg {
-    Data(Bytes),
+    Data(Vec<Bytes>),
     Reset,
 }
 
@@ -19,6 +21,8 @@ enum Msg {
 pub struct BackgroundHasher {
     tx: SyncSender<Msg>,
     handle: JoinHandle<Sha256>,
+    batch: Vec<Bytes>,
+    batch_len: usize,
 }
 
 impl BackgroundHasher {
@@ -30,28 +34,48 @@ impl BackgroundHasher {
                 let mut hasher = Sha256::new();
                 for msg in rx {
                     match msg {
-                        Msg::Data(b) => hasher.update(&b),
+                        Msg::Data(batch) => batch.iter().for_each(|b| hasher.update(b)),
                         Msg::Reset => hasher = Sha256::new(),
                     }
                 }
                 hasher
             })?;
-        Ok(Self { tx, handle })
+        Ok(Self {
+            tx,
+            handle,
+            batch: Vec::new(),
+            batch_len: 0,
+        })
     }
 
     /// Queues `chunk` (blocks briefly when the hashing thread is behind).
-    pub fn update(&self, chunk: Bytes) {
-        // The thread only stops when `tx` is dropped, so sending cannot fail while `self` lives.
-        let _ = self.tx.send(Msg::Data(chunk));
+    pub fn update(&mut self, chunk: Bytes) {
+        self.batch_len += chunk.len();
+        self.batch.push(chunk);
+        if self.batch_len >= BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            self.batch_len = 0;
+            // The thread only stops when `tx` is dropped, so sending cannot fail while `self`
+            // lives.
+            let _ = self.tx.send(Msg::Data(std::mem::take(&mut self.batch)));
+        }
     }
 
     /// Forgets everything hashed so far.
-    pub fn reset(&self) {
+    pub fn reset(&mut self) {
+        self.batch.clear();
+        self.batch_len = 0;
         let _ = self.tx.send(Msg::Reset);
     }
 
     /// Lowercase hex sha256 of everything sent since the last reset.
-    pub fn finalize(self) -> std::io::Result<String> {
+    pub fn finalize(mut self) -> std::io::Result<String> {
+        self.flush();
         drop(self.tx);
         let hasher = self
             .handle
@@ -67,7 +91,7 @@ mod tests {
 
     #[test]
     fn matches_a_one_shot_sha256_and_resets() {
-        let h = BackgroundHasher::new().unwrap();
+        let mut h = BackgroundHasher::new().unwrap();
         h.update(Bytes::from_static(b"garbage"));
         h.reset();
         for part in [&b"a"[..], b"b", b"c"] {

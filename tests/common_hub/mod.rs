@@ -331,30 +331,41 @@ async fn cdn(
         );
         return resp.body(Body::from_stream(stream)).unwrap();
     }
-    let throttle = state.throttle.load(Ordering::SeqCst) as usize;
-    if throttle > 0 {
-        let stream = futures::stream::unfold(body, move |rest| async move {
-            if rest.is_empty() {
-                return None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            let n = throttle.min(rest.len());
-            Some((
-                Ok::<Bytes, std::io::Error>(rest.slice(..n)),
-                rest.slice(n..),
-            ))
-        });
-        return resp.body(Body::from_stream(stream)).unwrap();
-    }
-    resp.body(Body::from(body)).unwrap()
+    resp.body(paced(&state, body)).unwrap()
 }
 
 /// The blob as one plain 200 response: the benchmark's baseline.
 async fn plain(State(state): State<Arc<HubState>>, Path(sha): Path<String>) -> Response {
-    match state.blobs.lock().unwrap().get(&sha).cloned() {
-        Some(b) => Response::new(Body::from(b)),
+    let blob = state.blobs.lock().unwrap().get(&sha).cloned();
+    match blob {
+        Some(b) => Response::builder()
+            .header("content-length", b.len().to_string())
+            .body(paced(&state, b))
+            .unwrap(),
         None => status(StatusCode::NOT_FOUND, ""),
     }
+}
+
+/// The body as is, or — with `throttle` set — paced to `throttle` bytes per 10 ms by the clock
+/// (a link of fixed speed).
+fn paced(state: &HubState, body: Bytes) -> Body {
+    let per_tick = state.throttle.load(Ordering::SeqCst) as usize;
+    if per_tick == 0 {
+        return Body::from(body);
+    }
+    let start = tokio::time::Instant::now();
+    let stream = futures::stream::unfold((body, 0u32), move |(rest, tick)| async move {
+        if rest.is_empty() {
+            return None;
+        }
+        tokio::time::sleep_until(start + std::time::Duration::from_millis(10) * tick).await;
+        let n = per_tick.min(rest.len());
+        Some((
+            Ok::<Bytes, std::io::Error>(rest.slice(..n)),
+            (rest.slice(n..), tick + 1),
+        ))
+    });
+    Body::from_stream(stream)
 }
 
 /// `bytes=N-` → N.
