@@ -569,3 +569,29 @@ async fn resolved_model_memory_comes_from_the_gguf_header() {
         "the training context, below the 4096 default cap"
     );
 }
+
+#[tokio::test]
+async fn server_ignoring_range_restarts_from_zero_with_correct_bytes() {
+    let hub = FakeHub::start().await;
+    let content = synthetic(300_000, 80);
+    let sha = hub.add_file(REPO, FILE, content.clone());
+    hub.state
+        .ignore_range
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cache = TempDir::new().unwrap();
+    let opts = options(&hub, &cache);
+    let blobs = repo_dir(&opts).join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::write(blobs.join(format!("{sha}.incomplete")), &content[..100_000]).unwrap();
+
+    let model = fetch(&format!("{REPO}/{FILE}"), &opts).await.0.unwrap();
+
+    assert_eq!(std::fs::read(&model.path).unwrap(), content);
+    let gets = hub.blob_gets();
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        gets[0].range.as_deref(),
+        Some("bytes=100000-"),
+        "it asked to resume"
+    );
+}

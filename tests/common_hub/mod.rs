@@ -55,6 +55,8 @@ pub struct HubState {
     pub unavailable_left: AtomicU32,
     /// When > 0, blob bodies trickle out this many bytes every 10 ms.
     pub throttle: AtomicU64,
+    /// Answer every blob GET with the whole file (200), as servers without range support do.
+    pub ignore_range: AtomicBool,
     /// Base URL of the "CDN" the resolve endpoint redirects to: another host, as on the hub
     /// (so clients keep the metadata of the 302 and do not forward the token).
     cdn: Mutex<String>,
@@ -284,7 +286,8 @@ async fn cdn(
     let range = headers
         .get("range")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_range);
+        .and_then(parse_range)
+        .filter(|_| !state.ignore_range.load(Ordering::SeqCst));
     let (code, start) = match range {
         Some(s) if s >= total => {
             return Response::builder()
