@@ -1,6 +1,7 @@
 //! Command-line definitions (clap). Every flag is visible in `--help` with a sentence.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -23,11 +24,80 @@ pub struct Cli {
 pub enum Command {
     /// Serve a GGUF model through the OpenAI-compatible API on 127.0.0.1:9337.
     Serve(ServeArgs),
+    /// List the model catalog (installed and fits columns); `show NAME`, `rm NAME`.
+    Models(ModelsArgs),
+    /// Download a model into the Hugging Face cache: a catalog name, org/repo/file.gguf or a URL.
+    Download(DownloadArgs),
+}
+
+/// Where the catalog and the hub are. Shared by `models`, `download` (and `serve`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HubArgs {
+    /// Catalog file (TOML, format in docs/CATALOG.md) to use instead of the built-in catalog.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub catalog: Option<PathBuf>,
+
+    /// Hugging Face hub base URL (default: $HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, value_name = "URL", global = true)]
+    pub hf_endpoint: Option<String>,
+
+    /// Use only files already in the cache, never the network (same as HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+
+    /// Only list models that fit in this machine's memory at their default context.
+    #[arg(long)]
+    pub fits: bool,
+
+    /// Print JSON instead of a table (or text, for `show`).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ModelsAction {
+    /// Show one catalog entry: files, sizes, cache paths and memory needs.
+    Show {
+        /// Catalog name, e.g. SmolLM2-135M-Instruct-Q4_1.
+        name: String,
+    },
+    /// Delete a catalog model's files from the Hugging Face cache.
+    Rm {
+        /// Catalog name of the model to delete.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Catalog name, org/repo/path/file.gguf (org/repo@revision/... for a revision), or a URL.
+    pub model: String,
+
+    /// Print progress as JSON lines on stdout (for programs) instead of bars or plain lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Re-hash files already in the cache (size and sha256) before reporting them present.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Model to serve: a path to a .gguf file.
+    /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
+    /// .gguf path. Downloaded into the Hugging Face cache first when needed.
     #[arg(long)]
     pub model: String,
 
@@ -62,4 +132,7 @@ pub struct ServeArgs {
     /// Requests that may wait for a free slot; beyond this the API answers 503 at once.
     #[arg(long, default_value_t = 64)]
     pub queue: usize,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
 }

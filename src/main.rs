@@ -14,6 +14,8 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 match cli.command {
                     Command::Serve(args) => mesh::serve::run(args).await,
+                    Command::Models(args) => mesh::catalog::commands::models(args).await,
+                    Command::Download(args) => mesh::catalog::commands::download(args).await,
                 }
             })
         });

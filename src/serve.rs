@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::catalog;
 use crate::cli::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
 
@@ -88,13 +89,21 @@ fn spawn_server(
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let opts = catalog::ResolveOptions::from_env().with_args(&args.hub);
+    let model = catalog::resolve(&args.model, &opts).await?;
+    let memory = model.memory().context("reading the model's memory needs")?;
+    let room = catalog::available_memory();
+    let ctx = catalog::plan_context(&memory, args.ctx, args.parallel, room)?;
+    if args.ctx.is_none() && ctx < memory.default_ctx() {
+        tracing::warn!(ctx, "context lowered so that the model fits in memory");
+    }
     let cfg = EngineConfig {
-        model_name: args.model_name.clone(),
+        model_name: args.model_name.clone().or(Some(model.name)),
         parallel: args.parallel,
-        ctx: args.ctx,
+        ctx: Some(ctx),
         threads: args.threads,
         queue: args.queue,
-        ..EngineConfig::new(&args.model)
+        ..EngineConfig::new(model.path)
     };
     let node = Node::start(cfg, args.host, args.port, args.api_port).await?;
     let info = node.engine.info();

@@ -91,7 +91,7 @@ fn official_openai_python_client_works_streaming_and_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
     let mut s = serve();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let body = json!({"model": MODEL, "prompt": "Tell a long story.", "max_tokens": 100000, "ignore_eos": true, "stream": true});
     let resp = http
         .post(format!("{}/v1/completions", s.base))

@@ -185,19 +185,22 @@ impl<'m> Scheduler<'m> {
             }
             return;
         }
-        let mut produced = 0;
-        for seq in 0..self.slots.len() {
-            let Some(at) = self.slots[seq].as_ref().and_then(|a| a.logits_at) else {
-                continue;
-            };
-            let a = self.slots[seq].as_mut().expect("slot checked above");
-            let tok = a.sampler.sample(&self.ctx, at).0;
-            produced += 1;
-            self.on_token(seq, tok);
+        let mut sampled = Vec::with_capacity(self.slots.len());
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(a) = slot {
+                if let Some(at) = a.logits_at {
+                    sampled.push((seq, a.sampler.sample(&self.ctx, at).0));
+                }
+            }
         }
+        // Count before answering, so a client that reads /api/status after its answer sees it.
+        let busy = started.elapsed();
         self.shared
             .stats
-            .record_step(produced, started.elapsed(), n > decoding);
+            .record_step(sampled.len() as u64, busy, n > decoding);
+        for (seq, tok) in sampled {
+            self.on_token(seq, tok);
+        }
     }
 
     /// Handles a sampled token: end of generation, text, stop strings, limits.
@@ -240,11 +243,12 @@ impl<'m> Scheduler<'m> {
             prompt_tokens: a.prompt.len() as u32,
             completion_tokens: a.generated,
         };
-        let _ = a.events.send(Event::Done { finish, usage });
+        // Count before answering, so a client that reads /api/status after its answer sees it.
         self.shared
             .stats
             .requests_served
             .fetch_add(1, Ordering::Relaxed);
+        let _ = a.events.send(Event::Done { finish, usage });
         self.free(seq);
     }
 

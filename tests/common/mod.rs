@@ -45,6 +45,13 @@ pub fn config() -> EngineConfig {
     }
 }
 
+/// An HTTP client. reqwest is built without a default TLS provider (the catalog picks ring), so
+/// install it first even though these tests only speak plain HTTP.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub struct TestNode {
     pub node: Node,
     pub base: String,
@@ -60,7 +67,7 @@ pub async fn start(cfg: EngineConfig) -> TestNode {
         base: format!("http://{}", node.openai_addr),
         api: format!("http://{}", node.api_addr),
         node,
-        http: reqwest::Client::new(),
+        http: http_client(),
     }
 }
 
