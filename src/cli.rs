@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "mesh",
-    version,
-    about = "Find, join and offer LLM capacity on public meshes"
-)]
+#[command(name = "mesh", version, about = "Find, join and offer LLM capacity on public meshes")]
 pub struct Cli {
     /// More log output (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
