@@ -325,7 +325,7 @@ async fn cdn(
         // The pause lets hyper flush the head before the error aborts the connection.
         let stream = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(head) }).chain(
             futures::stream::once(async {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 Err(std::io::Error::new(
                     std::io::ErrorKind::ConnectionReset,
                     "fake hub drops the connection",
