@@ -111,9 +111,9 @@ async fn serve_by_catalog_name_downloads_verifies_and_reuses_the_cache() {
     assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     drop(served);
     assert_eq!(hub.blob_gets().len(), 1, "one download of the weights");
-    let blob = home.path().join(format!(
-        "hf/hub/models--QuantFactory--SmolLM2-135M-Instruct-GGUF/snapshots"
-    ));
+    let blob = home
+        .path()
+        .join("hf/hub/models--QuantFactory--SmolLM2-135M-Instruct-GGUF/snapshots");
     assert!(
         blob.is_dir(),
         "the file sits in the Hugging Face cache layout"
