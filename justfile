@@ -24,6 +24,11 @@ bench:
     cargo build --release
     python3 scripts/bench_decode.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
 
+# Download throughput from a local fake hub vs a plain GET (256 MiB, 5 rounds; docs/BENCHMARKS.md).
+bench-download:
+    cargo build --release --example bench_download
+    target/release/examples/bench_download 256 5 0
+
 # Serve the test model on 127.0.0.1:9337.
 serve *ARGS:
     cargo run --release -- serve --model "$MESH_TEST_MODEL" {{ARGS}}
