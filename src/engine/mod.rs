@@ -13,7 +13,7 @@ pub mod stats;
 pub mod text;
 
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, OnceLock};
@@ -26,6 +26,7 @@ pub use model::ChatMessage;
 pub use request::{Event, EventStream, FinishReason, GenerateRequest, SamplingParams, Usage};
 pub use stats::{Stats, StatsSnapshot};
 
+use crate::catalog::spec::model_id_from_file;
 use model::Model;
 use scheduler::{Job, Scheduler};
 
@@ -148,7 +149,7 @@ impl Engine {
             name: cfg
                 .model_name
                 .clone()
-                .unwrap_or_else(|| model_id_from_path(&cfg.model_path)),
+                .unwrap_or_else(|| model_id_from_file(&cfg.model_path.to_string_lossy())),
             path: cfg.model_path.clone(),
             ctx,
             n_ctx_train,
@@ -267,59 +268,5 @@ impl Engine {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shared.shutdown.load(Ordering::SeqCst)
-    }
-}
-
-/// The catalog-style id of a model file: `SmolLM2-135M-Instruct.Q4_1.gguf` →
-/// `SmolLM2-135M-Instruct-Q4_1`. A dot before the quantization becomes a dash; a split suffix
-/// (`-00001-of-00003`) is dropped.
-pub fn model_id_from_path(path: &Path) -> String {
-    let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("model");
-    let mut stem = file.strip_suffix(".gguf").unwrap_or(file).to_owned();
-    if let Some(i) = stem.rfind("-of-") {
-        let (head, tail) = stem.split_at(i);
-        if tail[4..].chars().all(|c| c.is_ascii_digit()) {
-            if let Some(j) = head.rfind('-') {
-                if head[j + 1..].chars().all(|c| c.is_ascii_digit()) {
-                    stem.truncate(j);
-                }
-            }
-        }
-    }
-    if let Some(dot) = stem.rfind('.') {
-        let quant = &stem[dot + 1..];
-        let looks_like_quant = ["Q", "q", "IQ", "iq", "F", "f", "BF", "bf"]
-            .iter()
-            .any(|p| {
-                quant.starts_with(p) && quant[p.len()..].starts_with(|c: char| c.is_ascii_digit())
-            });
-        if looks_like_quant {
-            stem.replace_range(dot..=dot, "-");
-        }
-    }
-    stem
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_id_turns_the_quant_dot_into_a_dash() {
-        let id = |p: &str| model_id_from_path(Path::new(p));
-        assert_eq!(
-            id("/x/SmolLM2-135M-Instruct.Q4_1.gguf"),
-            "SmolLM2-135M-Instruct-Q4_1"
-        );
-        assert_eq!(
-            id("qwen2.5-3b-instruct-q4_k_m.gguf"),
-            "qwen2.5-3b-instruct-q4_k_m"
-        );
-        assert_eq!(
-            id("Llama-3.3-70B-Q4_K_M-00001-of-00002.gguf"),
-            "Llama-3.3-70B-Q4_K_M"
-        );
-        assert_eq!(id("model.bf16.gguf"), "model-bf16");
-        assert_eq!(id("weird"), "weird");
     }
 }
