@@ -14,6 +14,8 @@ fn main() -> ExitCode {
             runtime.block_on(async move {
                 match cli.command {
                     Command::Serve(args) => mesh::serve::run(args).await,
+                    Command::Status(args) => mesh::status::status(args).await,
+                    Command::Peers(args) => mesh::status::peers(args).await,
                 }
             })
         });

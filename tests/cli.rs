@@ -22,8 +22,14 @@ impl Drop for Served {
     }
 }
 
+/// The binary, with its home in a temporary directory (never the user's ~/.mesh).
 fn mesh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.env(
+        "MESH_HOME",
+        std::env::temp_dir().join(format!("mesh-cli-test-{}", std::process::id())),
+    );
+    cmd
 }
 
 /// Starts `mesh serve` on free ports and reads the API address from its startup lines.
@@ -42,6 +48,9 @@ fn serve() -> Served {
             "1",
             "--parallel",
             "2",
+            "--ephemeral",
+            "--mesh-bind",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -91,7 +100,7 @@ fn official_openai_python_client_works_streaming_and_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
     let mut s = serve();
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let body = json!({"model": MODEL, "prompt": "Tell a long story.", "max_tokens": 100000, "ignore_eos": true, "stream": true});
     let resp = http
         .post(format!("{}/v1/completions", s.base))
