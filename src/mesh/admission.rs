@@ -133,7 +133,9 @@ pub fn verify(
 pub enum AdmitError {
     #[error("cannot reach peer {peer}: {reason}")]
     Unreachable { peer: String, reason: String },
-    #[error("peer {peer} refused admission: the mesh secret does not match (ask for a fresh ticket)")]
+    #[error(
+        "peer {peer} refused admission: the mesh secret does not match (ask for a fresh ticket)"
+    )]
     Denied { peer: String },
     #[error("peer {peer} is not in this mesh (the ticket names another mesh)")]
     WrongMesh { peer: String },

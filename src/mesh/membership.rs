@@ -104,7 +104,10 @@ pub(super) fn publish(shared: &Shared, changes: Vec<Change>) {
                     reason: reason.into(),
                 }
             }
-            Change::ModelAdded(model) => MeshEvent::ModelAdded { model },
+            Change::ModelAdded(model) => {
+                shared.remember_model(&model);
+                MeshEvent::ModelAdded { model }
+            }
             Change::ModelRemoved(model) => MeshEvent::ModelRemoved { model },
         };
         // No subscribers is fine.

@@ -17,7 +17,7 @@ pub mod routing;
 pub mod ticket;
 pub mod tunnel;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,6 +45,8 @@ use tunnel::{Tunnel, TunnelServer};
 
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
+/// Most model names remembered as "seen in this mesh" (for 503 vs. 404).
+const MAX_KNOWN_MODELS: usize = 4096;
 /// How long `online()` may take when a relay is configured.
 const RELAY_ONLINE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -152,11 +154,21 @@ pub(crate) struct Shared {
     tunnel: Tunnel,
     table: Mutex<PeerTable>,
     outstanding: Mutex<HashMap<EndpointId, usize>>,
+    /// Every model some peer has announced since this node started.
+    known_models: Mutex<BTreeSet<String>>,
     events: broadcast::Sender<MeshEvent>,
     memory_bytes: u64,
 }
 
 impl Shared {
+    fn remember_model(&self, model: &str) {
+        if let Ok(mut known) = self.known_models.lock() {
+            if known.len() < MAX_KNOWN_MODELS {
+                known.insert(model.to_owned());
+            }
+        }
+    }
+
     fn with_table<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut table)
@@ -295,6 +307,7 @@ impl Mesh {
             lookup,
             table: Mutex::default(),
             outstanding: Mutex::default(),
+            known_models: Mutex::default(),
             events,
             memory_bytes: memory_bytes(),
         });
@@ -371,6 +384,15 @@ impl Mesh {
     pub fn remote_models(&self) -> Vec<String> {
         self.shared
             .with_table(|t| t.models_set().into_iter().collect())
+    }
+
+    /// Whether some peer has served `model` since this node started: a request for it with no
+    /// host now is "unavailable" (503), one for a model never seen is "not found" (404).
+    pub fn has_seen_model(&self, model: &str) -> bool {
+        self.shared
+            .known_models
+            .lock()
+            .is_ok_and(|k| k.contains(model))
     }
 
     /// Peers serving `model`, best first, leaving out `tried`.

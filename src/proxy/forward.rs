@@ -3,7 +3,8 @@
 //! Replicas are tried best first (`mesh::routing`). A peer that fails before answering — cannot
 //! connect, stream broken, or 503 (overloaded) — is skipped and the next one tried. Once a
 //! response has begun, it streams through unchanged; if it breaks off, an SSE stream ends with
-//! an OpenAI error chunk. No host for the model → 503 naming it.
+//! an OpenAI error chunk. No host for a model the mesh has served → 503 naming it; a model no
+//! node has ever announced → 404, as on a single node.
 
 use axum::body::{Body, Bytes};
 use axum::http::{header, StatusCode};
@@ -27,6 +28,7 @@ pub async fn forward(
     loop {
         let Some(peer) = mesh.hosts_for(model, &tried).into_iter().next() else {
             return Err(match last_error {
+                None if !mesh.has_seen_model(model) => ApiError::model_not_found(model),
                 None => no_host(model),
                 Some(e) => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
