@@ -32,3 +32,9 @@ bench-download:
 # Serve the test model on 127.0.0.1:9337.
 serve *ARGS:
     cargo run --release -- serve --model "$MESH_TEST_MODEL" {{ARGS}}
+
+# Mesh overhead: time to first token and streaming tok/s through another node vs. locally.
+bench-mesh:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    python3 scripts/bench_mesh.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"

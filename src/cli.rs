@@ -1,7 +1,11 @@
 //! Command-line definitions (clap). Every flag is visible in `--help` with a sentence.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+
+use iroh::RelayUrl;
+
+use crate::mesh::ticket::Ticket;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -22,12 +26,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve a GGUF model through the OpenAI-compatible API on 127.0.0.1:9337.
+    /// Serve a GGUF model (or, with --client, only the mesh's models) through the
+    /// OpenAI-compatible API on 127.0.0.1:9337, in a new mesh or one joined by ticket.
     Serve(ServeArgs),
     /// List the model catalog (installed and fits columns); `show NAME`, `rm NAME`.
     Models(ModelsArgs),
     /// Download a model into the Hugging Face cache: a catalog name, org/repo/file.gguf or a URL.
     Download(DownloadArgs),
+    /// Show this node's status: role, mesh, ticket, model, peers (asks the running node).
+    Status(QueryArgs),
+    /// List the mesh's peers: role, models, connection (direct / relay), RTT.
+    Peers(QueryArgs),
 }
 
 /// Where the catalog and the hub are. Shared by `models`, `download` (and `serve`).
@@ -95,11 +104,54 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Print the raw JSON of the management API instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to ask.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
     /// .gguf path. Downloaded into the Hugging Face cache first when needed.
+    #[arg(long, required_unless_present = "client")]
+    pub model: Option<String>,
+
+    /// Serve no model: use the models of the other nodes of the mesh.
+    #[arg(long, conflicts_with = "model")]
+    pub client: bool,
+
+    /// Join a mesh with a ticket printed by one of its nodes (repeat to give several).
+    #[arg(long, value_name = "TICKET")]
+    pub join: Vec<Ticket>,
+
+    /// Start a public mesh: its tickets hold no secret, so anyone with one may join.
+    #[arg(long, conflicts_with = "join")]
+    pub public: bool,
+
+    /// Use a throwaway node key instead of the one kept in ~/.mesh (or $MESH_HOME).
     #[arg(long)]
-    pub model: String,
+    pub ephemeral: bool,
+
+    /// UDP address for mesh traffic (default: all interfaces, random port).
+    #[arg(long, value_name = "ADDR")]
+    pub mesh_bind: Option<SocketAddr>,
+
+    /// Relay server for peers that cannot reach each other directly (default: none, direct only).
+    #[arg(long, value_name = "URL")]
+    pub relay: Option<RelayUrl>,
+
+    /// Name shown to peers (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Region shown to peers, e.g. `eu-west`.
+    #[arg(long)]
+    pub region: Option<String>,
 
     /// Model id announced in the API (default: the file name without `.gguf`, dots as dashes).
     #[arg(long)]

@@ -16,6 +16,8 @@ fn main() -> ExitCode {
                     Command::Serve(args) => mesh::serve::run(args).await,
                     Command::Models(args) => mesh::catalog::commands::models(args).await,
                     Command::Download(args) => mesh::catalog::commands::download(args).await,
+                    Command::Status(args) => mesh::status::status(args).await,
+                    Command::Peers(args) => mesh::status::peers(args).await,
                 }
             })
         });

@@ -1,5 +1,6 @@
-//! `mesh serve`: load the model, start the engine, the OpenAI API and the management API, and
-//! shut all of it down cleanly on Ctrl-C (in-flight streams end with an error chunk).
+//! `mesh serve`: load the model, start the engine, join or start a mesh, serve the OpenAI API and
+//! the management API, and shut all of it down cleanly on Ctrl-C (peers are told at once,
+//! in-flight streams end with an error chunk).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -12,13 +13,25 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog;
 use crate::cli::ServeArgs;
 use crate::engine::{Engine, EngineConfig};
+use crate::mesh::{identity, Mesh, MeshConfig};
 
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// A running node: the engine and its two HTTP servers.
+/// What a node runs: an engine (none for a client), the HTTP ports, and optionally a mesh.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub engine: Option<EngineConfig>,
+    pub host: IpAddr,
+    pub port: u16,
+    pub api_port: u16,
+    pub mesh: Option<MeshConfig>,
+}
+
+/// A running node: the engine, the mesh and the two HTTP servers.
 pub struct Node {
-    pub engine: Engine,
+    pub engine: Option<Engine>,
+    pub mesh: Option<Mesh>,
     /// Bound address of the OpenAI-compatible API.
     pub openai_addr: SocketAddr,
     /// Bound address of the management API.
@@ -28,26 +41,66 @@ pub struct Node {
 }
 
 impl Node {
-    /// Loads the model and starts serving. Port 0 picks a free port (see the `*_addr` fields).
+    /// A single node without a mesh: loads the model and serves it. Port 0 picks a free port
+    /// (see the `*_addr` fields).
     pub async fn start(
         cfg: EngineConfig,
         host: IpAddr,
         port: u16,
         api_port: u16,
     ) -> anyhow::Result<Self> {
+        Self::start_with(NodeOptions {
+            engine: Some(cfg),
+            host,
+            port,
+            api_port,
+            mesh: None,
+        })
+        .await
+    }
+
+    /// Starts everything `opts` asks for.
+    pub async fn start_with(opts: NodeOptions) -> anyhow::Result<Self> {
         // Bind first: a busy port should fail fast, before a model load.
-        let openai = bind(host, port, "--port").await?;
-        let api = bind(host, api_port, "--api-port").await?;
-        let engine = tokio::task::spawn_blocking(move || Engine::start(cfg)).await??;
+        let openai = bind(opts.host, opts.port, "--port").await?;
+        let api = bind(opts.host, opts.api_port, "--api-port").await?;
+        let engine = match opts.engine {
+            Some(cfg) => Some(tokio::task::spawn_blocking(move || Engine::start(cfg)).await??),
+            None => None,
+        };
+        let mesh = match opts.mesh {
+            Some(cfg) => {
+                let local_only = crate::proxy::router(engine.clone(), None);
+                match Mesh::start(cfg, engine.clone(), local_only).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        if let Some(engine) = &engine {
+                            engine.shutdown();
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
         let cancel = CancellationToken::new();
         let openai_addr = openai.local_addr()?;
         let api_addr = api.local_addr()?;
         let servers = vec![
-            spawn_server(openai, crate::proxy::router(engine.clone()), cancel.clone()),
-            spawn_server(api, crate::api::router(engine.clone()), cancel.clone()),
+            spawn_server(
+                openai,
+                crate::proxy::router(engine.clone(), mesh.clone()),
+                cancel.clone(),
+            ),
+            spawn_server(
+                api,
+                crate::api::router(engine.clone(), mesh.clone()),
+                cancel.clone(),
+            ),
         ];
         Ok(Self {
             engine,
+            mesh,
             openai_addr,
             api_addr,
             cancel,
@@ -57,7 +110,12 @@ impl Node {
 
     /// Ends in-flight requests with an error, stops accepting connections, waits a little.
     pub async fn shutdown(self) {
-        self.engine.shutdown();
+        if let Some(mesh) = &self.mesh {
+            mesh.shutdown().await;
+        }
+        if let Some(engine) = &self.engine {
+            engine.shutdown();
+        }
         self.cancel.cancel();
         let all = futures::future::join_all(self.servers);
         if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
@@ -88,36 +146,111 @@ fn spawn_server(
     })
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let opts = catalog::ResolveOptions::from_env().with_args(&args.hub);
-    let model = catalog::resolve(&args.model, &opts).await?;
-    let memory = model.memory().context("reading the model's memory needs")?;
-    let room = catalog::available_memory();
-    let ctx = catalog::plan_context(&memory, args.ctx, args.parallel, room)?;
-    if args.ctx.is_none() && ctx < memory.default_ctx() {
-        tracing::warn!(ctx, "context lowered so that the model fits in memory");
+impl Node {
+    /// Stops as if killed: no leave message, connections just vanish (failure-detection tests).
+    pub async fn kill(self) {
+        if let Some(mesh) = &self.mesh {
+            mesh.abort().await;
+        }
+        if let Some(engine) = &self.engine {
+            engine.shutdown();
+        }
+        self.cancel.cancel();
+        for s in self.servers {
+            s.abort();
+        }
     }
-    let cfg = EngineConfig {
-        model_name: args.model_name.clone().or(Some(model.name)),
-        parallel: args.parallel,
-        ctx: Some(ctx),
-        threads: args.threads,
-        queue: args.queue,
-        ..EngineConfig::new(model.path)
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let engine = match (&args.model, args.client) {
+        (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
+        (None, false) => anyhow::bail!(
+            "nothing to serve: pass --model NAME|FILE.gguf, or --client to use the mesh's models"
+        ),
+        (Some(spec), false) => Some(engine_config(&args, spec).await?),
+        (None, true) => None,
     };
-    let node = Node::start(cfg, args.host, args.port, args.api_port).await?;
-    let info = node.engine.info();
-    println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);
-    println!("  OpenAI API   http://{}/v1", node.openai_addr);
-    println!("  management   http://{}/api/status", node.api_addr);
-    println!(
-        "  slots {} x {} tokens, {} threads; Ctrl-C to stop",
-        info.parallel, info.ctx, info.threads
-    );
+    let secret_key = if args.ephemeral {
+        identity::ephemeral()
+    } else {
+        let home = crate::config::mesh_home();
+        identity::load_or_create(&home).context("cannot load the node key")?
+    };
+    let mut mesh = MeshConfig::new(secret_key);
+    mesh.join = args.join.clone();
+    mesh.public = args.public;
+    mesh.bind = args.mesh_bind;
+    mesh.relay = args.relay.clone();
+    mesh.region = args.region.clone();
+    if let Some(name) = &args.name {
+        mesh.name = name.clone();
+    }
+    let node = Node::start_with(NodeOptions {
+        engine,
+        host: args.host,
+        port: args.port,
+        api_port: args.api_port,
+        mesh: Some(mesh),
+    })
+    .await?;
+    print_banner(&node);
     tokio::signal::ctrl_c()
         .await
         .context("cannot listen for Ctrl-C")?;
     println!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+fn print_banner(node: &Node) {
+    match &node.engine {
+        Some(engine) => {
+            let info = engine.info();
+            println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);
+            println!(
+                "  slots {} x {} tokens, {} threads",
+                info.parallel, info.ctx, info.threads
+            );
+        }
+        None => println!(
+            "mesh {} (client: serving no model)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    println!("  OpenAI API   http://{}/v1", node.openai_addr);
+    println!("  management   http://{}/api/status", node.api_addr);
+    if let Some(mesh) = &node.mesh {
+        let kind = if mesh.is_public() {
+            "public"
+        } else {
+            "private"
+        };
+        println!("  node id      {}", mesh.node_id());
+        println!("  mesh         {} ({kind})", mesh.mesh_id());
+        println!("  ticket       {}", mesh.ticket().encode());
+        println!("  others join with: mesh serve --join <ticket> (the ticket holds the mesh secret: share it only with members)");
+    }
+    println!("  Ctrl-C to stop");
+}
+
+/// Resolves `--model` (catalog name, hub ref, URL or path; downloading if needed) and picks a
+/// context that fits in memory.
+async fn engine_config(args: &ServeArgs, spec: &str) -> anyhow::Result<EngineConfig> {
+    let opts = catalog::ResolveOptions::from_env().with_args(&args.hub);
+    let model = catalog::resolve(spec, &opts).await?;
+    let memory = model.memory().context("reading the model's memory needs")?;
+    let room = catalog::available_memory();
+    let ctx = catalog::plan_context(&memory, args.ctx, args.parallel, room)?;
+    if args.ctx.is_none() && ctx < memory.default_ctx() {
+        tracing::warn!(ctx, "context lowered so that the model fits in memory");
+    }
+    Ok(EngineConfig {
+        model_name: args.model_name.clone().or(Some(model.name)),
+        parallel: args.parallel,
+        ctx: Some(ctx),
+        threads: args.threads,
+        queue: args.queue,
+        ..EngineConfig::new(model.path)
+    })
 }

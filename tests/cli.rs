@@ -22,8 +22,14 @@ impl Drop for Served {
     }
 }
 
+/// The binary, with its home in a temporary directory (never the user's ~/.mesh).
 fn mesh() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
+    cmd.env(
+        "MESH_HOME",
+        std::env::temp_dir().join(format!("mesh-cli-test-{}", std::process::id())),
+    );
+    cmd
 }
 
 /// Starts `mesh serve` on free ports and reads the API address from its startup lines.
@@ -42,6 +48,9 @@ fn serve() -> Served {
             "1",
             "--parallel",
             "2",
+            "--ephemeral",
+            "--mesh-bind",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,35 +1,127 @@
-//! The management API (default 127.0.0.1:3131): `GET /api/status` for people and scripts.
+//! The management API (default 127.0.0.1:3131), for people and scripts:
+//! - `GET /api/status`: this node (model, slots, stats) and its mesh (ids, ticket, role, peers).
+//! - `GET /api/peers`: the peer table.
+//! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
+//! - `GET /api/events`: SSE — a `status` snapshot, then `peer_joined`, `peer_left`,
+//!   `model_added`, `model_removed`; a keep-alive comment every 15 s.
+
+mod events;
 
 use axum::extract::State;
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
+use crate::mesh::ticket::Ticket;
+use crate::mesh::Mesh;
+use crate::proxy::error::ApiError;
 
-pub fn router(engine: Engine) -> Router {
-    Router::new()
-        .route("/api/status", get(status))
-        .with_state(engine)
+/// Largest `POST /api/join` body.
+const MAX_JOIN_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Option<Engine>,
+    pub mesh: Option<Mesh>,
 }
 
-async fn status(State(engine): State<Engine>) -> Json<Value> {
-    let info = engine.info();
-    let stats = engine.stats();
-    Json(json!({
+pub fn router(engine: Option<Engine>, mesh: Option<Mesh>) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/peers", get(peers))
+        .route("/api/join", post(join))
+        .route("/api/events", get(events::events))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_JOIN_BYTES))
+        .with_state(ApiState { engine, mesh })
+}
+
+async fn status(State(state): State<ApiState>) -> Json<Value> {
+    Json(status_json(&state))
+}
+
+/// The status document (also the first event of `/api/events`).
+pub fn status_json(state: &ApiState) -> Value {
+    let mut v = json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "model": info.name,
-        "model_path": info.path,
-        "context_size": info.ctx,
-        "context_train": info.n_ctx_train,
-        "threads": info.threads,
-        "slots": {"busy": stats.slots_busy, "total": info.parallel},
-        "queue": {"length": stats.queue_len, "capacity": info.queue_capacity},
-        "requests_served": stats.requests_served,
-        "prompt_tokens": stats.prompt_tokens,
-        "tokens_generated": stats.tokens_generated,
-        "decode_tokens_per_second": stats.decode_tokens_per_second,
-        "tokens_per_second_last_minute": stats.tokens_per_second_last_minute,
-        "shutting_down": engine.is_shutting_down(),
-    }))
+        "role": if state.engine.is_some() { "host" } else { "client" },
+        "model": null,
+    });
+    if let Some(engine) = &state.engine {
+        let info = engine.info();
+        let stats = engine.stats();
+        let fields = json!({
+            "model": info.name,
+            "model_path": info.path,
+            "context_size": info.ctx,
+            "context_train": info.n_ctx_train,
+            "threads": info.threads,
+            "slots": {"busy": stats.slots_busy, "total": info.parallel},
+            "queue": {"length": stats.queue_len, "capacity": info.queue_capacity},
+            "requests_served": stats.requests_served,
+            "prompt_tokens": stats.prompt_tokens,
+            "tokens_generated": stats.tokens_generated,
+            "decode_tokens_per_second": stats.decode_tokens_per_second,
+            "tokens_per_second_last_minute": stats.tokens_per_second_last_minute,
+            "shutting_down": engine.is_shutting_down(),
+        });
+        merge(&mut v, fields);
+    }
+    if let Some(mesh) = &state.mesh {
+        let fields = json!({
+            "node_id": mesh.node_id().to_string(),
+            "mesh_id": mesh.mesh_id().to_string(),
+            "mesh_public": mesh.is_public(),
+            "ticket": mesh.ticket().encode(),
+            "peers": mesh.peers(),
+            "mesh_models": mesh.remote_models(),
+        });
+        merge(&mut v, fields);
+    }
+    v
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+async fn peers(State(state): State<ApiState>) -> Json<Value> {
+    let peers = state.mesh.as_ref().map(|m| m.peers()).unwrap_or_default();
+    Json(json!({"peers": peers}))
+}
+
+#[derive(Deserialize)]
+struct JoinRequest {
+    ticket: String,
+}
+
+async fn join(
+    State(state): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: JoinRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("expected {{\"ticket\": \"mesh1…\"}}: {e}")))?;
+    let ticket = Ticket::decode(&req.ticket)
+        .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")))?;
+    let Some(mesh) = &state.mesh else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "no_mesh",
+            "this node runs without a mesh",
+        ));
+    };
+    let peers = mesh.join(&ticket).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "join_failed",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(json!({"joined": true, "peers_dialled": peers})))
 }

@@ -243,20 +243,22 @@ impl<'m> Scheduler<'m> {
             prompt_tokens: a.prompt.len() as u32,
             completion_tokens: a.generated,
         };
-        // Count before answering, so a client that reads /api/status after its answer sees it.
+        // Count and free the slot before answering, so a client that reads /api/status after
+        // its answer sees both.
         self.shared
             .stats
             .requests_served
             .fetch_add(1, Ordering::Relaxed);
-        let _ = a.events.send(Event::Done { finish, usage });
         self.free(seq);
+        let _ = a.events.send(Event::Done { finish, usage });
     }
 
     fn fail(&mut self, seq: usize, message: &str) {
-        if let Some(a) = self.slots[seq].take() {
+        let active = self.slots[seq].take();
+        self.free(seq);
+        if let Some(a) = active {
             let _ = a.events.send(Event::Error(message.to_owned()));
         }
-        self.free(seq);
     }
 
     fn free(&mut self, seq: usize) {

@@ -11,15 +11,26 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::stream::{self, Flavor};
 use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, MAX_BODY_BYTES};
-use super::AppState;
+use super::{forward, AppState};
 use crate::engine::{Engine, Event, EventStream, FinishReason, GenerateRequest, Usage};
 
+/// Every model in the mesh: this node's own, then the peers', each once.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let info = state.engine.info();
-    Json(json!({
-        "object": "list",
-        "data": [{"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}],
-    }))
+    let mut data = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(engine) = &state.engine {
+        let info = engine.info();
+        seen.insert(info.name.clone());
+        data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));
+    }
+    if let Some(mesh) = &state.mesh {
+        for name in mesh.remote_models() {
+            if seen.insert(name.clone()) {
+                data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "mesh"}));
+            }
+        }
+    }
+    Json(json!({"object": "list", "data": data}))
 }
 
 pub async fn chat_completions(
@@ -28,10 +39,13 @@ pub async fn chat_completions(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let req: ChatCompletionRequest = validate::parse(&body)?;
-    check_model(&state.engine, &req.model)?;
+    let model = req.model;
     let messages = validate::chat_messages(req.messages)?;
     let options = validate::options(req.options)?;
-    let engine = state.engine.clone();
+    let Some(engine) = state.local(&model).cloned() else {
+        return elsewhere(&state, &model, "/v1/chat/completions", body).await;
+    };
+    let local = engine.clone();
     // Templating and tokenizing a long conversation is CPU work: keep it off the async workers.
     let prompt = tokio::task::spawn_blocking(move || {
         engine
@@ -40,7 +54,7 @@ pub async fn chat_completions(
     })
     .await
     .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
-    generate(&state.engine, prompt, options, Flavor::Chat).await
+    generate(&local, prompt, options, Flavor::Chat).await
 }
 
 pub async fn completions(
@@ -49,14 +63,17 @@ pub async fn completions(
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let req: CompletionRequest = validate::parse(&body)?;
-    check_model(&state.engine, &req.model)?;
+    let model = req.model;
     let text = validate::prompt_text(req.prompt)?;
     let options = validate::options(req.options)?;
-    let engine = state.engine.clone();
+    let Some(engine) = state.local(&model).cloned() else {
+        return elsewhere(&state, &model, "/v1/completions", body).await;
+    };
+    let local = engine.clone();
     let prompt = tokio::task::spawn_blocking(move || engine.tokenize(&text))
         .await
         .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))?;
-    generate(&state.engine, prompt, options, Flavor::Text).await
+    generate(&local, prompt, options, Flavor::Text).await
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -69,11 +86,16 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-fn check_model(engine: &Engine, model: &str) -> Result<(), ApiError> {
-    if model == engine.info().name {
-        Ok(())
-    } else {
-        Err(ApiError::model_not_found(model))
+/// A model this node does not serve: forward it into the mesh, or 404 on a node without one.
+async fn elsewhere(
+    state: &AppState,
+    model: &str,
+    path: &str,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match &state.mesh {
+        Some(mesh) => forward::forward(mesh, model, path, body).await,
+        None => Err(ApiError::model_not_found(model)),
     }
 }
 

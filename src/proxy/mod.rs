@@ -3,8 +3,10 @@
 //!
 //! Request path: body bytes → `validate` (400/413 in OpenAI's error shape) → chat template and
 //! tokenizer → `Engine::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
+//! A model served by another node of the mesh goes through `forward` over the HTTP tunnel.
 
 pub mod error;
+mod forward;
 mod handlers;
 mod stream;
 pub mod validate;
@@ -15,15 +17,25 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::engine::Engine;
+use crate::mesh::Mesh;
 use error::ApiError;
 
-/// What every handler needs.
+/// What every handler needs: the local engine (none on a client node) and the mesh (none on the
+/// tunnel's serving side, so tunnelled requests are answered locally and never travel on).
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Engine,
+    pub engine: Option<Engine>,
+    pub mesh: Option<Mesh>,
 }
 
-pub fn router(engine: Engine) -> Router {
+impl AppState {
+    /// The local engine when it serves `model`.
+    fn local(&self, model: &str) -> Option<&Engine> {
+        self.engine.as_ref().filter(|e| e.info().name == model)
+    }
+}
+
+pub fn router(engine: Option<Engine>, mesh: Option<Mesh>) -> Router {
     Router::new()
         .route("/v1/models", get(handlers::models))
         .route("/v1/chat/completions", post(handlers::chat_completions))
@@ -38,5 +50,5 @@ pub fn router(engine: Engine) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(validate::MAX_BODY_BYTES))
-        .with_state(AppState { engine })
+        .with_state(AppState { engine, mesh })
 }

@@ -45,10 +45,9 @@ pub fn config() -> EngineConfig {
     }
 }
 
-/// An HTTP client. reqwest is built without a default TLS provider (the catalog picks ring), so
-/// install it first even though these tests only speak plain HTTP.
+/// A reqwest client (after installing the TLS crypto provider reqwest needs in this build).
 pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    mesh::status::install_crypto_provider();
     reqwest::Client::new()
 }
 
@@ -189,4 +188,131 @@ pub fn chunk_text(chunk: &Value) -> String {
 
 pub fn user(text: &str) -> Value {
     serde_json::json!([{"role": "user", "content": text}])
+}
+
+// ---- mesh helpers ----
+
+use mesh::mesh::ticket::Ticket;
+use mesh::mesh::MeshConfig;
+use mesh::serve::NodeOptions;
+
+/// Mesh settings for tests: a throwaway key, loopback only, no relays.
+pub fn mesh_config(join: Vec<Ticket>) -> MeshConfig {
+    let mut cfg = MeshConfig::new(iroh::SecretKey::generate());
+    cfg.join = join;
+    cfg.bind = Some((Ipv4Addr::LOCALHOST, 0).into());
+    cfg.name = "test".into();
+    cfg
+}
+
+/// A node in a mesh: `engine` none for a client.
+pub async fn start_mesh(
+    engine: Option<EngineConfig>,
+    mesh: MeshConfig,
+) -> anyhow::Result<TestNode> {
+    let node = Node::start_with(NodeOptions {
+        engine,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        api_port: 0,
+        mesh: Some(mesh),
+    })
+    .await?;
+    Ok(TestNode {
+        base: format!("http://{}", node.openai_addr),
+        api: format!("http://{}", node.api_addr),
+        node,
+        http: http_client(),
+    })
+}
+
+/// The engine config of the test model under another model name.
+pub fn config_named(name: &str) -> EngineConfig {
+    EngineConfig {
+        model_name: Some(name.into()),
+        ..config()
+    }
+}
+
+impl TestNode {
+    pub fn ticket(&self) -> Ticket {
+        self.node.mesh.as_ref().expect("mesh node").ticket()
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node
+            .mesh
+            .as_ref()
+            .expect("mesh node")
+            .node_id()
+            .to_string()
+    }
+
+    pub async fn get_json(&self, url: &str) -> Value {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
+    /// Model ids of `/v1/models`.
+    pub async fn model_ids(&self) -> Vec<String> {
+        let v = self.get_json(&format!("{}/v1/models", self.base)).await;
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub async fn peers(&self) -> Vec<Value> {
+        let v = self.get_json(&format!("{}/api/peers", self.api)).await;
+        v["peers"].as_array().unwrap().clone()
+    }
+
+    /// Polls `/api/peers` until `pred` holds; panics after `limit`.
+    pub async fn wait_peers(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let p = self.peers().await;
+            if pred(&p) {
+                return p;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {what}; peers {p:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// True when `peers` holds `node_id` serving `model`.
+pub fn serves(peers: &[Value], node_id: &str, model: &str) -> bool {
+    peers.iter().any(|p| {
+        p["node_id"] == node_id
+            && p["models"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == model))
+    })
+}
+
+pub fn chat(model: &str, stream: bool) -> Value {
+    serde_json::json!({
+        "model": model,
+        "messages": user("Say hello"),
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": stream,
+    })
 }

@@ -1,0 +1,194 @@
+//! HTTP over iroh (ALPN `mesh/http/1`): one QUIC bi-stream carries one HTTP/1.1 exchange.
+//!
+//! The serving side runs the node's own axum router (local models only, so requests never loop)
+//! on each accepted stream with hyper's `serve_connection`; the calling side does a hyper client
+//! handshake on a fresh stream of a cached per-peer connection. Bodies stream through unchanged,
+//! so SSE chunks arrive as the remote engine produces them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use iroh::endpoint::Connection;
+use iroh::protocol::{AcceptError, ProtocolHandler};
+use iroh::{Endpoint, EndpointId};
+
+use super::gate::Gate;
+
+pub const ALPN: &[u8] = b"mesh/http/1";
+/// Connecting to a peer (admission included) must finish within this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer whose connection broke is not dialled again for this long (or until it re-joins):
+/// requests go to other replicas at once instead of waiting for a dead node's connect timeout.
+pub const DOWN_HOLD: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    #[error("cannot connect to {peer}: {reason}")]
+    Connect { peer: String, reason: String },
+    #[error("connecting to {peer} timed out after {CONNECT_TIMEOUT:?}")]
+    Timeout { peer: String },
+    #[error("stream to {peer} failed: {reason}")]
+    Stream { peer: String, reason: String },
+    #[error("connection to {peer} was lost: {reason}")]
+    Lost { peer: String, reason: String },
+    #[error("{peer} was unreachable moments ago; not retrying yet")]
+    Down { peer: String },
+}
+
+/// The serving side, registered on iroh's router.
+#[derive(Debug, Clone)]
+pub struct TunnelServer {
+    pub app: axum::Router,
+}
+
+impl ProtocolHandler for TunnelServer {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        let peer = conn.remote_id().fmt_short();
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let service = TowerToHyperService::new(self.app.clone());
+            tokio::spawn(async move {
+                let io = TokioIo::new(tokio::io::join(recv, send));
+                let served = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, "tunnelled request ended early: {e}");
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The calling side: one cached connection per peer, one stream per request.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    endpoint: Endpoint,
+    gate: Gate,
+    conns: Arc<Mutex<HashMap<EndpointId, Connection>>>,
+    /// Peers whose connection broke or could not be made, and since when.
+    down: Arc<Mutex<HashMap<EndpointId, Instant>>>,
+}
+
+impl Tunnel {
+    pub fn new(endpoint: Endpoint, gate: Gate) -> Self {
+        Self {
+            endpoint,
+            gate,
+            conns: Arc::default(),
+            down: Arc::default(),
+        }
+    }
+
+    /// The open connection to `peer`, if there is one.
+    pub fn cached(&self, peer: &EndpointId) -> Option<Connection> {
+        let conns = self.conns.lock().ok()?;
+        conns
+            .get(peer)
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+    }
+
+    /// Closes and forgets the connection to `peer` (it left): its in-flight requests fail.
+    pub fn forget(&self, peer: &EndpointId) {
+        let conn = self.conns.lock().ok().and_then(|mut c| c.remove(peer));
+        if let Some(conn) = conn {
+            conn.close(0u8.into(), b"peer left the mesh");
+        }
+    }
+
+    /// A peer (re-)joined: dial it again whenever needed.
+    pub fn clear_down(&self, peer: &EndpointId) {
+        if let Ok(mut down) = self.down.lock() {
+            down.remove(peer);
+        }
+    }
+
+    fn mark_down(&self, peer: EndpointId) {
+        if let Ok(mut down) = self.down.lock() {
+            down.insert(peer, Instant::now());
+        }
+    }
+
+    /// The connection to `peer`, opening one when needed. A cached connection found closed
+    /// (the peer went away) marks the peer down for [`DOWN_HOLD`] instead of being redialled.
+    pub async fn connection(&self, peer: EndpointId) -> Result<Connection, TunnelError> {
+        let name = peer.fmt_short().to_string();
+        let cached = self.conns.lock().ok().and_then(|c| c.get(&peer).cloned());
+        if let Some(conn) = cached {
+            match conn.close_reason() {
+                None => return Ok(conn),
+                Some(reason) => {
+                    if let Ok(mut conns) = self.conns.lock() {
+                        conns.remove(&peer);
+                    }
+                    self.gate.revoke(&peer);
+                    self.mark_down(peer);
+                    return Err(TunnelError::Lost {
+                        peer: name,
+                        reason: reason.to_string(),
+                    });
+                }
+            }
+        }
+        let down_since = self.down.lock().ok().and_then(|d| d.get(&peer).copied());
+        if down_since.is_some_and(|t| t.elapsed() < DOWN_HOLD) {
+            return Err(TunnelError::Down { peer: name });
+        }
+        let connected =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.endpoint.connect(peer, ALPN)).await;
+        let conn = match connected {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                // Perhaps the peer restarted and forgot us: prove membership again next time.
+                self.gate.revoke(&peer);
+                self.mark_down(peer);
+                return Err(TunnelError::Connect {
+                    peer: name,
+                    reason: e.to_string(),
+                });
+            }
+            Err(_) => {
+                self.mark_down(peer);
+                return Err(TunnelError::Timeout { peer: name });
+            }
+        };
+        self.clear_down(&peer);
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(peer, conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// Sends one request to `peer` and returns its response head; the body streams on.
+    pub async fn request(
+        &self,
+        peer: EndpointId,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, TunnelError> {
+        let conn = self.connection(peer).await?;
+        let name = peer.fmt_short().to_string();
+        let broke = |e: &dyn std::fmt::Display| TunnelError::Stream {
+            peer: name.clone(),
+            reason: e.to_string(),
+        };
+        let (send, recv) = conn.open_bi().await.map_err(|e| broke(&e))?;
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let (mut sender, driver) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| broke(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!("tunnel stream closed: {e}");
+            }
+        });
+        sender.send_request(req).await.map_err(|e| broke(&e))
+    }
+}

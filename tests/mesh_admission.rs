@@ -1,0 +1,99 @@
+//! Only nodes holding the mesh secret get in: a wrong or missing secret is refused before any
+//! gossip or HTTP is exchanged, a node that skips admission is closed out, and garbage tickets
+//! are clear errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use iroh::endpoint::{presets, ConnectionError};
+use mesh::mesh::ticket::{MeshSecret, Ticket, TicketError};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_secret_is_refused_and_learns_nothing() {
+    let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
+    let good = a.ticket();
+    assert!(good.secret.is_some(), "meshes are private by default");
+
+    let mut wrong = good.clone();
+    wrong.secret = Some(MeshSecret::random());
+    let mut missing = good.clone();
+    missing.secret = None;
+    for bad in [wrong, missing] {
+        let err = start_mesh(None, mesh_config(vec![bad]))
+            .await
+            .err()
+            .expect("a node with the wrong secret must not start");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("mesh secret does not match"), "{msg}");
+    }
+    assert!(a.peers().await.is_empty());
+
+    // The right secret still works afterwards.
+    let b = start_mesh(None, mesh_config(vec![good])).await.unwrap();
+    let b_id = b.node_id();
+    a.wait_peers(Duration::from_secs(20), "B", |p| {
+        p.iter().any(|x| x["node_id"] == b_id.as_str())
+    })
+    .await;
+    b.node.shutdown().await;
+    a.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_that_skips_admission_is_closed_out() {
+    let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
+    let addr = a.ticket().peers[0].clone();
+    let outsider = iroh::Endpoint::builder(presets::Minimal)
+        .clear_ip_transports()
+        .bind_addr("127.0.0.1:0")
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    for alpn in [&b"mesh/http/1"[..], iroh_gossip::ALPN] {
+        let refused = async {
+            let conn = match outsider.connect(addr.clone(), alpn).await {
+                Ok(c) => c,
+                Err(_) => return true,
+            };
+            match conn.closed().await {
+                ConnectionError::ApplicationClosed(c) => u64::from(c.error_code) == 403,
+                _ => true,
+            }
+        };
+        let refused = tokio::time::timeout(Duration::from_secs(10), refused)
+            .await
+            .expect("the connection is closed, not left open");
+        assert!(refused, "ALPN {}", String::from_utf8_lossy(alpn));
+    }
+    outsider.close().await;
+    a.node.shutdown().await;
+}
+
+#[test]
+fn garbage_tickets_are_typed_errors() {
+    assert_eq!(Ticket::decode("hello").unwrap_err(), TicketError::Prefix);
+    assert_eq!(
+        Ticket::decode("mesh1$$$").unwrap_err(),
+        TicketError::Encoding
+    );
+    // Valid base32 of a version-1 byte and nothing else; then of a version-0 byte.
+    assert_eq!(Ticket::decode("mesh1ae").unwrap_err(), TicketError::Decode);
+    assert_eq!(
+        Ticket::decode("mesh1aaaa").unwrap_err(),
+        TicketError::Version(0)
+    );
+}
+
+#[test]
+fn serve_with_a_garbage_ticket_exits_with_a_clear_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["serve", "--client", "--ephemeral", "--join", "garbage"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a mesh ticket"), "{err}");
+}
