@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -56,24 +55,11 @@ fn serve() -> Served {
         .stderr(Stdio::null())
         .spawn()
         .expect("mesh starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let mut base = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(url) = line.trim().strip_prefix("OpenAI API") {
-            base = Some(url.trim().trim_end_matches("/v1").to_owned());
-        }
-        if line.contains("Ctrl-C to stop") {
-            break;
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Served {
-        child,
-        base: base.expect("startup output names the OpenAI API address"),
-    }
+    let base = common::read_banner(&mut child)
+        .expect("startup output names the OpenAI API address")
+        .trim_end_matches("/v1")
+        .to_owned();
+    Served { child, base }
 }
 
 #[test]

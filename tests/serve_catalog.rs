@@ -4,7 +4,6 @@
 mod common;
 mod common_hub;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -55,33 +54,28 @@ fn serve(home: &Path, extra: &[&str]) -> Option<Served> {
             "256",
             "--threads",
             "1",
+            "--ephemeral",
+            "--mesh-bind",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut base = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(url) = line.trim().strip_prefix("OpenAI API") {
-            base = Some(url.trim().to_owned());
-        }
-        if line.contains("Ctrl-C to stop") {
-            std::thread::spawn(move || for _ in lines {});
-            return Some(Served(child, base?));
+    match common::read_banner(&mut child) {
+        Some(base) => Some(Served(child, base)),
+        None => {
+            let _ = child.wait();
+            None
         }
     }
-    let _ = child.wait();
-    None
 }
 
 async fn chat(base: &str) -> Value {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let body =
         json!({"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4});
-    let r = reqwest::Client::new()
+    let r = common::http_client()
         .post(format!("{base}/chat/completions"))
         .json(&body)
         .send()

@@ -316,3 +316,23 @@ pub fn chat(model: &str, stream: bool) -> Value {
         "stream": stream,
     })
 }
+
+/// Reads `mesh serve`'s startup lines from a child started with piped stdout and returns the
+/// OpenAI API base URL (`http://ADDR/v1`), or `None` if the process ends before its banner is
+/// complete. Stdout is then drained in the background so the child never blocks on a full pipe.
+pub fn read_banner(child: &mut std::process::Child) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stdout.take()?).lines();
+    let mut base = None;
+    for line in lines.by_ref() {
+        let line = line.ok()?;
+        if let Some(url) = line.trim().strip_prefix("OpenAI API") {
+            base = Some(url.trim().to_owned());
+        }
+        if line.contains("Ctrl-C to stop") {
+            std::thread::spawn(move || lines.for_each(drop));
+            return base;
+        }
+    }
+    None
+}
