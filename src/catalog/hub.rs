@@ -79,7 +79,7 @@ pub struct Hub {
 /// A reqwest client with rustls (ring) that follows at most `redirects` redirects.
 pub fn http_client(redirects: usize) -> Result<reqwest::Client, DownloadError> {
     // reqwest is built with `rustls-no-provider`: pick ring once per process (iroh uses it too).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::status::install_crypto_provider();
     let policy = if redirects == 0 {
         reqwest::redirect::Policy::none()
     } else {

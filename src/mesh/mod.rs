@@ -472,18 +472,7 @@ impl Mesh {
             // Gossip sends asynchronously; give the message a moment to leave the socket.
             tokio::time::sleep(LEAVE_FLUSH).await;
         }
-        self.cancel.cancel();
-        let tasks = self
-            .tasks
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .unwrap_or_default();
-        for t in tasks {
-            t.abort();
-        }
-        if let Err(e) = self.router.shutdown().await {
-            tracing::debug!("iroh router shutdown: {e}");
-        }
+        self.abort().await;
     }
 
     /// Stops without a leave message (as if killed): for tests of failure detection.
@@ -497,7 +486,9 @@ impl Mesh {
         for t in tasks {
             t.abort();
         }
-        let _ = self.router.shutdown().await;
+        if let Err(e) = self.router.shutdown().await {
+            tracing::debug!("iroh router shutdown: {e}");
+        }
     }
 }
 
