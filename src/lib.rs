@@ -14,6 +14,7 @@ pub mod api;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod engine;
 pub mod mesh;
 pub mod proxy;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog;
 use crate::cli::ServeArgs;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, EngineSlot};
 use crate::mesh::{identity, Mesh, MeshConfig};
 
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
@@ -30,7 +30,8 @@ pub struct NodeOptions {
 
 /// A running node: the engine, the mesh and the two HTTP servers.
 pub struct Node {
-    pub engine: Option<Engine>,
+    /// What this node serves; empty on a client, or until `set_engine` (`mesh --auto`).
+    pub engine: EngineSlot,
     pub mesh: Option<Mesh>,
     /// Bound address of the OpenAI-compatible API.
     pub openai_addr: SocketAddr,
@@ -64,17 +65,17 @@ impl Node {
         // Bind first: a busy port should fail fast, before a model load.
         let openai = bind(opts.host, opts.port, "--port").await?;
         let api = bind(opts.host, opts.api_port, "--api-port").await?;
-        let engine = match opts.engine {
-            Some(cfg) => Some(tokio::task::spawn_blocking(move || Engine::start(cfg)).await??),
+        let engine = EngineSlot::from(match opts.engine {
+            Some(cfg) => Some(load_engine(cfg).await?),
             None => None,
-        };
+        });
         let mesh = match opts.mesh {
             Some(cfg) => {
                 let local_only = crate::proxy::router(engine.clone(), None);
                 match Mesh::start(cfg, engine.clone(), local_only).await {
                     Ok(m) => Some(m),
                     Err(e) => {
-                        if let Some(engine) = &engine {
+                        if let Some(engine) = engine.get() {
                             engine.shutdown();
                         }
                         return Err(e.into());
@@ -113,7 +114,7 @@ impl Node {
         if let Some(mesh) = &self.mesh {
             mesh.shutdown().await;
         }
-        if let Some(engine) = &self.engine {
+        if let Some(engine) = self.engine.get() {
             engine.shutdown();
         }
         self.cancel.cancel();
@@ -122,6 +123,22 @@ impl Node {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing anyway");
         }
     }
+}
+
+impl Node {
+    /// Starts serving `engine` on a node that started without one; peers see the model at the
+    /// next heartbeat. Fails when the node already serves a model.
+    pub fn set_engine(&self, engine: Engine) -> anyhow::Result<()> {
+        self.engine.set(engine).map_err(|e| {
+            e.shutdown();
+            anyhow::anyhow!("this node already serves a model")
+        })
+    }
+}
+
+/// Loads a model on a blocking thread (llama.cpp's load is synchronous).
+pub async fn load_engine(cfg: EngineConfig) -> anyhow::Result<Engine> {
+    Ok(tokio::task::spawn_blocking(move || Engine::start(cfg)).await??)
 }
 
 async fn bind(host: IpAddr, port: u16, flag: &str) -> anyhow::Result<TcpListener> {
@@ -152,7 +169,7 @@ impl Node {
         if let Some(mesh) = &self.mesh {
             mesh.abort().await;
         }
-        if let Some(engine) = &self.engine {
+        if let Some(engine) = self.engine.get() {
             engine.shutdown();
         }
         self.cancel.cancel();
@@ -204,7 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn print_banner(node: &Node) {
-    match &node.engine {
+    match node.engine.get() {
         Some(engine) => {
             let info = engine.info();
             println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);

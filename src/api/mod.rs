@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::engine::Engine;
+use crate::engine::EngineSlot;
 use crate::mesh::ticket::Ticket;
 use crate::mesh::Mesh;
 use crate::proxy::error::ApiError;
@@ -24,11 +24,11 @@ const MAX_JOIN_BYTES: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct ApiState {
-    pub engine: Option<Engine>,
+    pub engine: EngineSlot,
     pub mesh: Option<Mesh>,
 }
 
-pub fn router(engine: Option<Engine>, mesh: Option<Mesh>) -> Router {
+pub fn router(engine: EngineSlot, mesh: Option<Mesh>) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
@@ -46,10 +46,10 @@ async fn status(State(state): State<ApiState>) -> Json<Value> {
 pub fn status_json(state: &ApiState) -> Value {
     let mut v = json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "role": if state.engine.is_some() { "host" } else { "client" },
+        "role": if state.engine.get().is_some() { "host" } else { "client" },
         "model": null,
     });
-    if let Some(engine) = &state.engine {
+    if let Some(engine) = state.engine.get() {
         let info = engine.info();
         let stats = engine.stats();
         let fields = json!({

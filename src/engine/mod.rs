@@ -115,6 +115,32 @@ pub struct Engine {
     shared: Arc<Shared>,
 }
 
+/// The engine a node serves, which may arrive after the node has started (`mesh --auto` joins a
+/// mesh first, then downloads and loads its model). Empty on a client. Clones share the slot.
+#[derive(Clone, Default)]
+pub struct EngineSlot(Arc<OnceLock<Engine>>);
+
+impl EngineSlot {
+    pub fn get(&self) -> Option<&Engine> {
+        self.0.get()
+    }
+
+    /// Fills the slot; a slot is filled at most once (the engine is handed back otherwise).
+    pub fn set(&self, engine: Engine) -> Result<(), Engine> {
+        self.0.set(engine)
+    }
+}
+
+impl From<Option<Engine>> for EngineSlot {
+    fn from(engine: Option<Engine>) -> Self {
+        let slot = Self::default();
+        if let Some(e) = engine {
+            let _ = slot.set(e);
+        }
+        slot
+    }
+}
+
 /// llama.cpp's backend may be initialised once per process.
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();

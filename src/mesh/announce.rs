@@ -41,6 +41,8 @@ pub struct ModelOffer {
     /// Slots not decoding right now.
     pub free_slots: u32,
     pub slots: u32,
+    /// Context per sequence, in tokens.
+    pub ctx: u32,
 }
 
 /// A node's state, sent as its heartbeat every `HEARTBEAT` and whenever it changes.
@@ -198,6 +200,7 @@ pub(crate) mod tests {
                     name: (*m).into(),
                     free_slots: 4,
                     slots: 4,
+                    ctx: 512,
                 })
                 .collect(),
             memory_bytes: 0,

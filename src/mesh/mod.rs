@@ -34,7 +34,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
+use crate::engine::EngineSlot;
 use admission::{AdmitError, MeshKeys};
 use announce::{Announcement, Message, ModelOffer, Role};
 use gate::Gate;
@@ -147,7 +147,7 @@ pub(crate) struct Shared {
     timers: Timers,
     name: String,
     region: Option<String>,
-    engine: Option<Engine>,
+    engine: EngineSlot,
     endpoint: Endpoint,
     gate: Gate,
     lookup: MemoryLookup,
@@ -175,13 +175,14 @@ impl Shared {
     }
 
     fn announcement(&self) -> Announcement {
-        let (models, queue_depth, tokens_per_second) = match &self.engine {
+        let (models, queue_depth, tokens_per_second) = match self.engine.get() {
             Some(e) => {
                 let (info, stats) = (e.info(), e.stats());
                 let offer = ModelOffer {
                     name: info.name.clone(),
                     free_slots: info.parallel.saturating_sub(stats.slots_busy as u32),
                     slots: info.parallel,
+                    ctx: info.ctx,
                 };
                 (
                     vec![offer],
@@ -240,11 +241,11 @@ pub struct Mesh {
 
 impl Mesh {
     /// Starts the endpoint and protocols, joins the tickets' mesh (or starts a new one).
-    /// `engine` is what this node serves (`None`: a client); `tunnel_app` answers requests
+    /// `engine` is what this node serves (empty: a client, until a model is loaded); `tunnel_app` answers requests
     /// that arrive over the tunnel (the node's local-only OpenAI router).
     pub async fn start(
         cfg: MeshConfig,
-        engine: Option<Engine>,
+        engine: EngineSlot,
         tunnel_app: axum::Router,
     ) -> Result<Self, MeshError> {
         let keys = mesh_keys(&cfg)?;
@@ -339,7 +340,7 @@ impl Mesh {
     }
 
     pub fn role(&self) -> Role {
-        if self.shared.engine.is_some() {
+        if self.shared.engine.get().is_some() {
             Role::Host
         } else {
             Role::Client

@@ -18,7 +18,7 @@ use crate::engine::{Engine, Event, EventStream, FinishReason, GenerateRequest, U
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
     let mut data = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    if let Some(engine) = &state.engine {
+    if let Some(engine) = state.engine.get() {
         let info = engine.info();
         seen.insert(info.name.clone());
         data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));

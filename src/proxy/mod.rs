@@ -16,7 +16,7 @@ use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineSlot};
 use crate::mesh::Mesh;
 use error::ApiError;
 
@@ -24,18 +24,18 @@ use error::ApiError;
 /// tunnel's serving side, so tunnelled requests are answered locally and never travel on).
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Option<Engine>,
+    pub engine: EngineSlot,
     pub mesh: Option<Mesh>,
 }
 
 impl AppState {
     /// The local engine when it serves `model`.
     fn local(&self, model: &str) -> Option<&Engine> {
-        self.engine.as_ref().filter(|e| e.info().name == model)
+        self.engine.get().filter(|e| e.info().name == model)
     }
 }
 
-pub fn router(engine: Option<Engine>, mesh: Option<Mesh>) -> Router {
+pub fn router(engine: EngineSlot, mesh: Option<Mesh>) -> Router {
     Router::new()
         .route("/v1/models", get(handlers::models))
         .route("/v1/chat/completions", post(handlers::chat_completions))
