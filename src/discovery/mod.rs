@@ -6,3 +6,4 @@
 
 pub mod offer;
 pub mod nostr_io;
+pub mod score;

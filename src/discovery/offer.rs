@@ -388,3 +388,7 @@ pub fn quant_from_name(name: &str) -> Option<String> {
         is_quant.then(|| p.to_owned())
     })
 }
+
+#[cfg(test)]
+#[path = "offer_tests.rs"]
+mod tests;

@@ -1,0 +1,479 @@
+//! The scorer: which mesh to join. A pure function of the offers, what this node wants, and the
+//! round-trip times measured to the best few — deterministic for equal input; `pick` breaks
+//! near-ties at random so that many nodes starting at once do not all pile onto one mesh.
+//!
+//! An offer first passes hard filters (joinable, requested model, full, memory, reachable); then
+//! its score is the sum of the terms below, each shown by `mesh discover --explain`
+//! (docs/DESIGN.md, "Choosing a mesh", has the table):
+//!
+//! | term      | points                                                            |
+//! |-----------|-------------------------------------------------------------------|
+//! | model     | +40 requested model served; +25 requested or servable model wanted |
+//! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots)               |
+//! | memory    | +2 × log2(1 + GiB of memory of the serving nodes)                 |
+//! | nodes     | +4 × log2(1 + serving nodes)                                      |
+//! | load      | −3 × busy slots per serving node (at most −15)                    |
+//! | freshness | +5 fresh, falling to 0 at the offer's expiry                       |
+//! | region    | +15 same region                                                   |
+//! | sticky    | +10 the mesh this node was in last                                 |
+//! | rtt       | −rtt ms ÷ 10 (at most −25); −5 when not measured                  |
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use iroh::EndpointId;
+use rand::Rng;
+use serde::Serialize;
+
+use super::offer::Offer;
+use crate::mesh::ticket::MeshId;
+
+/// How many of the best offers get their round-trip time measured before the final choice.
+pub const PROBE_TOP_K: usize = 5;
+/// Offers within this many points of the best are equally good: `pick` chooses among them.
+pub const NEAR_EQUAL: f64 = 2.0;
+
+/// What this node wants from a mesh.
+#[derive(Debug, Clone, Default)]
+pub struct Preferences {
+    /// A model the user asked for: the mesh must serve it (or, for a serving node, want it).
+    pub model: Option<String>,
+    pub region: Option<String>,
+    /// The serving nodes' memory must be at least this.
+    pub min_memory_bytes: u64,
+    /// The mesh this node was in last.
+    pub last_mesh: Option<MeshId>,
+    /// Only consumes: needs a model served now, and a mesh that is not full.
+    pub client: bool,
+    /// Models this node could serve (fit its memory); a mesh wanting one of them scores higher.
+    pub servable: Vec<String>,
+    /// Only meshes with a ticket (public) can be joined; `false` lists private ones too.
+    pub joinable_only: bool,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// Result of measuring the round trip to an offer's node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Probe {
+    Rtt(Duration),
+    Unreachable,
+}
+
+/// One line of an explanation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Term {
+    pub name: &'static str,
+    pub points: f64,
+    pub detail: String,
+}
+
+/// An offer's score: `index` into the offers given to [`rank`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub index: usize,
+    pub score: f64,
+    pub terms: Vec<Term>,
+    /// Why a hard filter left it out (then `score` is 0 and `terms` empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+}
+
+impl Scored {
+    pub fn eligible(&self) -> bool {
+        self.excluded.is_none()
+    }
+}
+
+/// Scores every offer. Eligible offers come first, best first (ties: older event id order is
+/// not used; the mesh id decides, so equal input gives equal output); excluded ones follow.
+pub fn rank(
+    offers: &[Offer],
+    probes: &HashMap<EndpointId, Probe>,
+    prefs: &Preferences,
+) -> Vec<Scored> {
+    let mut scored: Vec<Scored> = offers
+        .iter()
+        .enumerate()
+        .map(|(index, o)| score_one(index, o, probes.get(&o.node).copied(), prefs))
+        .collect();
+    scored.sort_by(|a, b| {
+        b.eligible()
+            .cmp(&a.eligible())
+            .then(b.score.total_cmp(&a.score))
+            .then_with(|| offers[a.index].mesh_id.0.cmp(&offers[b.index].mesh_id.0))
+            .then(a.index.cmp(&b.index))
+    });
+    scored
+}
+
+/// Nodes to probe: those of the best `k` eligible offers.
+pub fn to_probe(offers: &[Offer], ranked: &[Scored], k: usize) -> Vec<usize> {
+    ranked
+        .iter()
+        .filter(|s| s.eligible())
+        .take(k)
+        .map(|s| s.index)
+        .filter(|&i| offers[i].ticket.is_some())
+        .collect()
+}
+
+/// The offer to join: at random among eligible offers within [`NEAR_EQUAL`] of the best.
+pub fn pick<'a>(ranked: &'a [Scored], rng: &mut impl Rng) -> Option<&'a Scored> {
+    let best = ranked.first().filter(|s| s.eligible())?;
+    let leaders: Vec<&Scored> = ranked
+        .iter()
+        .take_while(|s| s.eligible() && best.score - s.score <= NEAR_EQUAL)
+        .collect();
+    Some(leaders[rng.random_range(0..leaders.len())])
+}
+
+fn score_one(index: usize, o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Scored {
+    match exclusion(o, probe, prefs) {
+        Some(why) => Scored {
+            index,
+            score: 0.0,
+            terms: Vec::new(),
+            excluded: Some(why),
+        },
+        None => {
+            let terms = terms(o, probe, prefs);
+            Scored {
+                index,
+                score: terms.iter().map(|t| t.points).sum(),
+                terms,
+                excluded: None,
+            }
+        }
+    }
+}
+
+fn serves(o: &Offer, model: &str) -> bool {
+    o.content.models.iter().any(|m| m.name == model)
+}
+
+fn wants(o: &Offer, model: &str) -> bool {
+    o.content.wanted.iter().any(|w| w == model)
+}
+
+fn exclusion(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Option<String> {
+    let c = &o.content;
+    if prefs.joinable_only && o.ticket.is_none() {
+        return Some("private mesh: ask a member for a ticket".into());
+    }
+    if let Some(m) = &prefs.model {
+        let ok = serves(o, m) || (!prefs.client && wants(o, m));
+        if !ok {
+            return Some(format!("does not serve {m}"));
+        }
+    }
+    if prefs.client && c.models.is_empty() {
+        return Some("serves no model".into());
+    }
+    if prefs.client && c.clients >= c.max_clients {
+        return Some(format!("full ({} of {} clients)", c.clients, c.max_clients));
+    }
+    if c.memory_bytes < prefs.min_memory_bytes {
+        return Some(format!("{} of memory, less than asked", gib_text(c.memory_bytes)));
+    }
+    if probe == Some(Probe::Unreachable) {
+        return Some("did not answer a probe".into());
+    }
+    None
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+fn gib_text(bytes: u64) -> String {
+    format!("{:.1} GiB", gib(bytes))
+}
+
+fn term(name: &'static str, points: f64, detail: String) -> Term {
+    Term {
+        name,
+        points: (points * 100.0).round() / 100.0,
+        detail,
+    }
+}
+
+fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
+    let c = &o.content;
+    let mut t = Vec::with_capacity(9);
+    t.push(model_term(o, prefs));
+    let (slots, free) = c
+        .models
+        .iter()
+        .fold((0u64, 0u64), |(s, f), m| (s + m.slots as u64, f + m.free_slots as u64));
+    let ratio = if slots == 0 {
+        0.0
+    } else {
+        free as f64 / slots as f64
+    };
+    t.push(term(
+        "capacity",
+        20.0 * ratio + 2.0 * (1.0 + free as f64).log2(),
+        format!("{free} of {slots} slots free"),
+    ));
+    t.push(term(
+        "memory",
+        2.0 * (1.0 + gib(c.memory_bytes)).log2(),
+        format!("{} on serving nodes", gib_text(c.memory_bytes)),
+    ));
+    t.push(term(
+        "nodes",
+        4.0 * (1.0 + c.nodes as f64).log2(),
+        format!("{} serving, {} clients", c.nodes, c.clients),
+    ));
+    let busy_per_node = (slots - free) as f64 / c.nodes.max(1) as f64;
+    t.push(term(
+        "load",
+        -(3.0 * busy_per_node).min(15.0),
+        format!("{busy_per_node:.1} busy slots per serving node"),
+    ));
+    let life = o.expires_at.saturating_sub(o.created_at).max(1) as f64;
+    let left = o.expires_at.saturating_sub(prefs.now) as f64;
+    let age = prefs.now.saturating_sub(o.created_at);
+    t.push(term(
+        "freshness",
+        5.0 * (left / life).clamp(0.0, 1.0),
+        format!("published {age} s ago"),
+    ));
+    let same_region = prefs.region.is_some() && prefs.region == c.region;
+    t.push(term(
+        "region",
+        if same_region { 15.0 } else { 0.0 },
+        match (&c.region, same_region) {
+            (Some(r), true) => format!("same region ({r})"),
+            (Some(r), false) => format!("region {r}"),
+            (None, _) => "no region given".into(),
+        },
+    ));
+    let sticky = prefs.last_mesh == Some(o.mesh_id);
+    t.push(term(
+        "sticky",
+        if sticky { 10.0 } else { 0.0 },
+        if sticky {
+            "this node's last mesh".into()
+        } else {
+            "not the last mesh".into()
+        },
+    ));
+    t.push(match probe {
+        Some(Probe::Rtt(d)) => {
+            let ms = d.as_secs_f64() * 1000.0;
+            term("rtt", -(ms / 10.0).min(25.0), format!("{ms:.1} ms measured"))
+        }
+        _ => term("rtt", -5.0, "not measured".into()),
+    });
+    t
+}
+
+fn model_term(o: &Offer, prefs: &Preferences) -> Term {
+    if let Some(m) = &prefs.model {
+        if serves(o, m) {
+            return term("model", 40.0, format!("serves {m}"));
+        }
+        return term("model", 25.0, format!("wants {m}, which this node can serve"));
+    }
+    if !prefs.client {
+        if let Some(w) = prefs.servable.iter().find(|s| wants(o, s)) {
+            return term("model", 25.0, format!("wants {w}, which this node can serve"));
+        }
+    }
+    let n = o.content.models.len();
+    term(
+        "model",
+        5.0 * (n.min(4) as f64),
+        format!("serves {n} model{}", if n == 1 { "" } else { "s" }),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::discovery::offer::{OfferContent, ServedModel};
+    use crate::mesh::ticket::Ticket;
+
+    /// An offer for tests: one model with `free` of 4 slots on one node, public, fresh.
+    pub(crate) fn offer(mesh: u8, model: &str, free: u32, region: Option<&str>) -> Offer {
+        let node = iroh::SecretKey::generate().public();
+        let mesh_id = MeshId([mesh; 16]);
+        Offer {
+            event_id: format!("{mesh:064x}"),
+            publisher: nostr::Keys::generate().public_key(),
+            mesh_id,
+            created_at: 1_000,
+            expires_at: 1_180,
+            node,
+            ticket: Some(Ticket {
+                mesh_id,
+                secret: None,
+                peers: vec![iroh::EndpointAddr::new(node)],
+            }),
+            content: OfferContent {
+                schema: "1.0".into(),
+                name: format!("mesh {mesh}"),
+                public: true,
+                models: vec![ServedModel {
+                    name: model.into(),
+                    ctx: 4096,
+                    quant: None,
+                    hosts: 1,
+                    slots: 4,
+                    free_slots: free,
+                }],
+                wanted: Vec::new(),
+                region: region.map(Into::into),
+                memory_bytes: 16 << 30,
+                nodes: 1,
+                clients: 0,
+                max_clients: 64,
+                ticket: None,
+                version: "0.1.0".into(),
+                node: node.to_string(),
+                binding: String::new(),
+            },
+        }
+    }
+
+    fn prefs() -> Preferences {
+        Preferences {
+            joinable_only: true,
+            now: 1_000,
+            ..Preferences::default()
+        }
+    }
+
+    fn best(offers: &[Offer], probes: &HashMap<EndpointId, Probe>, p: &Preferences) -> u8 {
+        let ranked = rank(offers, probes, p);
+        assert!(ranked[0].eligible(), "{ranked:?}");
+        offers[ranked[0].index].mesh_id.0[0]
+    }
+
+    #[test]
+    fn region_match_wins_when_all_else_is_equal() {
+        let offers = [offer(1, "m", 4, Some("us")), offer(2, "m", 4, Some("eu"))];
+        let p = Preferences {
+            region: Some("eu".into()),
+            ..prefs()
+        };
+        assert_eq!(best(&offers, &HashMap::new(), &p), 2);
+        let p = Preferences {
+            region: Some("us".into()),
+            ..prefs()
+        };
+        assert_eq!(best(&offers, &HashMap::new(), &p), 1);
+    }
+
+    #[test]
+    fn free_capacity_and_low_load_win() {
+        let offers = [offer(1, "m", 0, None), offer(2, "m", 4, None)];
+        assert_eq!(best(&offers, &HashMap::new(), &prefs()), 2);
+    }
+
+    #[test]
+    fn measured_rtt_decides_between_equal_offers_and_unreachable_is_out() {
+        let offers = [offer(1, "m", 4, None), offer(2, "m", 4, None)];
+        let mut probes = HashMap::new();
+        probes.insert(offers[0].node, Probe::Rtt(Duration::from_millis(150)));
+        probes.insert(offers[1].node, Probe::Rtt(Duration::from_millis(5)));
+        assert_eq!(best(&offers, &probes, &prefs()), 2);
+        probes.insert(offers[1].node, Probe::Unreachable);
+        let ranked = rank(&offers, &probes, &prefs());
+        assert_eq!(offers[ranked[0].index].mesh_id.0[0], 1);
+        assert_eq!(
+            ranked[1].excluded.as_deref(),
+            Some("did not answer a probe")
+        );
+    }
+
+    #[test]
+    fn sticky_mesh_gets_its_bonus() {
+        let offers = [offer(1, "m", 4, None), offer(2, "m", 4, None)];
+        let p = Preferences {
+            last_mesh: Some(MeshId([2; 16])),
+            ..prefs()
+        };
+        let ranked = rank(&offers, &HashMap::new(), &p);
+        assert_eq!(offers[ranked[0].index].mesh_id.0[0], 2);
+        assert_eq!(ranked[0].score - ranked[1].score, 10.0);
+    }
+
+    #[test]
+    fn hard_filters_exclude_with_a_reason() {
+        let mut full = offer(3, "m", 4, None);
+        full.content.clients = 64;
+        let mut private = offer(4, "m", 4, None);
+        private.ticket = None;
+        let mut small = offer(5, "m", 4, None);
+        small.content.memory_bytes = 1 << 30;
+        let offers = [offer(1, "other", 4, None), full, private, small];
+        let p = Preferences {
+            model: Some("m".into()),
+            client: true,
+            min_memory_bytes: 8 << 30,
+            ..prefs()
+        };
+        let ranked = rank(&offers, &HashMap::new(), &p);
+        let why: Vec<_> = ranked.iter().map(|s| s.excluded.clone().unwrap()).collect();
+        assert!(why.contains(&"does not serve m".to_string()), "{why:?}");
+        assert!(why.contains(&"full (64 of 64 clients)".to_string()), "{why:?}");
+        assert!(why.iter().any(|w| w.starts_with("private mesh")), "{why:?}");
+        assert!(why.iter().any(|w| w.contains("less than asked")), "{why:?}");
+        assert!(pick(&ranked, &mut rand::rng()).is_none());
+        // A serving node may join a mesh that only wants the model, and a full one.
+        let mut wanting = offer(6, "x", 4, None);
+        wanting.content.wanted = vec!["m".into()];
+        let p = Preferences {
+            model: Some("m".into()),
+            ..prefs()
+        };
+        assert_eq!(best(&[wanting], &HashMap::new(), &p), 6);
+    }
+
+    #[test]
+    fn a_wanted_model_this_node_can_serve_attracts_it() {
+        let mut wanting = offer(2, "x", 4, None);
+        wanting.content.wanted = vec!["small".into()];
+        let offers = [offer(1, "x", 4, None), wanting];
+        let p = Preferences {
+            servable: vec!["small".into()],
+            ..prefs()
+        };
+        assert_eq!(best(&offers, &HashMap::new(), &p), 2);
+    }
+
+    #[test]
+    fn equal_input_gives_equal_output_and_every_term_is_explained() {
+        let offers: Vec<_> = (0..20).map(|i| offer(i, "m", (i % 5) as u32, None)).collect();
+        let a = rank(&offers, &HashMap::new(), &prefs());
+        let b = rank(&offers, &HashMap::new(), &prefs());
+        assert_eq!(a, b);
+        let names: Vec<_> = a[0].terms.iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            ["model", "capacity", "memory", "nodes", "load", "freshness", "region", "sticky", "rtt"]
+        );
+        let sum: f64 = a[0].terms.iter().map(|t| t.points).sum();
+        assert_eq!(sum, a[0].score);
+    }
+
+    #[test]
+    fn pick_spreads_over_near_equal_leaders_only() {
+        let offers = [
+            offer(1, "m", 4, None),
+            offer(2, "m", 4, None),
+            offer(3, "m", 0, None),
+        ];
+        let ranked = rank(&offers, &HashMap::new(), &prefs());
+        let mut seen = std::collections::BTreeSet::new();
+        let mut rng = rand::rng();
+        for _ in 0..200 {
+            let s = pick(&ranked, &mut rng).unwrap();
+            seen.insert(offers[s.index].mesh_id.0[0]);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2]);
+    }
+}
