@@ -37,6 +37,91 @@ pub enum Command {
     Status(QueryArgs),
     /// List the mesh's peers: role, models, connection (direct / relay), RTT.
     Peers(QueryArgs),
+    /// Browse mesh offers on Nostr relays, scored for this machine (best first).
+    Discover(DiscoverArgs),
+    /// Advertise the running node's mesh on Nostr relays (asks the node's management API).
+    Publish(PublishArgs),
+}
+
+/// `mesh --auto …` is `mesh serve --auto …`: inserts `serve` when no subcommand is named and
+/// `--auto` is given.
+pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let names = [
+        "serve", "models", "download", "status", "peers", "discover", "publish", "relay", "help",
+    ];
+    let has_command = args.iter().skip(1).any(|a| names.iter().any(|n| a == n));
+    if !has_command && args.iter().skip(1).any(|a| a == "--auto") {
+        let mut out = args;
+        out.insert(1.min(out.len()), "serve".into());
+        return out;
+    }
+    args
+}
+
+/// Parses a Nostr relay URL (`ws://` or `wss://`).
+fn nostr_relay(s: &str) -> Result<nostr::RelayUrl, String> {
+    nostr::RelayUrl::parse(s).map_err(|e| format!("not a Nostr relay URL (ws:// or wss://): {e}"))
+}
+
+/// Which Nostr relays to use. Shared by `serve`, `discover` and `publish`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RelayArgs {
+    /// Nostr relay for mesh offers; repeat for several (default: $MESH_RELAYS, comma separated,
+    /// else a few public relays).
+    #[arg(long = "relay", value_name = "URL", value_parser = nostr_relay)]
+    pub relays: Vec<nostr::RelayUrl>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiscoverArgs {
+    /// Only meshes serving this model.
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Only meshes in this region (and score them as near).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Only meshes whose serving nodes have at least this much memory, in GB.
+    #[arg(long, value_name = "GB")]
+    pub min_memory: Option<f64>,
+
+    /// Print JSON (every offer, its score and breakdown, rejections, relay errors).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print every term of every offer's score.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Do not measure the round trip to the best offers (faster; rtt terms say "not measured").
+    #[arg(long)]
+    pub no_probe: bool,
+
+    /// iroh relay the round-trip probes may use besides direct addresses.
+    #[arg(long, value_name = "URL")]
+    pub iroh_relay: Option<RelayUrl>,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Stop publishing and delete the offer from the relays.
+    #[arg(long)]
+    pub stop: bool,
+
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to publish.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
 }
 
 /// Where the catalog and the hub are. Shared by `models`, `download` (and `serve`).
@@ -118,12 +203,38 @@ pub struct QueryArgs {
 pub struct ServeArgs {
     /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
     /// .gguf path. Downloaded into the Hugging Face cache first when needed.
-    #[arg(long, required_unless_present = "client")]
+    /// With --auto: the model wanted (served by this node, or used by a --client).
+    #[arg(long)]
     pub model: Option<String>,
 
     /// Serve no model: use the models of the other nodes of the mesh.
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long)]
     pub client: bool,
+
+    /// Find the best mesh on Nostr relays, join it and serve a model it needs (with --client:
+    /// only use it); start and publish a new public mesh when none fits. `mesh --auto` is the
+    /// same.
+    #[arg(long, conflicts_with_all = ["join", "public"])]
+    pub auto: bool,
+
+    /// Advertise this node's mesh on Nostr relays: republished every 60 s, deleted at Ctrl-C.
+    #[arg(long)]
+    pub publish: bool,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+
+    /// Mesh name in published offers (default: the node name's mesh).
+    #[arg(long)]
+    pub mesh_name: Option<String>,
+
+    /// A model this mesh would like someone to serve, published in its offer (repeatable).
+    #[arg(long = "want", value_name = "MODEL")]
+    pub wanted: Vec<String>,
+
+    /// How many clients the mesh takes, as published in its offer.
+    #[arg(long, default_value_t = 64)]
+    pub max_clients: u32,
 
     /// Join a mesh with a ticket printed by one of its nodes (repeat to give several).
     #[arg(long, value_name = "TICKET")]
@@ -141,9 +252,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub mesh_bind: Option<SocketAddr>,
 
-    /// Relay server for peers that cannot reach each other directly (default: none, direct only).
+    /// iroh relay server for peers that cannot reach each other directly (default: none, direct
+    /// addresses only).
     #[arg(long, value_name = "URL")]
-    pub relay: Option<RelayUrl>,
+    pub iroh_relay: Option<RelayUrl>,
 
     /// Name shown to peers (default: the host name).
     #[arg(long)]

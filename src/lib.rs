@@ -8,9 +8,11 @@
 //! - [`catalog`]: the model catalog, memory fit and Hugging Face downloads.
 //! - [`serve`]: wires the pieces together for `mesh serve`.
 //! - [`status`]: `mesh status` and `mesh peers`, clients of the management API.
+//! - [`discovery`]: mesh offers on Nostr — publish, browse, score; [`auto`]: `mesh --auto`.
 //! - [`config`]: where files live (`~/.mesh`).
 
 pub mod api;
+pub mod auto;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -6,7 +6,7 @@ use clap::Parser;
 use mesh::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(mesh::cli::normalize_args(std::env::args_os().collect()));
     init_tracing(cli.verbose);
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
@@ -18,6 +18,8 @@ fn main() -> ExitCode {
                     Command::Download(args) => mesh::catalog::commands::download(args).await,
                     Command::Status(args) => mesh::status::status(args).await,
                     Command::Peers(args) => mesh::status::peers(args).await,
+                    Command::Discover(args) => mesh::discovery::commands::discover(args).await,
+                    Command::Publish(args) => mesh::discovery::commands::publish(args).await,
                 }
             })
         });

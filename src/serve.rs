@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog;
 use crate::cli::ServeArgs;
+use crate::discovery::nostr_io::relay_list;
+use crate::discovery::publish::{self, PublishSettings};
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig, EngineSlot};
 use crate::mesh::{identity, Mesh, MeshConfig};
 
@@ -26,6 +29,8 @@ pub struct NodeOptions {
     pub port: u16,
     pub api_port: u16,
     pub mesh: Option<MeshConfig>,
+    /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -37,6 +42,7 @@ pub struct Node {
     pub openai_addr: SocketAddr,
     /// Bound address of the management API.
     pub api_addr: SocketAddr,
+    pub discovery: Option<Discovery>,
     cancel: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -56,6 +62,7 @@ impl Node {
             port,
             api_port,
             mesh: None,
+            discovery: None,
         })
         .await
     }
@@ -84,6 +91,12 @@ impl Node {
             }
             None => None,
         };
+        let discovery = opts.discovery.map(Discovery::new);
+        if let (Some(d), Some(m)) = (&discovery, &mesh) {
+            if d.config().publish {
+                d.start_publishing(m, None).await;
+            }
+        }
         let cancel = CancellationToken::new();
         let openai_addr = openai.local_addr()?;
         let api_addr = api.local_addr()?;
@@ -95,7 +108,7 @@ impl Node {
             ),
             spawn_server(
                 api,
-                crate::api::router(engine.clone(), mesh.clone()),
+                crate::api::router(engine.clone(), mesh.clone(), discovery.clone()),
                 cancel.clone(),
             ),
         ];
@@ -104,6 +117,7 @@ impl Node {
             mesh,
             openai_addr,
             api_addr,
+            discovery,
             cancel,
             servers,
         })
@@ -111,6 +125,9 @@ impl Node {
 
     /// Ends in-flight requests with an error, stops accepting connections, waits a little.
     pub async fn shutdown(self) {
+        if let Some(d) = &self.discovery {
+            d.stop_publishing().await;
+        }
         if let Some(mesh) = &self.mesh {
             mesh.shutdown().await;
         }
@@ -180,14 +197,45 @@ impl Node {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.auto {
+        return crate::auto::run(args).await;
+    }
     let engine = match (&args.model, args.client) {
         (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
         (None, false) => anyhow::bail!(
-            "nothing to serve: pass --model NAME|FILE.gguf, or --client to use the mesh's models"
+            "nothing to serve: pass --model NAME|FILE.gguf, --client to use the mesh's models, \
+             or --auto to find a mesh"
         ),
         (Some(spec), false) => Some(engine_config(&args, spec).await?),
         (None, true) => None,
     };
+    let mesh = mesh_config(&args)?;
+    let discovery = discovery_config(&args, &mesh, args.publish)?;
+    let node = Node::start_with(NodeOptions {
+        engine,
+        host: args.host,
+        port: args.port,
+        api_port: args.api_port,
+        mesh: Some(mesh),
+        discovery: Some(discovery),
+    })
+    .await?;
+    print_banner(&node);
+    wait_for_ctrl_c().await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn wait_for_ctrl_c() -> anyhow::Result<()> {
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    println!("shutting down");
+    Ok(())
+}
+
+/// The mesh side of `args` (the node key is loaded or created here).
+pub fn mesh_config(args: &ServeArgs) -> anyhow::Result<MeshConfig> {
     let secret_key = if args.ephemeral {
         identity::ephemeral()
     } else {
@@ -198,29 +246,46 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     mesh.join = args.join.clone();
     mesh.public = args.public;
     mesh.bind = args.mesh_bind;
-    mesh.relay = args.relay.clone();
+    mesh.relay = args.iroh_relay.clone();
     mesh.region = args.region.clone();
     if let Some(name) = &args.name {
         mesh.name = name.clone();
     }
-    let node = Node::start_with(NodeOptions {
-        engine,
-        host: args.host,
-        port: args.port,
-        api_port: args.api_port,
-        mesh: Some(mesh),
-    })
-    .await?;
-    print_banner(&node);
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    println!("shutting down");
-    node.shutdown().await;
-    Ok(())
+    Ok(mesh)
 }
 
-fn print_banner(node: &Node) {
+/// The discovery side of `args`: relays, the Nostr key (throwaway with --ephemeral), offer fields.
+pub fn discovery_config(
+    args: &ServeArgs,
+    mesh: &MeshConfig,
+    publish: bool,
+) -> anyhow::Result<DiscoveryConfig> {
+    let keys = if args.ephemeral {
+        nostr::Keys::generate()
+    } else {
+        publish::load_keys(&crate::config::mesh_home()).context("cannot load the Nostr key")?
+    };
+    let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
+    Ok(DiscoveryConfig {
+        keys,
+        settings: PublishSettings {
+            relays,
+            name: args
+                .mesh_name
+                .clone()
+                .unwrap_or_else(|| format!("{}'s mesh", mesh.name)),
+            region: args.region.clone(),
+            wanted: args.wanted.clone(),
+            max_clients: args.max_clients,
+            interval: publish::REPUBLISH,
+            ttl: publish::OFFER_TTL,
+        },
+        iroh_relay: args.iroh_relay.clone(),
+        publish,
+    })
+}
+
+pub fn print_banner(node: &Node) {
     match node.engine.get() {
         Some(engine) => {
             let info = engine.info();
@@ -246,14 +311,24 @@ fn print_banner(node: &Node) {
         println!("  node id      {}", mesh.node_id());
         println!("  mesh         {} ({kind})", mesh.mesh_id());
         println!("  ticket       {}", mesh.ticket().encode());
-        println!("  others join with: mesh serve --join <ticket> (the ticket holds the mesh secret: share it only with members)");
+        if mesh.is_public() {
+            println!("  others join with: mesh serve --join <ticket>");
+        } else {
+            println!("  others join with: mesh serve --join <ticket> (the ticket holds the mesh secret: share it only with members)");
+        }
+    }
+    if let Some(d) = &node.discovery {
+        if d.config().publish {
+            let relays: Vec<String> = d.config().settings.relays.iter().map(|r| r.to_string()).collect();
+            println!("  publishing   offer to {} every {}s", relays.join(", "), d.config().settings.interval.as_secs());
+        }
     }
     println!("  Ctrl-C to stop");
 }
 
 /// Resolves `--model` (catalog name, hub ref, URL or path; downloading if needed) and picks a
 /// context that fits in memory.
-async fn engine_config(args: &ServeArgs, spec: &str) -> anyhow::Result<EngineConfig> {
+pub(crate) async fn engine_config(args: &ServeArgs, spec: &str) -> anyhow::Result<EngineConfig> {
     let opts = catalog::ResolveOptions::from_env().with_args(&args.hub);
     let model = catalog::resolve(spec, &opts).await?;
     let memory = model.memory().context("reading the model's memory needs")?;

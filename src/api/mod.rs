@@ -2,9 +2,11 @@
 //! - `GET /api/status`: this node (model, slots, stats) and its mesh (ids, ticket, role, peers).
 //! - `GET /api/peers`: the peer table.
 //! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
+//! - `GET /api/discover`, `GET|POST|DELETE /api/publish`: Nostr discovery (`discover.rs`).
 //! - `GET /api/events`: SSE — a `status` snapshot, then `peer_joined`, `peer_left`,
 //!   `model_added`, `model_removed`; a keep-alive comment every 15 s.
 
+mod discover;
 mod events;
 
 use axum::extract::State;
@@ -14,6 +16,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::discovery::Discovery;
 use crate::engine::EngineSlot;
 use crate::mesh::ticket::Ticket;
 use crate::mesh::Mesh;
@@ -26,16 +29,28 @@ const MAX_JOIN_BYTES: usize = 16 * 1024;
 pub struct ApiState {
     pub engine: EngineSlot,
     pub mesh: Option<Mesh>,
+    pub discovery: Option<Discovery>,
 }
 
-pub fn router(engine: EngineSlot, mesh: Option<Mesh>) -> Router {
+pub fn router(engine: EngineSlot, mesh: Option<Mesh>, discovery: Option<Discovery>) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/peers", get(peers))
         .route("/api/join", post(join))
         .route("/api/events", get(events::events))
+        .route("/api/discover", get(discover::discover))
+        .route(
+            "/api/publish",
+            get(discover::publish_state)
+                .post(discover::start_publishing)
+                .delete(discover::stop_publishing),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_JOIN_BYTES))
-        .with_state(ApiState { engine, mesh })
+        .with_state(ApiState {
+            engine,
+            mesh,
+            discovery,
+        })
 }
 
 async fn status(State(state): State<ApiState>) -> Json<Value> {

@@ -1,9 +1,140 @@
 //! Discovery: meshes advertised as signed Nostr events ("offers"), browsed, scored and joined.
 //!
-//! Pure pieces: `offer` (event format and validation), `score` (the scorer and its terms).
-//! IO pieces: `nostr_io` (talking to relays), `publish` (the republish loop), `probe` (RTT over
-//! iroh), `relay` (`mesh relay`, a small Nostr relay). docs/PROTOCOL.md has the format.
+//! Pure pieces: `offer` (event format and validation), `score` (the scorer and its terms),
+//! `publish::summarize`. IO pieces: `nostr_io` (talking to relays), `publish` (the republish
+//! loop), `probe` (RTT over iroh), `browse` (fetch + score + probe), `relay` (`mesh relay`).
+//! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
 
-pub mod offer;
+pub mod browse;
+pub mod demand;
+pub mod commands;
 pub mod nostr_io;
+pub mod offer;
+pub mod probe;
+pub mod publish;
 pub mod score;
+
+use std::sync::Arc;
+
+use nostr::{Keys, RelayUrl};
+use tokio::sync::Mutex;
+
+use crate::mesh::Mesh;
+use browse::{Browse, BrowseOptions};
+use nostr_io::{Query, RelayReport};
+use publish::{PublishSettings, PublishState, Publisher};
+use score::Preferences;
+
+/// How a node discovers and publishes.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    /// Nostr key the offers are signed with.
+    pub keys: Keys,
+    /// Relays, offer fields and timing (`settings.relays` is where offers go and come from).
+    pub settings: PublishSettings,
+    /// iroh relay the RTT probes may use.
+    pub iroh_relay: Option<iroh::RelayUrl>,
+    /// Publish as soon as the node is up (`mesh serve --publish`).
+    pub publish: bool,
+}
+
+/// A node's discovery side: its relays and key, and its publisher while it publishes.
+#[derive(Clone)]
+pub struct Discovery {
+    cfg: Arc<DiscoveryConfig>,
+    publisher: Arc<Mutex<Option<Arc<Publisher>>>>,
+}
+
+impl Discovery {
+    pub fn new(cfg: DiscoveryConfig) -> Self {
+        Self {
+            cfg: Arc::new(cfg),
+            publisher: Arc::default(),
+        }
+    }
+
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.cfg
+    }
+
+    /// Starts publishing `mesh`'s offer (to `relays`, else the configured ones); a no-op when
+    /// already publishing.
+    pub async fn start_publishing(&self, mesh: &Mesh, relays: Option<Vec<RelayUrl>>) {
+        let mut slot = self.publisher.lock().await;
+        if slot.is_none() {
+            let mut settings = self.cfg.settings.clone();
+            if let Some(r) = relays.filter(|r| !r.is_empty()) {
+                settings.relays = r;
+            }
+            *slot = Some(Publisher::start(mesh.clone(), self.cfg.keys.clone(), settings));
+        }
+    }
+
+    /// Stops publishing and deletes the offer from the relays; `None` when not publishing.
+    pub async fn stop_publishing(&self) -> Option<Vec<RelayReport>> {
+        let publisher = self.publisher.lock().await.take()?;
+        Some(publisher.stop().await)
+    }
+
+    pub async fn publish_state(&self) -> Option<PublishState> {
+        self.publisher.lock().await.as_ref().map(|p| p.state())
+    }
+
+    /// Browses the configured relays.
+    pub async fn browse(&self, query: Query, prefs: Preferences, probe: bool) -> Browse {
+        browse::browse(&BrowseOptions {
+            relays: self.cfg.settings.relays.clone(),
+            query,
+            prefs,
+            probe,
+            iroh_relay: self.cfg.iroh_relay.clone(),
+        })
+        .await
+    }
+}
+
+/// File in the mesh home naming the mesh this node joined last (the scorer's sticky term).
+pub const LAST_MESH_FILE: &str = "last-mesh";
+
+pub fn load_last_mesh(home: &std::path::Path) -> Option<crate::mesh::ticket::MeshId> {
+    let text = std::fs::read_to_string(home.join(LAST_MESH_FILE)).ok()?;
+    offer::parse_mesh_id(text.trim())
+}
+
+pub fn save_last_mesh(home: &std::path::Path, id: crate::mesh::ticket::MeshId) {
+    if let Err(e) = std::fs::write(home.join(LAST_MESH_FILE), id.to_string()) {
+        tracing::debug!("cannot remember the last mesh: {e}");
+    }
+}
+
+/// What people filter offers by (`mesh discover` flags, `/api/discover` query parameters).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct Filters {
+    pub model: Option<String>,
+    pub region: Option<String>,
+    /// GB (10^9 bytes) of memory on the serving nodes, at least.
+    pub min_memory: Option<f64>,
+}
+
+impl Filters {
+    pub fn query(&self) -> Query {
+        Query {
+            model: self.model.clone(),
+            region: self.region.clone(),
+        }
+    }
+
+    /// Preferences for browsing: nothing is excluded for lack of a ticket.
+    pub fn prefs(&self, now: u64, last_mesh: Option<crate::mesh::ticket::MeshId>) -> Preferences {
+        Preferences {
+            model: self.model.clone(),
+            region: self.region.clone(),
+            min_memory_bytes: self.min_memory.map_or(0, |gb| (gb.max(0.0) * 1e9) as u64),
+            last_mesh,
+            client: false,
+            servable: Vec::new(),
+            joinable_only: false,
+            now,
+        }
+    }
+}

@@ -158,6 +158,7 @@ pub async fn publish(relays: &[RelayUrl], event: &Event) -> Vec<RelayReport> {
 }
 
 async fn connect(url: &RelayUrl) -> Result<Socket, String> {
+    crate::status::install_crypto_provider();
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));

@@ -2,8 +2,8 @@
 //! have not proven membership (see `admission`). Protocols behind it (gossip, HTTP tunnel) need
 //! no knowledge of secrets.
 //!
-//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1` is
-//!   closed with code 403 unless its endpoint id is admitted.
+//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1` and
+//!   `mesh/ping/1` is closed with code 403 unless its endpoint id is admitted.
 //! - Outgoing: before connecting to a node that is not admitted yet, run the admission handshake
 //!   with it (through the admitter task, which owns the endpoint: hooks must not hold one).
 
@@ -68,7 +68,7 @@ impl EndpointHooks for GateHooks {
         remote: &'a EndpointAddr,
         alpn: &'a [u8],
     ) -> BeforeConnectOutcome {
-        if alpn == admission::ALPN || self.gate.is_admitted(&remote.id) {
+        if alpn == admission::ALPN || alpn == super::ping::ALPN || self.gate.is_admitted(&remote.id) {
             return BeforeConnectOutcome::Accept;
         }
         let (tx, rx) = oneshot::channel();
@@ -84,6 +84,7 @@ impl EndpointHooks for GateHooks {
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         if conn.side() == Side::Client
             || conn.alpn() == admission::ALPN
+            || conn.alpn() == super::ping::ALPN
             || self.gate.is_admitted(&conn.remote_id())
         {
             AfterHandshakeOutcome::Accept

@@ -28,25 +28,35 @@ pub enum IdentityError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is not a mesh key (64 hex characters expected); move it away to make a new one"
+        "{path} is not a key file (64 hex characters expected); move it away to make a new one"
     )]
     Malformed { path: PathBuf },
 }
 
 /// Loads the key in `dir`, or creates one there. `dir` is created with mode 0700.
 pub fn load_or_create(dir: &Path) -> Result<SecretKey, IdentityError> {
+    load_or_create_secret(dir, KEY_FILE, "node key").map(|b| SecretKey::from_bytes(&b))
+}
+
+/// Loads 32 secret bytes kept as hex in `dir/file` (mode 0600), or makes random ones there.
+/// Also holds the Nostr key (`discovery`).
+pub fn load_or_create_secret(
+    dir: &Path,
+    file: &str,
+    what: &str,
+) -> Result<[u8; 32], IdentityError> {
     create_private_dir(dir)?;
-    let path = dir.join(KEY_FILE);
+    let path = dir.join(file);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             warn_if_readable_by_others(&path);
             parse_key(&text).ok_or(IdentityError::Malformed { path })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SecretKey::generate();
-            write_private(&path, &data_encoding::HEXLOWER.encode(&key.to_bytes()))?;
-            tracing::info!(path = %path.display(), "created a new node key");
-            Ok(key)
+            let bytes: [u8; 32] = rand::random();
+            write_private(&path, &data_encoding::HEXLOWER.encode(&bytes))?;
+            tracing::info!(path = %path.display(), "created a new {what}");
+            Ok(bytes)
         }
         Err(source) => Err(IdentityError::Read { path, source }),
     }
@@ -57,12 +67,11 @@ pub fn ephemeral() -> SecretKey {
     SecretKey::generate()
 }
 
-fn parse_key(text: &str) -> Option<SecretKey> {
+fn parse_key(text: &str) -> Option<[u8; 32]> {
     let bytes = data_encoding::HEXLOWER_PERMISSIVE
         .decode(text.trim().as_bytes())
         .ok()?;
-    let bytes: [u8; 32] = bytes.try_into().ok()?;
-    Some(SecretKey::from_bytes(&bytes))
+    bytes.try_into().ok()
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), IdentityError> {
@@ -97,7 +106,7 @@ fn warn_if_readable_by_others(path: &Path) {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "node key is readable by others; chmod 600 it");
+                tracing::warn!(path = %path.display(), "key file is readable by others; chmod 600 it");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The mesh: nodes that act as one. An iroh endpoint (identity, QUIC, hole punching, relays),
-//! three protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip) and HTTP tunnel
-//! (`mesh/http/1`) — and the peer table the proxy routes by.
+//! four protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
+//! (`mesh/http/1`) and ping (`mesh/ping/1`, open to all, for discovery's RTT probe) — and the
+//! peer table the proxy routes by.
 //!
 //! Pure pieces: `ticket` (text format), `admission` proofs, `announce` (gossip messages),
 //! `peers` (table and timers), `routing` (replica choice). IO pieces: `gate` (endpoint hooks),
@@ -13,6 +14,7 @@ pub mod gate;
 pub mod identity;
 mod membership;
 pub mod peers;
+pub mod ping;
 pub mod routing;
 pub mod ticket;
 pub mod tunnel;
@@ -280,6 +282,7 @@ impl Mesh {
             )
             .accept(iroh_gossip::ALPN, gossip.clone())
             .accept(tunnel::ALPN, TunnelServer { app: tunnel_app })
+            .accept(ping::ALPN, ping::PingServer)
             .spawn();
 
         let bootstrap = match admit_to_tickets(&endpoint, &cfg.join, &keys, &gate).await {
@@ -331,6 +334,11 @@ impl Mesh {
         self.shared.secret_key.public()
     }
 
+    /// The node key (signs gossip messages and discovery offers' bindings).
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.shared.secret_key
+    }
+
     pub fn mesh_id(&self) -> MeshId {
         self.shared.keys.mesh_id
     }
@@ -379,6 +387,11 @@ impl Mesh {
                 })
                 .collect()
         })
+    }
+
+    /// What this node tells its peers about itself (models, free slots, memory).
+    pub fn own_announcement(&self) -> Announcement {
+        self.shared.announcement()
     }
 
     /// Models served by peers (not counting this node's own).

@@ -216,6 +216,7 @@ pub async fn start_mesh(
         port: 0,
         api_port: 0,
         mesh: Some(mesh),
+        discovery: None,
     })
     .await?;
     Ok(TestNode {

@@ -1,0 +1,236 @@
+//! `mesh --auto` (= `mesh serve --auto`): discover → score → probe → join the best public mesh,
+//! or start a new public mesh and publish it when none fits. A serving node then picks what to
+//! serve from the mesh's demand and its memory (`discovery::demand`), downloads it and loads it;
+//! the OpenAI API answers with the mesh's models from the moment the mesh is joined.
+//!
+//! When the mesh empties, a client looks for another mesh; a serving node stays and publishes
+//! its (now own) mesh so that others can find it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::catalog::{self, ResolveOptions};
+use crate::cli::ServeArgs;
+use crate::discovery::browse::{self, Browse, BrowseOptions};
+use crate::discovery::demand::{self, Candidate, Choice};
+use crate::discovery::nostr_io::relay_list;
+use crate::discovery::offer::OfferContent;
+use crate::discovery::publish::unix_now;
+use crate::discovery::score::{self, Preferences};
+use crate::discovery::{load_last_mesh, save_last_mesh, Filters};
+use crate::serve::{self, Node, NodeOptions};
+
+/// How long a mesh must have no other node before `--auto` acts on it.
+const EMPTY_GRACE: Duration = Duration::from_secs(10);
+/// How long a client waits before looking again when no mesh fits.
+const RETRY: Duration = Duration::from_secs(10);
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let home = crate::config::mesh_home();
+    let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
+    let hub = ResolveOptions::from_env().with_args(&args.hub);
+    let candidates = if args.client {
+        Vec::new()
+    } else {
+        catalog_candidates(&hub)?
+    };
+    loop {
+        println!(
+            "auto: looking for meshes on {} relay{}",
+            relays.len(),
+            if relays.len() == 1 { "" } else { "s" }
+        );
+        let found = discover(&args, &relays, &candidates, load_last_mesh(&home)).await;
+        let best = score::pick(&found.ranked, &mut rand::rng());
+        if best.is_none() && args.client {
+            println!(
+                "auto: no mesh to join yet; looking again in {}s (Ctrl-C to stop)",
+                RETRY.as_secs()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => continue,
+                r = serve::wait_for_ctrl_c() => return r,
+            }
+        }
+        let mut mesh = serve::mesh_config(&args)?;
+        let offer = best.map(|s| found.offer(s).clone());
+        match (&offer, best) {
+            (Some(o), Some(s)) => {
+                println!(
+                    "auto: joining {:?} (mesh {}), score {:.1}",
+                    o.content.name, o.mesh_id, s.score
+                );
+                for line in browse::explain_lines(s) {
+                    println!("        {line}");
+                }
+                mesh.join = o.ticket.clone().into_iter().collect();
+            }
+            _ => {
+                println!("auto: no mesh fits; starting a new public mesh and publishing it");
+                mesh.public = true;
+            }
+        }
+        let publish = offer.is_none() || args.publish;
+        let discovery = serve::discovery_config(&args, &mesh, publish)?;
+        let node = Node::start_with(NodeOptions {
+            engine: None,
+            host: args.host,
+            port: args.port,
+            api_port: args.api_port,
+            mesh: Some(mesh),
+            discovery: Some(discovery),
+        })
+        .await?;
+        let joined = node.mesh.as_ref().context("node without a mesh")?;
+        save_last_mesh(&home, joined.mesh_id());
+        serve::print_banner(&node);
+        let loader = if args.client {
+            None
+        } else {
+            let content = offer.as_ref().map(|o| &o.content);
+            Some(start_serving(&args, content, &candidates, &node)?)
+        };
+        let outcome = watch(&node, args.client).await;
+        if let Some(l) = loader {
+            l.abort();
+        }
+        node.shutdown().await;
+        match outcome? {
+            Watch::Stop => return Ok(()),
+            Watch::Emptied => println!("auto: the mesh has emptied; looking for another"),
+        }
+    }
+}
+
+/// Catalog models with whether each fits this machine.
+fn catalog_candidates(hub: &ResolveOptions) -> anyhow::Result<Vec<Candidate>> {
+    let catalog = hub.load_catalog()?;
+    let rows = catalog::commands::rows(&catalog.models, hub, catalog::available_memory());
+    Ok(rows
+        .into_iter()
+        .map(|r| Candidate {
+            name: r.entry.name,
+            size: r.entry.size,
+            fits: r.fits,
+        })
+        .collect())
+}
+
+async fn discover(
+    args: &ServeArgs,
+    relays: &[nostr::RelayUrl],
+    candidates: &[Candidate],
+    last_mesh: Option<crate::mesh::ticket::MeshId>,
+) -> Browse {
+    let filters = Filters {
+        model: args.model.clone(),
+        region: None,
+        min_memory: None,
+    };
+    let prefs = Preferences {
+        region: args.region.clone(),
+        client: args.client,
+        servable: candidates
+            .iter()
+            .filter(|c| c.fits)
+            .map(|c| c.name.clone())
+            .collect(),
+        joinable_only: true,
+        ..filters.prefs(unix_now(), last_mesh)
+    };
+    let found = browse::browse(&BrowseOptions {
+        relays: relays.to_vec(),
+        // Not filtered by model at the relays: a mesh that only wants the model qualifies too.
+        query: Default::default(),
+        prefs,
+        probe: true,
+        iroh_relay: args.iroh_relay.clone(),
+    })
+    .await;
+    if let Some(w) = found.relay_warning() {
+        eprintln!("warning: {w}");
+    }
+    let eligible = found.ranked.iter().filter(|s| s.eligible()).count();
+    println!(
+        "auto: {} offers, {} joinable, {} rejected",
+        found.report.offers.len(),
+        eligible,
+        found.report.rejected_total()
+    );
+    found
+}
+
+/// Picks, downloads and loads the model to serve in the background; the node serves the mesh's
+/// models meanwhile.
+fn start_serving(
+    args: &ServeArgs,
+    offer: Option<&OfferContent>,
+    candidates: &[Candidate],
+    node: &Node,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let Choice { model, reason } = demand::choose_model(args.model.as_deref(), offer, candidates)
+        .context(
+            "no catalog model fits this machine's memory; run with --client to use the mesh \
+             without serving, or pick one with --model",
+        )?;
+    println!("auto: serving {model} ({reason}); loading it in the background");
+    let args = args.clone();
+    let slot = node.engine.clone();
+    Ok(tokio::spawn(async move {
+        let started = Instant::now();
+        let loaded = async {
+            let cfg = serve::engine_config(&args, &model).await?;
+            serve::load_engine(cfg).await
+        };
+        match loaded.await {
+            Ok(engine) => {
+                let name = engine.info().name.clone();
+                if slot.set(engine).is_ok() {
+                    println!(
+                        "auto: {name} loaded in {:.1}s; serving it to the mesh",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+            Err(e) => eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client"),
+        }
+    }))
+}
+
+enum Watch {
+    Stop,
+    Emptied,
+}
+
+/// Waits for Ctrl-C, or (client) for the mesh to have had no other node for [`EMPTY_GRACE`].
+/// A serving node left alone starts publishing its mesh instead.
+async fn watch(node: &Node, client: bool) -> anyhow::Result<Watch> {
+    let mesh = node.mesh.as_ref().context("node without a mesh")?;
+    let mut alone_since: Option<Instant> = None;
+    let ctrl_c = serve::wait_for_ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            r = &mut ctrl_c => return r.map(|()| Watch::Stop),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if !mesh.peers().is_empty() {
+            alone_since = None;
+            continue;
+        }
+        let since = *alone_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < EMPTY_GRACE {
+            continue;
+        }
+        if client {
+            return Ok(Watch::Emptied);
+        }
+        if let Some(d) = &node.discovery {
+            if d.publish_state().await.is_none() {
+                println!("auto: this node is alone in its mesh; publishing it");
+                d.start_publishing(mesh, None).await;
+            }
+        }
+    }
+}
