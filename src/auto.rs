@@ -171,9 +171,9 @@ fn start_serving(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let Choice { model, reason } = demand::choose_model(args.model.as_deref(), offer, candidates)
         .context(
-            "no catalog model fits this machine's memory; run with --client to use the mesh \
+        "no catalog model fits this machine's memory; run with --client to use the mesh \
              without serving, or pick one with --model",
-        )?;
+    )?;
     println!("auto: serving {model} ({reason}); loading it in the background");
     let args = args.clone();
     let slot = node.engine.clone();
@@ -193,7 +193,9 @@ fn start_serving(
                     );
                 }
             }
-            Err(e) => eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client"),
+            Err(e) => {
+                eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client")
+            }
         }
     }))
 }

@@ -319,8 +319,18 @@ pub fn print_banner(node: &Node) {
     }
     if let Some(d) = &node.discovery {
         if d.config().publish {
-            let relays: Vec<String> = d.config().settings.relays.iter().map(|r| r.to_string()).collect();
-            println!("  publishing   offer to {} every {}s", relays.join(", "), d.config().settings.interval.as_secs());
+            let relays: Vec<String> = d
+                .config()
+                .settings
+                .relays
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            println!(
+                "  publishing   offer to {} every {}s",
+                relays.join(", "),
+                d.config().settings.interval.as_secs()
+            );
         }
     }
     println!("  Ctrl-C to stop");

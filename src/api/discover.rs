@@ -14,10 +14,13 @@ use super::ApiState;
 use crate::discovery::{publish::unix_now, Discovery, Filters};
 use crate::proxy::error::ApiError;
 
+/// Query parameters (not `#[serde(flatten)]`ed from `Filters`: flattening breaks numbers in
+/// query strings).
 #[derive(Debug, Deserialize)]
 pub struct DiscoverParams {
-    #[serde(flatten)]
-    filters: Filters,
+    model: Option<String>,
+    region: Option<String>,
+    min_memory: Option<f64>,
     #[serde(default = "yes")]
     probe: bool,
 }
@@ -43,10 +46,13 @@ pub async fn discover(
 ) -> Result<Json<Value>, ApiError> {
     let discovery = discovery(&state)?;
     let last = crate::discovery::load_last_mesh(&crate::config::mesh_home());
-    let prefs = params.filters.prefs(unix_now(), last);
-    let found = discovery
-        .browse(params.filters.query(), prefs, params.probe)
-        .await;
+    let filters = Filters {
+        model: params.model,
+        region: params.region,
+        min_memory: params.min_memory,
+    };
+    let prefs = filters.prefs(unix_now(), last);
+    let found = discovery.browse(filters.query(), prefs, params.probe).await;
     Ok(Json(found.to_json()))
 }
 

@@ -117,4 +117,3 @@ pub fn explain_lines(s: &Scored) -> Vec<String> {
         .map(|t| format!("{:<10} {:>+7.2}  {}", t.name, t.points, t.detail))
         .collect()
 }
-

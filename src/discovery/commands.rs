@@ -133,7 +133,9 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         status.is_success(),
         "{url} answered {status}: {}",
-        body["error"]["message"].as_str().unwrap_or(&body.to_string())
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or(&body.to_string())
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);

@@ -123,8 +123,14 @@ mod tests {
         assert_eq!(c.model, "mine");
         // `huge` is wanted but does not fit; `medium` is wanted and fits.
         let c = choose_model(None, Some(&o), &catalog()).unwrap();
-        assert_eq!((c.model.as_str(), c.reason.as_str()), ("medium", "the mesh wants it"));
-        let o = offer(vec![served("medium", 3, 12, 12), served("small", 2, 8, 1)], &[]);
+        assert_eq!(
+            (c.model.as_str(), c.reason.as_str()),
+            ("medium", "the mesh wants it")
+        );
+        let o = offer(
+            vec![served("medium", 3, 12, 12), served("small", 2, 8, 1)],
+            &[],
+        );
         let c = choose_model(None, Some(&o), &catalog()).unwrap();
         assert_eq!(c.model, "small");
         assert_eq!(c.reason, "under-served: 1 of 8 slots free on 2 nodes");

@@ -6,8 +6,8 @@
 //! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
 
 pub mod browse;
-pub mod demand;
 pub mod commands;
+pub mod demand;
 pub mod nostr_io;
 pub mod offer;
 pub mod probe;
@@ -66,7 +66,11 @@ impl Discovery {
             if let Some(r) = relays.filter(|r| !r.is_empty()) {
                 settings.relays = r;
             }
-            *slot = Some(Publisher::start(mesh.clone(), self.cfg.keys.clone(), settings));
+            *slot = Some(Publisher::start(
+                mesh.clone(),
+                self.cfg.keys.clone(),
+                settings,
+            ));
         }
     }
 
@@ -108,7 +112,7 @@ pub fn save_last_mesh(home: &std::path::Path, id: crate::mesh::ticket::MeshId) {
 }
 
 /// What people filter offers by (`mesh discover` flags, `/api/discover` query parameters).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct Filters {
     pub model: Option<String>,
     pub region: Option<String>,

@@ -97,7 +97,10 @@ impl FetchReport {
             match offer::validate(raw, now) {
                 Ok(o) => {
                     let key = (o.publisher, o.mesh_id);
-                    if newest.get(&key).is_none_or(|old| old.created_at < o.created_at) {
+                    if newest
+                        .get(&key)
+                        .is_none_or(|old| old.created_at < o.created_at)
+                    {
                         newest.insert(key, o);
                     }
                 }
@@ -108,8 +111,11 @@ impl FetchReport {
             }
         }
         self.offers = newest.into_values().collect();
-        self.offers
-            .sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.event_id.cmp(&b.event_id)));
+        self.offers.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then(a.event_id.cmp(&b.event_id))
+        });
     }
 }
 
@@ -177,7 +183,10 @@ async fn fetch_raw(url: &RelayUrl, filter: Filter) -> Result<Vec<String>, String
     let sub = SubscriptionId::generate();
     let req = ClientMessage::req(sub.clone(), vec![filter]).as_json();
     let result = tokio::time::timeout(REPLY_TIMEOUT, async {
-        socket.send(Message::text(req)).await.map_err(|e| e.to_string())?;
+        socket
+            .send(Message::text(req))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut events = Vec::new();
         while let Some(msg) = socket.next().await {
             let text = match msg.map_err(|e| e.to_string())? {
@@ -195,11 +204,16 @@ async fn fetch_raw(url: &RelayUrl, filter: Filter) -> Result<Vec<String>, String
         Err("relay closed the connection".into())
     })
     .await;
-    let _ = socket.send(Message::text(ClientMessage::close(sub).as_json())).await;
+    let _ = socket
+        .send(Message::text(ClientMessage::close(sub).as_json()))
+        .await;
     let _ = socket.close(None).await;
     match result {
         Ok(r) => r,
-        Err(_) => Err(format!("no end of results within {}s", REPLY_TIMEOUT.as_secs())),
+        Err(_) => Err(format!(
+            "no end of results within {}s",
+            REPLY_TIMEOUT.as_secs()
+        )),
     }
 }
 
@@ -239,7 +253,10 @@ async fn publish_one(url: &RelayUrl, event: &Event) -> Result<(), String> {
     let mut socket = connect(url).await?;
     let msg = ClientMessage::event(event.clone()).as_json();
     let result = tokio::time::timeout(REPLY_TIMEOUT, async {
-        socket.send(Message::text(msg)).await.map_err(|e| e.to_string())?;
+        socket
+            .send(Message::text(msg))
+            .await
+            .map_err(|e| e.to_string())?;
         while let Some(msg) = socket.next().await {
             let Message::Text(text) = msg.map_err(|e| e.to_string())? else {
                 continue;
@@ -295,4 +312,8 @@ pub fn relay_list(flags: &[RelayUrl]) -> Result<Vec<RelayUrl>, String> {
 /// Environment variable with relay URLs.
 pub const RELAYS_ENV: &str = "MESH_RELAYS";
 /// Public relays used when none are given.
-pub const DEFAULT_RELAYS: &[&str] = &["wss://relay.damus.io", "wss://nos.lol", "wss://relay.primal.net"];
+pub const DEFAULT_RELAYS: &[&str] = &[
+    "wss://relay.damus.io",
+    "wss://nos.lol",
+    "wss://relay.primal.net",
+];

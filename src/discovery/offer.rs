@@ -311,7 +311,11 @@ fn check_limits(c: &OfferContent) -> Result<(), Reject> {
         .any(|w| w.is_empty() || too_long(w, MAX_MODEL_CHARS))
     {
         Some("bad model entry")
-    } else if c.region.as_deref().is_some_and(|r| too_long(r, MAX_NAME_CHARS)) {
+    } else if c
+        .region
+        .as_deref()
+        .is_some_and(|r| too_long(r, MAX_NAME_CHARS))
+    {
         Some("region too long")
     } else if too_long(&c.version, MAX_VERSION_CHARS) {
         Some("version too long")
@@ -382,9 +386,8 @@ pub fn quant_from_name(name: &str) -> Option<String> {
             p.strip_prefix(prefix)
                 .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
         };
-        let is_quant = digit_after("IQ")
-            || digit_after("Q")
-            || matches!(p, "BF16" | "F16" | "F32" | "FP16");
+        let is_quant =
+            digit_after("IQ") || digit_after("Q") || matches!(p, "BF16" | "F16" | "F32" | "FP16");
         is_quant.then(|| p.to_owned())
     })
 }

@@ -101,7 +101,11 @@ fn a_built_offer_validates_with_every_field_intact() {
     assert_eq!(offer.content.wanted, c.wanted);
     assert_eq!(offer.content.region, c.region);
     assert_eq!(
-        (offer.content.nodes, offer.content.clients, offer.content.max_clients),
+        (
+            offer.content.nodes,
+            offer.content.clients,
+            offer.content.max_clients
+        ),
         (1, 2, 64)
     );
     // A private offer carries no ticket and validates too.
@@ -162,7 +166,10 @@ fn size_kind_schema_and_garbage() {
     big.name = "x".repeat(MAX_EVENT_BYTES);
     assert_eq!(reject(&f.json(big)), "too_large");
     let event = f.event(f.public_content(), NOW, 180);
-    assert_eq!(reject(&with_content(&f, &event, "not json {")), "bad_content");
+    assert_eq!(
+        reject(&with_content(&f, &event, "not json {")),
+        "bad_content"
+    );
     assert_eq!(reject(&with_content(&f, &event, "[1,2,3]")), "bad_content");
     let mut v2 = f.public_content();
     v2.schema = "2.0".into();
@@ -205,7 +212,11 @@ fn ticket_rules() {
         ..content(true)
     };
     assert_eq!(reject(&f.json(garbage)), "bad_ticket");
-    assert_eq!(reject(&f.json(content(true))), "bad_ticket", "public needs one");
+    assert_eq!(
+        reject(&f.json(content(true))),
+        "bad_ticket",
+        "public needs one"
+    );
     let private_with = OfferContent {
         public: false,
         ..f.public_content()
@@ -232,12 +243,18 @@ fn arbitrary_bytes_never_panic() {
 
 #[test]
 fn quantization_is_read_from_names() {
-    assert_eq!(quant_from_name("Qwen3-8B-Q4_K_M").as_deref(), Some("Q4_K_M"));
+    assert_eq!(
+        quant_from_name("Qwen3-8B-Q4_K_M").as_deref(),
+        Some("Q4_K_M")
+    );
     assert_eq!(
         quant_from_name("SmolLM2-135M-Instruct.Q4_1.gguf").as_deref(),
         Some("Q4_1")
     );
     assert_eq!(quant_from_name("model-IQ4_XS").as_deref(), Some("IQ4_XS"));
-    assert_eq!(quant_from_name("gemma-3-1b-it-BF16").as_deref(), Some("BF16"));
+    assert_eq!(
+        quant_from_name("gemma-3-1b-it-BF16").as_deref(),
+        Some("BF16")
+    );
     assert_eq!(quant_from_name("Qwen3-8B"), None);
 }

@@ -212,7 +212,11 @@ impl Publisher {
     }
 }
 
-fn sign(mesh: &Mesh, keys: &Keys, settings: &PublishSettings) -> anyhow::Result<(Event, OfferContent)> {
+fn sign(
+    mesh: &Mesh,
+    keys: &Keys,
+    settings: &PublishSettings,
+) -> anyhow::Result<(Event, OfferContent)> {
     let content = content(mesh, settings);
     let event = offer::build_event(
         keys,

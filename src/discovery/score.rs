@@ -174,7 +174,10 @@ fn exclusion(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Option<Str
         return Some(format!("full ({} of {} clients)", c.clients, c.max_clients));
     }
     if c.memory_bytes < prefs.min_memory_bytes {
-        return Some(format!("{} of memory, less than asked", gib_text(c.memory_bytes)));
+        return Some(format!(
+            "{} of memory, less than asked",
+            gib_text(c.memory_bytes)
+        ));
     }
     if probe == Some(Probe::Unreachable) {
         return Some("did not answer a probe".into());
@@ -202,10 +205,9 @@ fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
     let c = &o.content;
     let mut t = Vec::with_capacity(9);
     t.push(model_term(o, prefs));
-    let (slots, free) = c
-        .models
-        .iter()
-        .fold((0u64, 0u64), |(s, f), m| (s + m.slots as u64, f + m.free_slots as u64));
+    let (slots, free) = c.models.iter().fold((0u64, 0u64), |(s, f), m| {
+        (s + m.slots as u64, f + m.free_slots as u64)
+    });
     let ratio = if slots == 0 {
         0.0
     } else {
@@ -263,7 +265,11 @@ fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
     t.push(match probe {
         Some(Probe::Rtt(d)) => {
             let ms = d.as_secs_f64() * 1000.0;
-            term("rtt", -(ms / 10.0).min(25.0), format!("{ms:.1} ms measured"))
+            term(
+                "rtt",
+                -(ms / 10.0).min(25.0),
+                format!("{ms:.1} ms measured"),
+            )
         }
         _ => term("rtt", -5.0, "not measured".into()),
     });
@@ -275,11 +281,19 @@ fn model_term(o: &Offer, prefs: &Preferences) -> Term {
         if serves(o, m) {
             return term("model", 40.0, format!("serves {m}"));
         }
-        return term("model", 25.0, format!("wants {m}, which this node can serve"));
+        return term(
+            "model",
+            25.0,
+            format!("wants {m}, which this node can serve"),
+        );
     }
     if !prefs.client {
         if let Some(w) = prefs.servable.iter().find(|s| wants(o, s)) {
-            return term("model", 25.0, format!("wants {w}, which this node can serve"));
+            return term(
+                "model",
+                25.0,
+                format!("wants {w}, which this node can serve"),
+            );
         }
     }
     let n = o.content.models.len();
@@ -419,7 +433,10 @@ pub(crate) mod tests {
         let ranked = rank(&offers, &HashMap::new(), &p);
         let why: Vec<_> = ranked.iter().map(|s| s.excluded.clone().unwrap()).collect();
         assert!(why.contains(&"does not serve m".to_string()), "{why:?}");
-        assert!(why.contains(&"full (64 of 64 clients)".to_string()), "{why:?}");
+        assert!(
+            why.contains(&"full (64 of 64 clients)".to_string()),
+            "{why:?}"
+        );
         assert!(why.iter().any(|w| w.starts_with("private mesh")), "{why:?}");
         assert!(why.iter().any(|w| w.contains("less than asked")), "{why:?}");
         assert!(pick(&ranked, &mut rand::rng()).is_none());
@@ -447,14 +464,26 @@ pub(crate) mod tests {
 
     #[test]
     fn equal_input_gives_equal_output_and_every_term_is_explained() {
-        let offers: Vec<_> = (0..20).map(|i| offer(i, "m", (i % 5) as u32, None)).collect();
+        let offers: Vec<_> = (0..20)
+            .map(|i| offer(i, "m", (i % 5) as u32, None))
+            .collect();
         let a = rank(&offers, &HashMap::new(), &prefs());
         let b = rank(&offers, &HashMap::new(), &prefs());
         assert_eq!(a, b);
         let names: Vec<_> = a[0].terms.iter().map(|t| t.name).collect();
         assert_eq!(
             names,
-            ["model", "capacity", "memory", "nodes", "load", "freshness", "region", "sticky", "rtt"]
+            [
+                "model",
+                "capacity",
+                "memory",
+                "nodes",
+                "load",
+                "freshness",
+                "region",
+                "sticky",
+                "rtt"
+            ]
         );
         let sum: f64 = a[0].terms.iter().map(|t| t.points).sum();
         assert_eq!(sum, a[0].score);

@@ -68,7 +68,8 @@ impl EndpointHooks for GateHooks {
         remote: &'a EndpointAddr,
         alpn: &'a [u8],
     ) -> BeforeConnectOutcome {
-        if alpn == admission::ALPN || alpn == super::ping::ALPN || self.gate.is_admitted(&remote.id) {
+        if alpn == admission::ALPN || alpn == super::ping::ALPN || self.gate.is_admitted(&remote.id)
+        {
             return BeforeConnectOutcome::Accept;
         }
         let (tx, rx) = oneshot::channel();

@@ -210,13 +210,22 @@ pub async fn start_mesh(
     engine: Option<EngineConfig>,
     mesh: MeshConfig,
 ) -> anyhow::Result<TestNode> {
+    start_node(engine, mesh, None).await
+}
+
+/// A node in a mesh, with Nostr discovery.
+pub async fn start_node(
+    engine: Option<EngineConfig>,
+    mesh: MeshConfig,
+    discovery: Option<mesh::discovery::DiscoveryConfig>,
+) -> anyhow::Result<TestNode> {
     let node = Node::start_with(NodeOptions {
         engine,
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
         api_port: 0,
         mesh: Some(mesh),
-        discovery: None,
+        discovery,
     })
     .await?;
     Ok(TestNode {
@@ -322,18 +331,96 @@ pub fn chat(model: &str, stream: bool) -> Value {
 /// OpenAI API base URL (`http://ADDR/v1`), or `None` if the process ends before its banner is
 /// complete. Stdout is then drained in the background so the child never blocks on a full pipe.
 pub fn read_banner(child: &mut std::process::Child) -> Option<String> {
+    let lines = read_banner_lines(child)?;
+    banner_value(&lines, "OpenAI API")
+}
+
+/// Every stdout line up to and including the banner's last line (`Ctrl-C to stop`); `None` if
+/// the process ends first. The rest of stdout is drained in the background.
+pub fn read_banner_lines(child: &mut std::process::Child) -> Option<Vec<String>> {
     use std::io::{BufRead, BufReader};
     let mut lines = BufReader::new(child.stdout.take()?).lines();
-    let mut base = None;
+    let mut seen = Vec::new();
     for line in lines.by_ref() {
         let line = line.ok()?;
-        if let Some(url) = line.trim().strip_prefix("OpenAI API") {
-            base = Some(url.trim().to_owned());
-        }
-        if line.contains("Ctrl-C to stop") {
+        let done = line.contains("Ctrl-C to stop");
+        seen.push(line);
+        if done {
             std::thread::spawn(move || lines.for_each(drop));
-            return base;
+            return Some(seen);
         }
     }
     None
+}
+
+/// The value of a banner line `  LABEL   value`.
+pub fn banner_value(lines: &[String], label: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+}
+
+// ---- nostr helpers ----
+
+use mesh::discovery::publish::PublishSettings;
+use mesh::discovery::DiscoveryConfig;
+use nostr_relay_builder::prelude::{
+    LocalRelay, MemoryDatabase, MemoryDatabaseOptions, RelayBuilder,
+};
+
+/// A Nostr relay on 127.0.0.1 (nostr-relay-builder, in this process).
+pub struct TestRelay {
+    pub relay: LocalRelay,
+    pub url: nostr::RelayUrl,
+}
+
+/// A relay whose store can be filled directly (bypassing the relay's own checks) with `db`.
+pub async fn start_relay_with(db: MemoryDatabase) -> TestRelay {
+    // No port: the builder picks a free one (port 0 would stay 0 in `url()`).
+    let builder = RelayBuilder::default()
+        .addr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .database(db);
+    let relay = LocalRelay::new(builder);
+    relay.run().await.expect("relay starts");
+    let url = relay.url().await;
+    TestRelay { relay, url }
+}
+
+pub fn relay_store() -> MemoryDatabase {
+    MemoryDatabase::with_opts(MemoryDatabaseOptions {
+        events: true,
+        max_events: Some(10_000),
+    })
+}
+
+pub async fn start_relay() -> TestRelay {
+    start_relay_with(relay_store()).await
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.relay.shutdown();
+    }
+}
+
+/// Discovery for a test node: a throwaway Nostr key, these relays.
+pub fn discovery(
+    relays: Vec<nostr::RelayUrl>,
+    publish: bool,
+    region: Option<&str>,
+) -> DiscoveryConfig {
+    DiscoveryConfig {
+        keys: nostr::Keys::generate(),
+        settings: PublishSettings {
+            relays,
+            name: "test mesh".into(),
+            region: region.map(Into::into),
+            wanted: Vec::new(),
+            max_clients: 64,
+            interval: Duration::from_secs(60),
+            ttl: Duration::from_secs(180),
+        },
+        iroh_relay: None,
+        publish,
+    }
 }
