@@ -124,7 +124,7 @@ async fn discover(
     last_mesh: Option<crate::mesh::ticket::MeshId>,
 ) -> Browse {
     let filters = Filters {
-        model: args.model.clone(),
+        model: requested_id(args),
         region: None,
         min_memory: None,
     };
@@ -159,6 +159,20 @@ async fn discover(
         found.report.rejected_total()
     );
     found
+}
+
+/// The model id `--model` will be served or looked for under: `--model-name`, else a catalog
+/// name as it is, else the id of a .gguf file's name (a path, URL or hub reference).
+fn requested_id(args: &ServeArgs) -> Option<String> {
+    let spec = args.model.as_deref()?;
+    if let Some(name) = &args.model_name {
+        return Some(name.clone());
+    }
+    Some(if spec.to_ascii_lowercase().ends_with(".gguf") {
+        crate::catalog::spec::model_id_from_file(spec)
+    } else {
+        spec.to_owned()
+    })
 }
 
 /// Picks, downloads and loads the model to serve in the background; the node serves the mesh's

@@ -1,9 +1,10 @@
 //! Publishing this node's mesh offer: a loop that signs the mesh's current state as an offer
-//! every [`REPUBLISH`] (expiring after [`OFFER_TTL`]), sends it to every relay, retries with
-//! backoff when relays fail (never stopping the node), and on stop publishes a NIP-09 deletion.
+//! every [`REPUBLISH`] (expiring after [`OFFER_TTL`]) and as soon as the mesh changes shape,
+//! sends it to every relay, retries with backoff when relays fail (never stopping the node), and
+//! on stop publishes a NIP-09 deletion.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
@@ -21,6 +22,8 @@ use crate::mesh::Mesh;
 pub const REPUBLISH: Duration = Duration::from_secs(60);
 /// How long an offer lives (NIP-40 expiration): three missed republishes.
 pub const OFFER_TTL: Duration = Duration::from_secs(180);
+/// How often the loop looks for changes in the mesh between rounds.
+const CHANGE_CHECK: Duration = Duration::from_secs(1);
 /// First retry delay after a round where some relay failed; doubles up to [`REPUBLISH`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// Nostr key file in the mesh home.
@@ -246,8 +249,8 @@ async fn run(
                 for r in reports.iter().filter(|r| !r.ok) {
                     tracing::warn!(relay = %r.url, "cannot publish the offer: {}; retrying", r.error.as_deref().unwrap_or("?"));
                 }
-                if ok > 0 && (had_failed || failures == 0) {
-                    tracing::info!(event = %event.id.to_hex(), "offer published to {ok} of {} relays", reports.len());
+                if ok > 0 {
+                    tracing::debug!(event = %event.id.to_hex(), "offer published to {ok} of {} relays", reports.len());
                 }
                 if let Ok(mut s) = state.lock() {
                     s.relays = reports.clone();
@@ -272,11 +275,30 @@ async fn run(
                 settings.interval
             }
         };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        // Wait for the next round, but republish at once when the mesh changes shape (a model
+        // loaded, a node joined or left) so offers never lag a minute behind.
+        let published = state.lock().ok().and_then(|s| s.offer.as_ref().map(shape));
+        let due = Instant::now() + delay;
+        loop {
+            let left = due.saturating_duration_since(Instant::now());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(CHANGE_CHECK.min(left)) => {}
+            }
+            if Instant::now() >= due {
+                break;
+            }
+            if !had_failed && published != Some(shape(&content(&mesh, &settings))) {
+                break;
+            }
         }
     }
+}
+
+/// What makes an offer out of date: the models served (and by how many nodes), nodes, clients.
+fn shape(c: &OfferContent) -> (Vec<(String, u32)>, u32, u32) {
+    let models = c.models.iter().map(|m| (m.name.clone(), m.hosts)).collect();
+    (models, c.nodes, c.clients)
 }
 
 /// 2 s, 4 s, 8 s … capped at `max`.
