@@ -300,3 +300,47 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub hub: HubArgs,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = args.iter().map(std::ffi::OsString::from).collect();
+        Cli::try_parse_from(normalize_args(argv)).unwrap()
+    }
+
+    #[test]
+    fn mesh_auto_is_mesh_serve_auto() {
+        let cli = parse(&[
+            "mesh",
+            "--auto",
+            "--client",
+            "--relay",
+            "ws://127.0.0.1:7447",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.auto && args.client);
+        assert_eq!(args.relay.relays[0].as_str(), "ws://127.0.0.1:7447");
+        // A named command is left alone; `discover --auto` is not a thing.
+        let argv = ["mesh", "discover", "--auto"]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        assert!(Cli::try_parse_from(normalize_args(argv)).is_err());
+        assert!(matches!(
+            parse(&["mesh", "-v", "--auto"]).command,
+            Command::Serve(_)
+        ));
+    }
+
+    #[test]
+    fn relay_urls_must_be_websocket_urls() {
+        let argv = ["mesh", "discover", "--relay", "http://x"]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("ws:// or wss://"), "{err}");
+    }
+}

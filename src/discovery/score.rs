@@ -25,8 +25,8 @@ use iroh::EndpointId;
 use rand::Rng;
 use serde::Serialize;
 
-use super::offer::Offer;
-use crate::mesh::ticket::MeshId;
+use super::offer::{Offer, OfferContent, ServedModel};
+use crate::mesh::ticket::{MeshId, Ticket};
 
 /// How many of the best offers get their round-trip time measured before the final choice.
 pub const PROBE_TOP_K: usize = 5;
@@ -304,53 +304,55 @@ fn model_term(o: &Offer, prefs: &Preferences) -> Term {
     )
 }
 
+/// A made-up offer (tests and `examples/bench_score.rs`): one model with `free` of 4 slots on
+/// one node, public, published at t=1000 for 180 s. Its signature fields are empty: it never
+/// went through `offer::validate`.
+#[doc(hidden)]
+pub fn synthetic_offer(mesh: u8, model: &str, free: u32, region: Option<&str>) -> Offer {
+    let node = iroh::SecretKey::generate().public();
+    let mesh_id = MeshId([mesh; 16]);
+    Offer {
+        event_id: format!("{mesh:064x}"),
+        publisher: nostr::Keys::generate().public_key(),
+        mesh_id,
+        created_at: 1_000,
+        expires_at: 1_180,
+        node,
+        ticket: Some(Ticket {
+            mesh_id,
+            secret: None,
+            peers: vec![iroh::EndpointAddr::new(node)],
+        }),
+        content: OfferContent {
+            schema: "1.0".into(),
+            name: format!("mesh {mesh}"),
+            public: true,
+            models: vec![ServedModel {
+                name: model.into(),
+                ctx: 4096,
+                quant: None,
+                hosts: 1,
+                slots: 4,
+                free_slots: free,
+            }],
+            wanted: Vec::new(),
+            region: region.map(Into::into),
+            memory_bytes: 16 << 30,
+            nodes: 1,
+            clients: 0,
+            max_clients: 64,
+            ticket: None,
+            version: "0.1.0".into(),
+            node: node.to_string(),
+            binding: String::new(),
+        },
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
+    pub(crate) use super::synthetic_offer as offer;
     use super::*;
-    use crate::discovery::offer::{OfferContent, ServedModel};
-    use crate::mesh::ticket::Ticket;
-
-    /// An offer for tests: one model with `free` of 4 slots on one node, public, fresh.
-    pub(crate) fn offer(mesh: u8, model: &str, free: u32, region: Option<&str>) -> Offer {
-        let node = iroh::SecretKey::generate().public();
-        let mesh_id = MeshId([mesh; 16]);
-        Offer {
-            event_id: format!("{mesh:064x}"),
-            publisher: nostr::Keys::generate().public_key(),
-            mesh_id,
-            created_at: 1_000,
-            expires_at: 1_180,
-            node,
-            ticket: Some(Ticket {
-                mesh_id,
-                secret: None,
-                peers: vec![iroh::EndpointAddr::new(node)],
-            }),
-            content: OfferContent {
-                schema: "1.0".into(),
-                name: format!("mesh {mesh}"),
-                public: true,
-                models: vec![ServedModel {
-                    name: model.into(),
-                    ctx: 4096,
-                    quant: None,
-                    hosts: 1,
-                    slots: 4,
-                    free_slots: free,
-                }],
-                wanted: Vec::new(),
-                region: region.map(Into::into),
-                memory_bytes: 16 << 30,
-                nodes: 1,
-                clients: 0,
-                max_clients: 64,
-                ticket: None,
-                version: "0.1.0".into(),
-                node: node.to_string(),
-                binding: String::new(),
-            },
-        }
-    }
 
     fn prefs() -> Preferences {
         Preferences {
