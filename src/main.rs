@@ -18,6 +18,7 @@ fn main() -> ExitCode {
                     Command::Download(args) => mesh::catalog::commands::download(args).await,
                     Command::Status(args) => mesh::status::status(args).await,
                     Command::Peers(args) => mesh::status::peers(args).await,
+                    Command::Relay(args) => mesh::discovery::relay::run(args).await,
                 }
             })
         });

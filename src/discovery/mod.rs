@@ -4,5 +4,6 @@
 //! IO pieces: `nostr_io` (talking to relays), `publish` (the republish loop), `probe` (RTT over
 //! iroh), `relay` (`mesh relay`, a small Nostr relay). docs/PROTOCOL.md has the format.
 
-pub mod offer;
 pub mod nostr_io;
+pub mod offer;
+pub mod relay;
