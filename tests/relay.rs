@@ -1,7 +1,8 @@
 //! `mesh relay` as a user runs it, on loopback: offers published with `nostr_io::publish` come
 //! back from `nostr_io::fetch_offers`; oversized events and foreign kinds are refused with a clear
 //! `OK` message; an author's NIP-09 deletion removes its offer; the per-connection rate limit
-//! refuses once exceeded; `--db` keeps events across restarts; Ctrl-C exits 0.
+//! refuses once exceeded; connections over the limit get 503; `--db` keeps events across
+//! restarts; Ctrl-C exits 0.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -211,6 +212,18 @@ async fn rate_limit_refuses_events_once_exceeded_on_one_connection() {
     assert!(answers[0].0 && answers[1].0, "{answers:?}");
     assert!(!answers[2].0, "{answers:?}");
     assert!(answers[2].1.starts_with("rate-limited:"), "{answers:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_answered_503() {
+    let r = relay(&["--max-connections", "1"]);
+    let (_first, _) = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect("first connection");
+    let err = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect_err("second connection refused");
+    assert!(err.to_string().contains("503"), "{err}");
 }
 
 #[tokio::test]
