@@ -41,6 +41,8 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// Advertise the running node's mesh on Nostr relays (asks the node's management API).
     Publish(PublishArgs),
+    /// Run a Nostr relay (ws://127.0.0.1:7447) for offers on a private network or in tests.
+    Relay(RelayServerArgs),
 }
 
 /// `mesh --auto …` is `mesh serve --auto …`: inserts `serve` when no subcommand is named and
@@ -299,6 +301,42 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayServerArgs {
+    /// Address to listen on. Keep the loopback default unless other machines should publish here.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = crate::discovery::relay::DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Keep events in an LMDB database in this directory (default: in memory, lost on exit).
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+
+    /// Largest event accepted, in bytes of its JSON; larger ones are refused.
+    #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+
+    /// Accept events of every kind, not only mesh offers and deletions (NIP-09).
+    #[arg(long)]
+    pub any_kind: bool,
+
+    /// Events one connection may publish per minute; beyond it the relay answers `rate-limited`.
+    #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+
+    /// Subscriptions (REQs) one connection may keep open.
+    #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_MAX_REQS)]
+    pub max_reqs: usize,
+
+    /// Connections open at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 #[cfg(test)]

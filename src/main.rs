@@ -20,6 +20,7 @@ fn main() -> ExitCode {
                     Command::Peers(args) => mesh::status::peers(args).await,
                     Command::Discover(args) => mesh::discovery::commands::discover(args).await,
                     Command::Publish(args) => mesh::discovery::commands::publish(args).await,
+                    Command::Relay(args) => mesh::discovery::relay::run(args).await,
                 }
             })
         });

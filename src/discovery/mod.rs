@@ -12,6 +12,7 @@ pub mod nostr_io;
 pub mod offer;
 pub mod probe;
 pub mod publish;
+pub mod relay;
 pub mod score;
 
 use std::sync::Arc;

@@ -1,0 +1,280 @@
+//! `mesh relay` as a user runs it, on loopback: offers published with `nostr_io::publish` come
+//! back from `nostr_io::fetch_offers`; oversized events and foreign kinds are refused with a clear
+//! `OK` message; an author's NIP-09 deletion removes its offer; the per-connection rate limit
+//! refuses once exceeded; connections over the limit get 503; `--db` keeps events across
+//! restarts; Ctrl-C exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use mesh::discovery::nostr_io::{self, Query};
+use mesh::discovery::offer::{self, OfferContent, ServedModel, OFFER_KIND};
+use mesh::mesh::ticket::MeshId;
+use nostr::nips::nip01::Coordinate;
+use nostr::nips::nip09::EventDeletionRequest;
+use nostr::{ClientMessage, Event, EventBuilder, JsonUtil, Keys, Kind, RelayMessage, RelayUrl};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A `mesh relay` process; killed when dropped.
+struct Relay {
+    child: Child,
+    url: RelayUrl,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mesh relay --port 0 ARGS…` and reads its URL from the banner.
+fn relay(args: &[&str]) -> Relay {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["relay", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mesh relay starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.expect("banner line");
+        if let Some(u) = line.strip_prefix("relay ") {
+            url = Some(RelayUrl::parse(u.trim()).expect("relay URL in the banner"));
+        }
+        if line.contains("Ctrl-C to stop") {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    Relay {
+        child,
+        url: url.expect("banner names the relay URL"),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn content(name: &str) -> OfferContent {
+    OfferContent {
+        schema: offer::SCHEMA.into(),
+        name: name.into(),
+        public: false,
+        models: vec![ServedModel {
+            name: "SmolLM2-135M-Instruct-Q4_1".into(),
+            ctx: 2048,
+            quant: Some("Q4_1".into()),
+            hosts: 1,
+            slots: 4,
+            free_slots: 3,
+        }],
+        wanted: vec![],
+        region: Some("eu-west".into()),
+        memory_bytes: 8 << 30,
+        nodes: 1,
+        clients: 0,
+        max_clients: 16,
+        ticket: None,
+        version: "0.1.0".into(),
+        node: String::new(),
+        binding: String::new(),
+    }
+}
+
+fn offer_event(keys: &Keys, mesh_id: MeshId, name: &str) -> Event {
+    let node_key = iroh::SecretKey::generate();
+    offer::build_event(keys, &node_key, mesh_id, content(name), now(), 3600).expect("signs")
+}
+
+async fn publish(url: &RelayUrl, event: &Event) -> Result<(), String> {
+    let mut reports = nostr_io::publish(std::slice::from_ref(url), event).await;
+    let r = reports.pop().expect("one report");
+    match r.error {
+        None if r.ok => Ok(()),
+        e => Err(e.unwrap_or_default()),
+    }
+}
+
+async fn fetch(url: &RelayUrl) -> nostr_io::FetchReport {
+    let report = nostr_io::fetch_offers(std::slice::from_ref(url), &Query::default(), now()).await;
+    assert!(report.relays[0].ok, "fetch failed: {:?}", report.relays);
+    report
+}
+
+#[tokio::test]
+async fn published_offer_is_fetched_back_with_equal_fields() {
+    let r = relay(&[]);
+    let keys = Keys::generate();
+    let mesh_id = MeshId::random();
+    let event = offer_event(&keys, mesh_id, "lab mesh");
+    publish(&r.url, &event).await.expect("offer accepted");
+
+    let report = fetch(&r.url).await;
+    assert_eq!(report.rejected_total(), 0, "{:?}", report.rejected);
+    let [got] = report.offers.as_slice() else {
+        panic!("expected one offer, got {:?}", report.offers);
+    };
+    let sent: OfferContent = serde_json::from_str(&event.content).unwrap();
+    assert_eq!(got.event_id, event.id.to_hex());
+    assert_eq!(got.publisher, keys.public_key());
+    assert_eq!(got.mesh_id, mesh_id);
+    assert_eq!(got.created_at, event.created_at.as_secs());
+    assert_eq!(got.content, sent);
+}
+
+#[tokio::test]
+async fn oversized_event_is_refused_with_its_size() {
+    let r = relay(&["--max-event-bytes", "4096"]);
+    let event = offer_event(&Keys::generate(), MeshId::random(), &"x".repeat(5000));
+    let err = publish(&r.url, &event).await.unwrap_err();
+    assert!(
+        err.contains("blocked:") && err.contains("larger than this relay's limit of 4096 bytes"),
+        "{err}"
+    );
+    assert!(fetch(&r.url).await.offers.is_empty());
+}
+
+#[tokio::test]
+async fn events_of_other_kinds_are_refused() {
+    let r = relay(&[]);
+    let note = EventBuilder::text_note("hello")
+        .sign_with_keys(&Keys::generate())
+        .unwrap();
+    let err = publish(&r.url, &note).await.unwrap_err();
+    assert!(err.contains("kind 1 not accepted"), "{err}");
+}
+
+#[tokio::test]
+async fn deletion_by_the_author_removes_the_offer_and_no_one_else_can() {
+    let r = relay(&[]);
+    let keys = Keys::generate();
+    let mesh_id = MeshId::random();
+    let event = offer_event(&keys, mesh_id, "short-lived");
+    publish(&r.url, &event).await.expect("offer accepted");
+    let deletion = |signer: &Keys| {
+        let request = EventDeletionRequest::new().id(event.id).coordinate(
+            Coordinate::new(Kind::Custom(OFFER_KIND), keys.public_key())
+                .identifier(mesh_id.to_string()),
+        );
+        EventBuilder::delete(request)
+            .sign_with_keys(signer)
+            .unwrap()
+    };
+
+    let err = publish(&r.url, &deletion(&Keys::generate()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("may only name its author's own events"),
+        "{err}"
+    );
+    assert_eq!(fetch(&r.url).await.offers.len(), 1);
+
+    publish(&r.url, &deletion(&keys))
+        .await
+        .expect("deletion accepted");
+    assert!(fetch(&r.url).await.offers.is_empty());
+}
+
+#[tokio::test]
+async fn rate_limit_refuses_events_once_exceeded_on_one_connection() {
+    let r = relay(&["--rate", "2"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect("connects");
+    let keys = Keys::generate();
+    let mut answers = Vec::new();
+    for i in 0..3 {
+        let event = offer_event(&keys, MeshId::random(), &format!("mesh {i}"));
+        let msg = ClientMessage::event(event).as_json();
+        ws.send(Message::text(msg)).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an OK in time")
+            .expect("connection open")
+            .unwrap();
+        match RelayMessage::from_json(reply.to_text().unwrap()).unwrap() {
+            RelayMessage::Ok {
+                status, message, ..
+            } => answers.push((status, message.into_owned())),
+            other => panic!("expected OK, got {other:?}"),
+        }
+    }
+    assert!(answers[0].0 && answers[1].0, "{answers:?}");
+    assert!(!answers[2].0, "{answers:?}");
+    assert!(answers[2].1.starts_with("rate-limited:"), "{answers:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_answered_503() {
+    let r = relay(&["--max-connections", "1"]);
+    let (_first, _) = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect("first connection");
+    let err = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect_err("second connection refused");
+    assert!(err.to_string().contains("503"), "{err}");
+}
+
+#[tokio::test]
+async fn db_keeps_events_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("events");
+    let db = db.to_str().unwrap();
+    let event = offer_event(&Keys::generate(), MeshId::random(), "persistent");
+    {
+        let mut r = relay(&["--db", db]);
+        publish(&r.url, &event).await.expect("offer accepted");
+        interrupt(&mut r);
+    }
+    let r = relay(&["--db", db]);
+    let offers = fetch(&r.url).await.offers;
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    assert_eq!(offers[0].event_id, event.id.to_hex());
+}
+
+/// Sends SIGINT and asserts a clean exit within 10 s.
+fn interrupt(r: &mut Relay) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) }, 0);
+    for _ in 0..100 {
+        if let Some(status) = r.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("relay still running 10 s after SIGINT");
+}
+
+#[test]
+fn ctrl_c_stops_the_relay_with_exit_0() {
+    let mut r = relay(&[]);
+    interrupt(&mut r);
+}
+
+#[tokio::test]
+async fn in_process_relay_on_port_0_serves_offers() {
+    let running = mesh::discovery::relay::start(mesh::discovery::relay::RelayOptions {
+        port: 0,
+        ..Default::default()
+    })
+    .await
+    .expect("relay starts");
+    let url = running.url();
+    assert_ne!(url.as_str(), "ws://127.0.0.1:0");
+    let event = offer_event(&Keys::generate(), MeshId::random(), "in process");
+    publish(&url, &event).await.expect("offer accepted");
+    assert_eq!(fetch(&url).await.offers.len(), 1);
+    running.shutdown().await;
+}
