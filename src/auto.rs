@@ -35,13 +35,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         catalog_candidates(&hub)?
     };
+    let mut ctrl_c = serve::CtrlC::listen();
     loop {
         println!(
             "auto: looking for meshes on {} relay{}",
             relays.len(),
             if relays.len() == 1 { "" } else { "s" }
         );
-        let found = discover(&args, &relays, &candidates, load_last_mesh(&home)).await;
+        let found = tokio::select! {
+            found = discover(&args, &relays, &candidates, load_last_mesh(&home)) => found,
+            r = ctrl_c.wait() => return r,
+        };
         let best = score::pick(&found.ranked, &mut rand::rng());
         if best.is_none() && args.client {
             println!(
@@ -50,7 +54,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             );
             tokio::select! {
                 _ = tokio::time::sleep(RETRY) => continue,
-                r = serve::wait_for_ctrl_c() => return r,
+                r = ctrl_c.wait() => return r,
             }
         }
         let mut mesh = serve::mesh_config(&args)?;
@@ -91,7 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let content = offer.as_ref().map(|o| &o.content);
             Some(start_serving(&args, content, &candidates, &node)?)
         };
-        let outcome = watch(&node, args.client).await;
+        let outcome = watch(&node, args.client, &mut ctrl_c).await;
         if let Some(l) = loader {
             l.abort();
         }
@@ -221,14 +225,12 @@ enum Watch {
 
 /// Waits for Ctrl-C, or (client) for the mesh to have had no other node for [`EMPTY_GRACE`].
 /// A serving node left alone starts publishing its mesh instead.
-async fn watch(node: &Node, client: bool) -> anyhow::Result<Watch> {
+async fn watch(node: &Node, client: bool, ctrl_c: &mut serve::CtrlC) -> anyhow::Result<Watch> {
     let mesh = node.mesh.as_ref().context("node without a mesh")?;
     let mut alone_since: Option<Instant> = None;
-    let ctrl_c = serve::wait_for_ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            r = &mut ctrl_c => return r.map(|()| Watch::Stop),
+            r = ctrl_c.wait() => return r.map(|()| Watch::Stop),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
         if !mesh.peers().is_empty() {

@@ -211,6 +211,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mesh = mesh_config(&args)?;
     let discovery = discovery_config(&args, &mesh, args.publish)?;
+    let mut ctrl_c = CtrlC::listen();
     let node = Node::start_with(NodeOptions {
         engine,
         host: args.host,
@@ -221,17 +222,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
     .await?;
     print_banner(&node);
-    wait_for_ctrl_c().await?;
+    ctrl_c.wait().await?;
     node.shutdown().await;
     Ok(())
 }
 
-pub async fn wait_for_ctrl_c() -> anyhow::Result<()> {
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    println!("shutting down");
-    Ok(())
+/// Ctrl-C, listened for from the moment [`CtrlC::listen`] is called. tokio installs its handler
+/// on the first poll of `ctrl_c()`, and a SIGINT arriving before that (right after a banner
+/// that says "Ctrl-C to stop") would kill the process without a clean exit.
+pub struct CtrlC {
+    pending:
+        Option<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>>,
+}
+
+impl CtrlC {
+    pub fn listen() -> Self {
+        use futures::FutureExt;
+        let mut fut = Box::pin(tokio::signal::ctrl_c());
+        let early = (&mut fut).now_or_never();
+        Self {
+            pending: early.is_none().then_some(fut),
+        }
+    }
+
+    /// Waits for Ctrl-C (at once if it already came), then says so. Cancel-safe.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        if let Some(fut) = self.pending.as_mut() {
+            fut.await.context("cannot listen for Ctrl-C")?;
+            self.pending = None;
+        }
+        println!("shutting down");
+        Ok(())
+    }
 }
 
 /// The mesh side of `args` (the node key is loaded or created here).

@@ -173,10 +173,7 @@ pub async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections,
     })
     .await?;
-    // Listen for Ctrl-C before the banner says so: tokio installs the handler on the first poll,
-    // and a SIGINT arriving before it would kill the process with no clean exit.
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let early = futures::poll!(&mut ctrl_c);
+    let mut ctrl_c = crate::serve::CtrlC::listen();
     println!("mesh {} relay", env!("CARGO_PKG_VERSION"));
     println!("relay {}", relay.url());
     match &args.db {
@@ -193,12 +190,7 @@ pub async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
         args.max_event_bytes, args.rate
     );
     println!("  Ctrl-C to stop");
-    match early {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => ctrl_c.await,
-    }
-    .context("cannot listen for Ctrl-C")?;
-    println!("shutting down");
+    ctrl_c.wait().await?;
     relay.shutdown().await;
     Ok(())
 }
