@@ -38,3 +38,20 @@ bench-mesh:
     scripts/fetch-test-model.sh
     cargo build --release
     python3 scripts/bench_mesh.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
+
+# Offline end to end: a relay, a node publishing its mesh, `mesh --auto --client` joining it,
+# a chat completion through the client (all on 127.0.0.1; README "Demo").
+demo:
+    scripts/fetch-test-model.sh
+    cargo build
+    scripts/demo.sh
+
+# `mesh --auto` start → first token with a local relay and the model cached (docs/BENCHMARKS.md).
+bench-auto:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    python3 scripts/bench_auto.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
+
+# Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
+bench-score:
+    cargo run --release --example bench_score -- 10000 50

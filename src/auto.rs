@@ -157,7 +157,7 @@ async fn discover(
     }
     let eligible = found.ranked.iter().filter(|s| s.eligible()).count();
     println!(
-        "auto: {} offers, {} joinable, {} rejected",
+        "auto: {} offer(s), {} joinable, {} rejected",
         found.report.offers.len(),
         eligible,
         found.report.rejected_total()

@@ -54,8 +54,13 @@ pub fn format_offers(found: &Browse, explain: bool) -> String {
     let mut out = String::new();
     let rejected = found.report.rejected_total();
     out.push_str(&format!(
-        "{} offers from {} of {} relays",
+        "{} offer{} from {} of {} relays",
         found.report.offers.len(),
+        if found.report.offers.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
         found.report.relays.iter().filter(|r| r.ok).count(),
         found.report.relays.len()
     ));
