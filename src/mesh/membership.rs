@@ -1,6 +1,7 @@
 //! The membership driver: moves gossip messages between iroh-gossip and the pure peer table.
 //! Every `heartbeat` it announces this node and refreshes path type and RTT of each peer; every
-//! `sweep` it drops peers silent for longer than `expiry`. Changes become [`MeshEvent`]s.
+//! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
+//! announcement at once. Changes become [`MeshEvent`]s.
 
 use std::time::Instant;
 
@@ -37,7 +38,12 @@ pub(super) async fn run(
             }
             event = receiver.next() => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
-                Some(Ok(GossipEvent::NeighborUp(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up"),
+                Some(Ok(GossipEvent::NeighborUp(id))) => {
+                    tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up");
+                    // Announce now: a node that just joined learns our models without waiting
+                    // for the next heartbeat.
+                    heartbeat.reset_immediately();
+                }
                 Some(Ok(GossipEvent::NeighborDown(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down"),
                 Some(Ok(GossipEvent::Lagged)) => tracing::warn!("gossip receiver lagged; some announcements were lost"),
                 Some(Err(e)) => {
