@@ -14,13 +14,35 @@ use mesh::discovery::nostr_io::{self, Query};
 use mesh::discovery::publish::unix_now;
 use serde_json::{json, Value};
 
-/// A `mesh` child process, interrupted (Ctrl-C) and reaped on drop.
+/// A `mesh` child process, interrupted (Ctrl-C) and reaped on drop. `lines` holds its stdout up
+/// to the banner; later lines arrive on `more`.
 struct Proc {
     child: Child,
     lines: Vec<String>,
+    more: std::sync::mpsc::Receiver<String>,
 }
 
 impl Proc {
+    /// Waits (off the runtime) for a later stdout line containing `text`; returns the lines
+    /// read up to and including it.
+    async fn wait_line(&mut self, text: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::task::block_in_place(|| self.more.recv_timeout(left)) {
+                Ok(line) => {
+                    let found = line.contains(text);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no line with {text:?} within {within:?}: {seen:?}"),
+            }
+        }
+    }
+
     fn value(&self, label: &str) -> String {
         banner_value(&self.lines, label).unwrap_or_else(|| panic!("no {label}: {:?}", self.lines))
     }
@@ -59,6 +81,22 @@ impl Drop for Proc {
     }
 }
 
+fn forward_lines(
+    from: impl std::io::Read + Send + 'static,
+    to: std::sync::mpsc::Sender<String>,
+    echo: bool,
+) {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("{line}");
+            }
+            let _ = to.send(line);
+        }
+    });
+}
+
 fn home(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "mesh-auto-{tag}-{}-{:x}",
@@ -88,12 +126,22 @@ async fn spawn(home: PathBuf, args: Vec<String>) -> Proc {
                 "--ephemeral",
             ])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("mesh starts");
-        let lines = read_banner_lines(&mut child);
-        let lines = lines.unwrap_or_else(|| panic!("mesh {args:?} ended before its banner"));
-        Proc { child, lines }
+        // Stdout and stderr lines in one channel; stderr is also echoed for failing tests.
+        let (tx, more) = std::sync::mpsc::channel();
+        forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
+        forward_lines(child.stderr.take().unwrap(), tx, true);
+        let mut lines = Vec::new();
+        while let Ok(line) = more.recv_timeout(Duration::from_secs(60)) {
+            let done = line.contains("Ctrl-C to stop");
+            lines.push(line);
+            if done {
+                return Proc { child, lines, more };
+            }
+        }
+        panic!("mesh {args:?} ended before its banner: {lines:?}")
     })
     .await
     .unwrap()
@@ -336,4 +384,79 @@ async fn discover_prints_offers_and_fails_clearly_when_no_relay_answers() {
     assert!(err.contains("1 of 1 relays did not answer"), "{err}");
     assert!(err.contains("no relay answered"), "{err}");
     node.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_moves_when_its_mesh_empties(
+) {
+    let relay = start_relay().await;
+    let first = published_node(&relay, "eu").await;
+    let http = http_client();
+    let dir = home("empties");
+
+    // A serving node asked for the mesh's model joins as a replica; its own copy fails to load
+    // (a broken file), and its API answers with the mesh's model all the same.
+    let broken = dir.join("broken.gguf");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&broken, b"not a gguf file").unwrap();
+    let args = [
+        "--auto",
+        "--relay",
+        relay.url.as_str(),
+        "--model",
+        broken.to_str().unwrap(),
+        "--model-name",
+        MODEL,
+        "--threads",
+        "1",
+    ];
+    let mut host = spawn(dir.join("host"), args.map(String::from).to_vec()).await;
+    let joining = host
+        .lines
+        .iter()
+        .find(|l| l.starts_with("auto: joining"))
+        .expect("a join line");
+    assert!(joining.contains(&mesh_id(&first)), "{:?}", host.lines);
+    host.wait_line("staying in the mesh as a client", Duration::from_secs(30))
+        .await;
+    wait_for_model(&http, &host.base()).await;
+    assert!(!chat_text(&http, &host.base()).await.is_empty());
+    drop(host);
+
+    // A client in `first`'s mesh: when that mesh empties it finds `second` and joins it.
+    let mut client = spawn(
+        dir.join("client"),
+        ["--auto", "--client", "--relay", relay.url.as_str()]
+            .map(String::from)
+            .to_vec(),
+    )
+    .await;
+    assert!(
+        client.lines.iter().any(|l| l.contains(&mesh_id(&first))),
+        "{:?}",
+        client.lines
+    );
+    first.node.shutdown().await;
+    let second = published_node(&relay, "us").await;
+    client
+        .wait_line("the mesh has emptied", Duration::from_secs(30))
+        .await;
+    let rejoin = client
+        .wait_line("auto: joining", Duration::from_secs(30))
+        .await;
+    assert!(
+        rejoin.last().unwrap().contains(&mesh_id(&second)),
+        "{rejoin:?}"
+    );
+    let banner = client
+        .wait_line("Ctrl-C to stop", Duration::from_secs(30))
+        .await;
+    let base = banner_value(&banner, "OpenAI API").unwrap();
+    wait_for_model(&http, base.trim_end_matches("/v1")).await;
+    assert!(!chat_text(&http, base.trim_end_matches("/v1"))
+        .await
+        .is_empty());
+    drop(client);
+    second.node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
