@@ -19,7 +19,7 @@ use crate::discovery::offer::OfferContent;
 use crate::discovery::publish::unix_now;
 use crate::discovery::score::{self, Preferences};
 use crate::discovery::{load_last_mesh, save_last_mesh, Filters};
-use crate::serve::{self, Node, NodeOptions};
+use crate::serve::{self, Node};
 
 /// How long a mesh must have no other node before `--auto` acts on it.
 const EMPTY_GRACE: Duration = Duration::from_secs(10);
@@ -77,15 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let publish = offer.is_none() || args.publish;
         let discovery = serve::discovery_config(&args, &mesh, publish)?;
-        let node = Node::start_with(NodeOptions {
-            engine: None,
-            host: args.host,
-            port: args.port,
-            api_port: args.api_port,
-            mesh: Some(mesh),
-            discovery: Some(discovery),
-        })
-        .await?;
+        let node = Node::start_with(serve::node_options(&args, None, mesh, discovery)).await?;
         let joined = node.mesh.as_ref().context("node without a mesh")?;
         save_last_mesh(&home, joined.mesh_id());
         serve::print_banner(&node);

@@ -212,15 +212,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mesh = mesh_config(&args)?;
     let discovery = discovery_config(&args, &mesh, args.publish)?;
     let mut ctrl_c = CtrlC::listen();
-    let node = Node::start_with(NodeOptions {
-        engine,
-        host: args.host,
-        port: args.port,
-        api_port: args.api_port,
-        mesh: Some(mesh),
-        discovery: Some(discovery),
-    })
-    .await?;
+    let node = Node::start_with(node_options(&args, engine, mesh, discovery)).await?;
     print_banner(&node);
     ctrl_c.wait().await?;
     node.shutdown().await;
@@ -253,6 +245,23 @@ impl CtrlC {
         }
         println!("shutting down");
         Ok(())
+    }
+}
+
+/// What a `mesh serve` node runs, from its flags and the parts built from them.
+pub fn node_options(
+    args: &ServeArgs,
+    engine: Option<EngineConfig>,
+    mesh: MeshConfig,
+    discovery: DiscoveryConfig,
+) -> NodeOptions {
+    NodeOptions {
+        engine,
+        host: args.host,
+        port: args.port,
+        api_port: args.api_port,
+        mesh: Some(mesh),
+        discovery: Some(discovery),
     }
 }
 

@@ -15,20 +15,38 @@ pub fn install_crypto_provider() {
 }
 
 async fn get(args: &QueryArgs, path: &str) -> anyhow::Result<Value> {
+    call_api(&args.api, reqwest::Method::GET, path, None).await
+}
+
+/// Calls a running node's management API (`api` is its base URL) and returns the JSON answer;
+/// an error status becomes an error carrying the API's message.
+pub async fn call_api(
+    api: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     install_crypto_provider();
-    let url = format!("{}{path}", args.api.trim_end_matches('/'));
-    let resp = reqwest::get(&url).await.with_context(|| {
-        format!(
-            "cannot reach the node at {} (is `mesh serve` running? --api picks another)",
-            args.api
-        )
+    let url = format!("{}{path}", api.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let resp = request.send().await.with_context(|| {
+        format!("cannot reach the node at {api} (is `mesh serve` running? --api picks another)")
     })?;
     let status = resp.status();
     let body: Value = resp
         .json()
         .await
         .with_context(|| format!("{url} did not answer JSON"))?;
-    anyhow::ensure!(status.is_success(), "{url} answered {status}: {body}");
+    anyhow::ensure!(
+        status.is_success(),
+        "{url} answered {status}: {}",
+        body["error"]["message"]
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_owned)
+    );
     Ok(body)
 }
 

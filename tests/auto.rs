@@ -460,3 +460,74 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
     second.node.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
+    let relay = start_relay().await;
+    let mut cfg = mesh_config(vec![]);
+    cfg.public = true;
+    let node = start_node(
+        Some(config()),
+        cfg,
+        Some(discovery(vec![relay.url.clone()], false, None)),
+    )
+    .await
+    .unwrap();
+    let dir = home("publish");
+    let run = |args: Vec<String>| {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || mesh(&dir).args(args).output().unwrap())
+    };
+    let offers = || async {
+        nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now())
+            .await
+            .offers
+    };
+    assert!(
+        offers().await.is_empty(),
+        "not published before `mesh publish`"
+    );
+
+    let out = run(vec!["publish".into(), "--api".into(), node.api.clone()])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("publishing as npub1"), "{text}");
+    assert!(text.contains(&format!("{}  ok", relay.url)), "{text}");
+    let found = offers().await;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].mesh_id.to_string(), mesh_id(&node));
+
+    let out = run(vec![
+        "publish".into(),
+        "--stop".into(),
+        "--api".into(),
+        node.api.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("stopped publishing"));
+    assert!(
+        offers().await.is_empty(),
+        "deleted by `mesh publish --stop`"
+    );
+
+    // A node that is not running: a clear error naming the address.
+    let out = run(vec![
+        "publish".into(),
+        "--api".into(),
+        "http://127.0.0.1:9".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("cannot reach the node at http://127.0.0.1:9"));
+    node.node.shutdown().await;
+}

@@ -1,8 +1,7 @@
 //! `mesh discover` (browse offers from here, no node needed) and `mesh publish` (ask the running
 //! node to advertise its mesh).
 
-use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::browse::{self, Browse, BrowseOptions};
 use super::nostr_io::relay_list;
@@ -115,33 +114,13 @@ pub fn format_offers(found: &Browse, explain: bool) -> String {
 }
 
 pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    crate::status::install_crypto_provider();
-    let url = format!("{}/api/publish", args.api.trim_end_matches('/'));
-    let client = reqwest::Client::new();
-    let request = if args.stop {
-        client.delete(&url)
+    let (method, body) = if args.stop {
+        (reqwest::Method::DELETE, None)
     } else {
         let relays: Vec<String> = args.relay.relays.iter().map(|r| r.to_string()).collect();
-        client.post(&url).json(&json!({ "relays": relays }))
+        (reqwest::Method::POST, Some(json!({ "relays": relays })))
     };
-    let resp = request.send().await.with_context(|| {
-        format!(
-            "cannot reach the node at {} (is `mesh serve` running? --api picks another)",
-            args.api
-        )
-    })?;
-    let status = resp.status();
-    let body: Value = resp
-        .json()
-        .await
-        .with_context(|| format!("{url} did not answer JSON"))?;
-    anyhow::ensure!(
-        status.is_success(),
-        "{url} answered {status}: {}",
-        body["error"]["message"]
-            .as_str()
-            .unwrap_or(&body.to_string())
-    );
+    let body = crate::status::call_api(&args.api, method, "/api/publish", body).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
         return Ok(());
