@@ -141,6 +141,8 @@ async fn spawn(home: PathBuf, args: Vec<String>) -> Proc {
                 return Proc { child, lines, more };
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("mesh {args:?} ended before its banner: {lines:?}")
     })
     .await
@@ -299,8 +301,12 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
     // The offer is republished as soon as the model is loaded: it then lists the model.
     let deadline = Instant::now() + Duration::from_secs(60);
     let offer = loop {
-        let found =
-            nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now()).await;
+        let found = nostr_io::fetch_offers(
+            std::slice::from_ref(&relay.url),
+            &Query::default(),
+            unix_now(),
+        )
+        .await;
         if let Some(o) = found
             .offers
             .into_iter()
@@ -331,7 +337,12 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
     drop(client);
     drop(host);
     // The host deleted its offer on Ctrl-C.
-    let after = nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now()).await;
+    let after = nostr_io::fetch_offers(
+        std::slice::from_ref(&relay.url),
+        &Query::default(),
+        unix_now(),
+    )
+    .await;
     assert!(after.offers.is_empty(), "{:?}", after.offers);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -479,9 +490,13 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
         tokio::task::spawn_blocking(move || mesh(&dir).args(args).output().unwrap())
     };
     let offers = || async {
-        nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now())
-            .await
-            .offers
+        nostr_io::fetch_offers(
+            std::slice::from_ref(&relay.url),
+            &Query::default(),
+            unix_now(),
+        )
+        .await
+        .offers
     };
     assert!(
         offers().await.is_empty(),

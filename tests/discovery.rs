@@ -43,7 +43,12 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     let state = wait_published(&a).await;
     let mesh = a.node.mesh.as_ref().unwrap();
 
-    let found = nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now()).await;
+    let found = nostr_io::fetch_offers(
+        std::slice::from_ref(&relay.url),
+        &Query::default(),
+        unix_now(),
+    )
+    .await;
     assert!(found.relays[0].ok, "{:?}", found.relays);
     assert!(found.rejected.is_empty(), "{:?}", found.rejected);
     assert_eq!(found.offers.len(), 1);
@@ -100,7 +105,12 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     assert_eq!(region["points"], 15.0);
 
     a.node.shutdown().await;
-    let after = nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), unix_now()).await;
+    let after = nostr_io::fetch_offers(
+        std::slice::from_ref(&relay.url),
+        &Query::default(),
+        unix_now(),
+    )
+    .await;
     assert!(
         after.offers.is_empty(),
         "deleted on shutdown: {:?}",
@@ -251,7 +261,8 @@ async fn hostile_offers_are_rejected_and_counted() {
     );
     let relay = start_relay_with(store).await;
 
-    let found = nostr_io::fetch_offers(&[relay.url.clone()], &Query::default(), now).await;
+    let found =
+        nostr_io::fetch_offers(std::slice::from_ref(&relay.url), &Query::default(), now).await;
     assert_eq!(found.offers.len(), 1, "{:?}", found.offers);
     assert_eq!(found.offers[0].content.models[0].name, "good-model");
     let counts: Vec<(&str, u64)> = found.rejected.iter().map(|(k, v)| (*k, *v)).collect();
@@ -274,8 +285,11 @@ async fn api_discover_filters_by_model_region_and_memory() {
     let relay = start_relay().await;
     let now = unix_now();
     for (model, region) in [("alpha", "eu"), ("beta", "us"), ("alpha", "us")] {
-        let reports =
-            nostr_io::publish(&[relay.url.clone()], &offer_event(model, region, now)).await;
+        let reports = nostr_io::publish(
+            std::slice::from_ref(&relay.url),
+            &offer_event(model, region, now),
+        )
+        .await;
         assert!(reports[0].ok, "{reports:?}");
     }
     let client = start_node(
