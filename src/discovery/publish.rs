@@ -26,6 +26,8 @@ pub const OFFER_TTL: Duration = Duration::from_secs(180);
 const CHANGE_CHECK: Duration = Duration::from_secs(1);
 /// First retry delay after a round where some relay failed; doubles up to [`REPUBLISH`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);
+/// How long stopping waits for relays to confirm the offer's deletion (Ctrl-C stays quick).
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Nostr key file in the mesh home.
 pub const NOSTR_KEY_FILE: &str = "nostr.key";
 
@@ -181,11 +183,14 @@ impl Publisher {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Stops the loop and asks the relays to delete the offer (NIP-09), waiting a bounded time.
+    /// Stops the loop (a round in flight is dropped) and asks the relays to delete the offer
+    /// (NIP-09), waiting at most [`DELETE_TIMEOUT`]: a deletion by coordinate also removes an
+    /// offer that the dropped round may still have delivered.
     pub async fn stop(&self) -> Vec<RelayReport> {
         self.cancel.cancel();
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
+            task.abort();
             let _ = task.await;
         }
         let Some(last) = self.state().last_event_id else {
@@ -201,7 +206,11 @@ impl Publisher {
         }
         match EventBuilder::delete(request).sign_with_keys(&self.keys) {
             Ok(deletion) => {
-                let reports = nostr_io::publish(&self.relays, &deletion).await;
+                let sending = nostr_io::publish(&self.relays, &deletion);
+                let Ok(reports) = tokio::time::timeout(DELETE_TIMEOUT, sending).await else {
+                    tracing::warn!("offer deletion not confirmed within {DELETE_TIMEOUT:?}");
+                    return Vec::new();
+                };
                 for r in reports.iter().filter(|r| !r.ok) {
                     tracing::warn!(relay = %r.url, "offer deletion not confirmed: {}", r.error.as_deref().unwrap_or("?"));
                 }
