@@ -219,9 +219,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ctrl-C, listened for from the moment [`CtrlC::listen`] is called. tokio installs its handler
-/// on the first poll of `ctrl_c()`, and a SIGINT arriving before that (right after a banner
-/// that says "Ctrl-C to stop") would kill the process without a clean exit.
+/// Ctrl-C (or, on Unix, SIGTERM as sent by service managers), listened for from the moment
+/// [`CtrlC::listen`] is called. tokio installs its handler on the first poll of `ctrl_c()`, and
+/// a SIGINT arriving before that (right after a banner that says "Ctrl-C to stop") would kill
+/// the process without a clean exit (no leave message, no offer deletion).
 pub struct CtrlC {
     pending:
         Option<std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>>,
@@ -230,7 +231,21 @@ pub struct CtrlC {
 impl CtrlC {
     pub fn listen() -> Self {
         use futures::FutureExt;
-        let mut fut = Box::pin(tokio::signal::ctrl_c());
+        let interrupt = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut fut = Box::pin(async move {
+            #[cfg(unix)]
+            if let Some(mut terminate) = terminate {
+                return tokio::select! {
+                    r = interrupt => r,
+                    _ = terminate.recv() => Ok(()),
+                };
+            }
+            interrupt.await
+        });
+        // The first poll installs the SIGINT handler (the SIGTERM one already is).
         let early = (&mut fut).now_or_never();
         Self {
             pending: early.is_none().then_some(fut),

@@ -59,8 +59,13 @@ impl Proc {
 
     /// Ctrl-C, then the exit status within 20 s.
     fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.signal("-INT")
+    }
+
+    /// Sends `kill SIGNAL`, then returns the exit status within 20 s.
+    fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = Command::new("kill").args([signal, &pid]).status();
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -545,4 +550,48 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot reach the node at http://127.0.0.1:9"));
     node.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
+    let relay = start_relay().await;
+    let dir = home("sigterm");
+    let model = model_path().to_string_lossy().into_owned();
+    let args = [
+        "serve",
+        "--model",
+        &model,
+        "--public",
+        "--publish",
+        "--relay",
+        relay.url.as_str(),
+        "--threads",
+        "1",
+        "--ctx",
+        "256",
+    ];
+    let mut node = spawn(dir.clone(), args.map(String::from).to_vec()).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nostr_io::fetch_offers(
+        std::slice::from_ref(&relay.url),
+        &Query::default(),
+        unix_now(),
+    )
+    .await
+    .offers
+    .is_empty()
+    {
+        assert!(Instant::now() < deadline, "never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = tokio::task::block_in_place(|| node.signal("-TERM"));
+    assert!(status.success(), "exit status {status}");
+    let after = nostr_io::fetch_offers(
+        std::slice::from_ref(&relay.url),
+        &Query::default(),
+        unix_now(),
+    )
+    .await;
+    assert!(after.offers.is_empty(), "offer deleted on SIGTERM");
+    let _ = std::fs::remove_dir_all(dir);
 }
