@@ -332,6 +332,11 @@ pub struct RelayServerArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
 
+    /// Events one IP address may publish per minute over all its connections.
+    #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_RATE_PER_IP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_per_ip: u32,
+
     /// Subscriptions (REQs) one connection may keep open.
     #[arg(long, value_name = "N", default_value_t = crate::discovery::relay::DEFAULT_MAX_REQS)]
     pub max_reqs: usize,

@@ -215,6 +215,20 @@ async fn rate_limit_refuses_events_once_exceeded_on_one_connection() {
 }
 
 #[tokio::test]
+async fn rate_limit_per_ip_holds_across_connections() {
+    let r = relay(&["--rate-per-ip", "2"]);
+    let keys = Keys::generate();
+    for i in 0..2 {
+        let event = offer_event(&keys, MeshId::random(), &format!("mesh {i}"));
+        publish(&r.url, &event).await.expect("within the quota");
+    }
+    // `publish` opens a new connection per event: the per-connection limit would not see this.
+    let event = offer_event(&keys, MeshId::random(), "mesh 3");
+    let err = publish(&r.url, &event).await.unwrap_err();
+    assert!(err.contains("too many events from 127.0.0.1"), "{err}");
+}
+
+#[tokio::test]
 async fn connections_beyond_max_connections_are_answered_503() {
     let r = relay(&["--max-connections", "1"]);
     let (_first, _) = tokio_tungstenite::connect_async(r.url.as_str())

@@ -12,6 +12,7 @@
 //! docs/PROTOCOL.md ("mesh relay") lists what it accepts.
 
 mod http;
+mod ip_rate;
 mod policy;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -40,6 +41,8 @@ pub const DEFAULT_PORT: u16 = 7447;
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Default events a connection may publish per minute.
 pub const DEFAULT_RATE: u32 = 60;
+/// Default events one IP address may publish per minute, over all its connections.
+pub const DEFAULT_RATE_PER_IP: u32 = 600;
 /// Default open subscriptions (REQs) per connection.
 pub const DEFAULT_MAX_REQS: usize = 64;
 /// Events kept by the in-memory store (the oldest go first).
@@ -58,8 +61,9 @@ pub struct RelayOptions {
     pub max_event_bytes: usize,
     /// Accept every kind, not only offers and deletions.
     pub any_kind: bool,
-    /// Events per minute per connection.
+    /// Events per minute per connection, and per client IP address.
     pub rate: u32,
+    pub rate_per_ip: u32,
     pub max_reqs: usize,
     pub max_connections: usize,
 }
@@ -73,6 +77,7 @@ impl Default for RelayOptions {
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
             any_kind: false,
             rate: DEFAULT_RATE,
+            rate_per_ip: DEFAULT_RATE_PER_IP,
             max_reqs: DEFAULT_MAX_REQS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
@@ -131,6 +136,7 @@ pub async fn start(opts: RelayOptions) -> anyhow::Result<RunningRelay> {
         .write_policy(policy::Policy {
             rules: Admission::new(&opts),
             database,
+            per_ip: std::sync::Mutex::new(ip_rate::IpRate::new(opts.rate_per_ip)),
         });
     let relay = LocalRelay::new(builder);
     let listener = TcpListener::bind((opts.host, opts.port))
@@ -169,6 +175,7 @@ pub async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
         max_event_bytes: args.max_event_bytes,
         any_kind: args.any_kind,
         rate: args.rate,
+        rate_per_ip: args.rate_per_ip,
         max_reqs: args.max_reqs,
         max_connections: args.max_connections,
     })

@@ -63,15 +63,27 @@ pub fn check_deletion(author: &PublicKey, owners: &[PublicKey]) -> Result<(), St
 pub(super) struct Policy {
     pub(super) rules: Admission,
     pub(super) database: Arc<dyn NostrDatabase>,
+    pub(super) per_ip: std::sync::Mutex<super::ip_rate::IpRate>,
 }
 
 impl WritePolicy for Policy {
     fn admit_event<'a>(
         &'a self,
         event: &'a Event,
-        _addr: &'a SocketAddr,
+        addr: &'a SocketAddr,
     ) -> nostr::util::BoxedFuture<'a, PolicyResult> {
         Box::pin(async move {
+            let allowed = self
+                .per_ip
+                .lock()
+                .map(|mut r| r.allow(addr.ip(), std::time::Instant::now()))
+                .unwrap_or(true);
+            if !allowed {
+                return PolicyResult::Reject(format!(
+                    "too many events from {}; try again in a minute",
+                    addr.ip()
+                ));
+            }
             if let Err(why) = self.rules.check(event.kind.as_u16(), event.as_json().len()) {
                 return PolicyResult::Reject(why);
             }
