@@ -19,6 +19,7 @@ use crate::discovery::offer::OfferContent;
 use crate::discovery::publish::unix_now;
 use crate::discovery::score::{self, Preferences};
 use crate::discovery::{load_last_mesh, save_last_mesh, Filters};
+use crate::mesh::MeshError;
 use crate::serve::{self, Node};
 
 /// How long a mesh must have no other node before `--auto` acts on it.
@@ -77,7 +78,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let publish = offer.is_none() || args.publish;
         let discovery = serve::discovery_config(&args, &mesh, publish)?;
-        let node = Node::start_with(serve::node_options(&args, None, mesh, discovery)).await?;
+        let node = match Node::start_with(serve::node_options(&args, None, mesh, discovery)).await
+        {
+            Ok(node) => node,
+            // The mesh refused or failed us (not a local problem such as a busy port): look again.
+            Err(e) if offer.is_some() && e.downcast_ref::<MeshError>().is_some() => {
+                eprintln!(
+                    "warning: cannot join that mesh: {e:#}; looking again in {}s",
+                    RETRY.as_secs()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => continue,
+                    r = ctrl_c.wait() => return r,
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let joined = node.mesh.as_ref().context("node without a mesh")?;
         save_last_mesh(&home, joined.mesh_id());
         serve::print_banner(&node);
