@@ -78,8 +78,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         let publish = offer.is_none() || args.publish;
         let discovery = serve::discovery_config(&args, &mesh, publish)?;
-        let node = match Node::start_with(serve::node_options(&args, None, mesh, discovery)).await
-        {
+        let node = match Node::start_with(serve::node_options(&args, None, mesh, discovery)).await {
             Ok(node) => node,
             // The mesh refused or failed us (not a local problem such as a busy port): look again.
             Err(e) if offer.is_some() && e.downcast_ref::<MeshError>().is_some() => {
