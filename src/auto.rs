@@ -53,9 +53,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 "auto: no mesh to join yet; looking again in {}s (Ctrl-C to stop)",
                 RETRY.as_secs()
             );
-            tokio::select! {
-                _ = tokio::time::sleep(RETRY) => continue,
-                r = ctrl_c.wait() => return r,
+            match pause(&mut ctrl_c).await? {
+                true => continue,
+                false => return Ok(()),
             }
         }
         let mut mesh = serve::mesh_config(&args)?;
@@ -86,9 +86,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                     "warning: cannot join that mesh: {e:#}; looking again in {}s",
                     RETRY.as_secs()
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => continue,
-                    r = ctrl_c.wait() => return r,
+                match pause(&mut ctrl_c).await? {
+                    true => continue,
+                    false => return Ok(()),
                 }
             }
             Err(e) => return Err(e),
@@ -111,6 +111,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Watch::Stop => return Ok(()),
             Watch::Emptied => println!("auto: the mesh has emptied; looking for another"),
         }
+    }
+}
+
+/// Waits [`RETRY`]: `true` when it has passed, `false` on Ctrl-C.
+async fn pause(ctrl_c: &mut serve::CtrlC) -> anyhow::Result<bool> {
+    tokio::select! {
+        _ = tokio::time::sleep(RETRY) => Ok(true),
+        r = ctrl_c.wait() => r.map(|()| false),
     }
 }
 
