@@ -595,3 +595,104 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
     assert!(after.offers.is_empty(), "offer deleted on SIGTERM");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
+    // A node of a *private* mesh whose offer claims the mesh is public: its signature and
+    // binding are genuine, but admission without the secret fails.
+    let relay = start_relay().await;
+    let private = start_mesh(Some(config()), mesh_config(vec![]))
+        .await
+        .unwrap();
+    let private_mesh = private.node.mesh.as_ref().unwrap();
+    let content = mesh::discovery::offer::OfferContent {
+        schema: mesh::discovery::offer::SCHEMA.into(),
+        name: "not really public".into(),
+        public: true,
+        models: vec![mesh::discovery::offer::ServedModel {
+            name: MODEL.into(),
+            ctx: 512,
+            quant: None,
+            hosts: 1,
+            slots: 4,
+            free_slots: 4,
+        }],
+        wanted: Vec::new(),
+        region: None,
+        memory_bytes: 1 << 30,
+        nodes: 1,
+        clients: 0,
+        max_clients: 64,
+        ticket: Some(
+            mesh::mesh::ticket::Ticket {
+                mesh_id: private_mesh.mesh_id(),
+                secret: None,
+                peers: vec![private_mesh.endpoint().addr()],
+            }
+            .encode(),
+        ),
+        version: "0.1.0".into(),
+        node: String::new(),
+        binding: String::new(),
+    };
+    let event = mesh::discovery::offer::build_event(
+        &nostr::Keys::generate(),
+        private_mesh.secret_key(),
+        private_mesh.mesh_id(),
+        content,
+        unix_now(),
+        180,
+    )
+    .unwrap();
+    let reports = nostr_io::publish(std::slice::from_ref(&relay.url), &event).await;
+    assert!(reports[0].ok, "{reports:?}");
+
+    let dir = home("refused");
+    let args = ["--auto", "--client", "--relay", relay.url.as_str()];
+    let cmd: Vec<String> = args.map(String::from).to_vec();
+    // No banner comes: read the warning from the combined output instead.
+    let mut child = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || {
+            mesh(&dir)
+                .args(&cmd)
+                .args([
+                    "--port",
+                    "0",
+                    "--api-port",
+                    "0",
+                    "--mesh-bind",
+                    "127.0.0.1:0",
+                    "--ephemeral",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
+    forward_lines(child.stderr.take().unwrap(), tx, true);
+    let mut p = Proc {
+        child,
+        lines: Vec::new(),
+        more: rx,
+    };
+    let seen = p
+        .wait_line("cannot join that mesh", Duration::from_secs(30))
+        .await;
+    assert!(
+        seen.iter().any(|l| l.starts_with("auto: joining")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.last().unwrap().contains("looking again in 10s"),
+        "{seen:?}"
+    );
+    assert!(tokio::task::block_in_place(|| p.interrupt()).success());
+    private.node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
