@@ -81,8 +81,20 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// Ctrl-C, and SIGKILL if it is still running 20 s later; never panics (it may run while a
+    /// failed test unwinds).
     fn drop(&mut self) {
-        let _ = self.interrupt();
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -116,38 +128,46 @@ fn mesh(home: &PathBuf) -> Command {
     cmd
 }
 
-/// Starts `mesh ARGS` on free loopback ports and reads its startup lines (off the runtime).
+/// Starts `mesh ARGS` on free loopback ports; its output lines arrive on `more`.
+fn start(home: &PathBuf, args: &[String]) -> Proc {
+    let mut child = mesh(home)
+        .args(args)
+        .args([
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+            "--mesh-bind",
+            "127.0.0.1:0",
+            "--ephemeral",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mesh starts");
+    // Stdout and stderr lines in one channel; stderr is also echoed for failing tests.
+    let (tx, more) = std::sync::mpsc::channel();
+    forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
+    forward_lines(child.stderr.take().unwrap(), tx, true);
+    Proc {
+        child,
+        lines: Vec::new(),
+        more,
+    }
+}
+
+/// [`start`], then reads its startup lines up to the banner's end (off the runtime).
 async fn spawn(home: PathBuf, args: Vec<String>) -> Proc {
     tokio::task::spawn_blocking(move || {
-        let mut child = mesh(&home)
-            .args(&args)
-            .args([
-                "--port",
-                "0",
-                "--api-port",
-                "0",
-                "--mesh-bind",
-                "127.0.0.1:0",
-                "--ephemeral",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("mesh starts");
-        // Stdout and stderr lines in one channel; stderr is also echoed for failing tests.
-        let (tx, more) = std::sync::mpsc::channel();
-        forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
-        forward_lines(child.stderr.take().unwrap(), tx, true);
-        let mut lines = Vec::new();
-        while let Ok(line) = more.recv_timeout(Duration::from_secs(60)) {
+        let mut p = start(&home, &args);
+        while let Ok(line) = p.more.recv_timeout(Duration::from_secs(60)) {
             let done = line.contains("Ctrl-C to stop");
-            lines.push(line);
+            p.lines.push(line);
             if done {
-                return Proc { child, lines, more };
+                return p;
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        let lines = std::mem::take(&mut p.lines);
         panic!("mesh {args:?} ended before its banner: {lines:?}")
     })
     .await
@@ -614,23 +634,9 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
         .unwrap();
     let private_mesh = private.node.mesh.as_ref().unwrap();
     let content = mesh::discovery::offer::OfferContent {
-        schema: mesh::discovery::offer::SCHEMA.into(),
         name: "not really public".into(),
         public: true,
-        models: vec![mesh::discovery::offer::ServedModel {
-            name: MODEL.into(),
-            ctx: 512,
-            quant: None,
-            hosts: 1,
-            slots: 4,
-            free_slots: 4,
-        }],
-        wanted: Vec::new(),
-        region: None,
-        memory_bytes: 1 << 30,
-        nodes: 1,
-        clients: 0,
-        max_clients: 64,
+        // With the node's real addresses, so that the join reaches it (and is refused).
         ticket: Some(
             mesh::mesh::ticket::Ticket {
                 mesh_id: private_mesh.mesh_id(),
@@ -639,9 +645,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
             }
             .encode(),
         ),
-        version: "0.1.0".into(),
-        node: String::new(),
-        binding: String::new(),
+        ..mesh::discovery::offer::sample_content(MODEL)
     };
     let event = mesh::discovery::offer::build_event(
         &nostr::Keys::generate(),
@@ -658,37 +662,8 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     let dir = home("refused");
     let args = ["--auto", "--client", "--relay", relay.url.as_str()];
     let cmd: Vec<String> = args.map(String::from).to_vec();
-    // No banner comes: read the warning from the combined output instead.
-    let mut child = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || {
-            mesh(&dir)
-                .args(&cmd)
-                .args([
-                    "--port",
-                    "0",
-                    "--api-port",
-                    "0",
-                    "--mesh-bind",
-                    "127.0.0.1:0",
-                    "--ephemeral",
-                ])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
-    forward_lines(child.stderr.take().unwrap(), tx, true);
-    let mut p = Proc {
-        child,
-        lines: Vec::new(),
-        more: rx,
-    };
+    // No banner comes: the warning is read from the output instead.
+    let mut p = tokio::task::block_in_place(|| start(&dir, &cmd));
     let seen = p
         .wait_line("cannot join that mesh", Duration::from_secs(30))
         .await;

@@ -120,34 +120,11 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
 
 fn content(node: &iroh::SecretKey, mesh_id: MeshId, model: &str, region: &str) -> OfferContent {
     OfferContent {
-        schema: offer::SCHEMA.into(),
-        name: format!("{model} mesh"),
         public: true,
-        models: vec![ServedModel {
-            name: model.into(),
-            ctx: 4096,
-            quant: None,
-            hosts: 1,
-            slots: 4,
-            free_slots: 4,
-        }],
-        wanted: Vec::new(),
         region: Some(region.into()),
-        memory_bytes: 8 << 30,
-        nodes: 1,
-        clients: 0,
         max_clients: 8,
-        ticket: Some(
-            Ticket {
-                mesh_id,
-                secret: None,
-                peers: vec![iroh::EndpointAddr::new(node.public())],
-            }
-            .encode(),
-        ),
-        version: "0.1.0".into(),
-        node: String::new(),
-        binding: String::new(),
+        ticket: Some(offer::public_ticket(mesh_id, node.public())),
+        ..offer::sample_content(model)
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{SinkExt, StreamExt};
 use mesh::discovery::nostr_io::{self, Query};
-use mesh::discovery::offer::{self, OfferContent, ServedModel, OFFER_KIND};
+use mesh::discovery::offer::{self, OfferContent, OFFER_KIND};
 use mesh::mesh::ticket::MeshId;
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
@@ -66,27 +66,10 @@ fn now() -> u64 {
 
 fn content(name: &str) -> OfferContent {
     OfferContent {
-        schema: offer::SCHEMA.into(),
         name: name.into(),
-        public: false,
-        models: vec![ServedModel {
-            name: "SmolLM2-135M-Instruct-Q4_1".into(),
-            ctx: 2048,
-            quant: Some("Q4_1".into()),
-            hosts: 1,
-            slots: 4,
-            free_slots: 3,
-        }],
-        wanted: vec![],
         region: Some("eu-west".into()),
-        memory_bytes: 8 << 30,
-        nodes: 1,
-        clients: 0,
         max_clients: 16,
-        ticket: None,
-        version: "0.1.0".into(),
-        node: String::new(),
-        binding: String::new(),
+        ..offer::sample_content("SmolLM2-135M-Instruct-Q4_1")
     }
 }
 

@@ -377,6 +377,52 @@ fn check_ticket(
     Ok(Some(ticket))
 }
 
+/// A served model for tests and benchmarks: 4 slots, all free, on one node, 4096 tokens.
+#[doc(hidden)]
+pub fn sample_model(name: &str) -> ServedModel {
+    ServedModel {
+        name: name.into(),
+        ctx: 4096,
+        quant: quant_from_name(name),
+        hosts: 1,
+        slots: 4,
+        free_slots: 4,
+    }
+}
+
+/// Offer content for tests and benchmarks: [`sample_model`] on one node with 8 GiB, private
+/// (no ticket), no region, 64 clients at most. Callers change what they need.
+#[doc(hidden)]
+pub fn sample_content(model: &str) -> OfferContent {
+    OfferContent {
+        schema: SCHEMA.into(),
+        name: format!("{model} mesh"),
+        public: false,
+        models: vec![sample_model(model)],
+        wanted: Vec::new(),
+        region: None,
+        memory_bytes: 8 << 30,
+        nodes: 1,
+        clients: 0,
+        max_clients: 64,
+        ticket: None,
+        version: env!("CARGO_PKG_VERSION").into(),
+        node: String::new(),
+        binding: String::new(),
+    }
+}
+
+/// The ticket a public offer carries: mesh `mesh_id`, no secret, naming only `node`.
+#[doc(hidden)]
+pub fn public_ticket(mesh_id: MeshId, node: EndpointId) -> String {
+    Ticket {
+        mesh_id,
+        secret: None,
+        peers: vec![iroh::EndpointAddr::new(node)],
+    }
+    .encode()
+}
+
 /// Quantization from a model name or file name (`...-Q4_K_M`, `...Q8_0.gguf`, `-F16`): the last
 /// `-`/`.`-separated piece that looks like one.
 pub fn quant_from_name(name: &str) -> Option<String> {

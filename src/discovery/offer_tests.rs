@@ -7,27 +7,13 @@ const NOW: u64 = 1_800_000_000;
 
 fn content(public: bool) -> OfferContent {
     OfferContent {
-        schema: SCHEMA.into(),
         name: "test mesh".into(),
         public,
-        models: vec![ServedModel {
-            name: "SmolLM2-135M-Instruct-Q4_1".into(),
-            ctx: 2048,
-            quant: Some("Q4_1".into()),
-            hosts: 1,
-            slots: 4,
-            free_slots: 3,
-        }],
         wanted: vec!["Qwen3-8B-Q4_K_M".into()],
         region: Some("eu-west".into()),
         memory_bytes: 24 << 30,
-        nodes: 1,
         clients: 2,
-        max_clients: 64,
-        ticket: None,
-        version: "0.1.0".into(),
-        node: String::new(),
-        binding: String::new(),
+        ..sample_content("SmolLM2-135M-Instruct-Q4_1")
     }
 }
 
@@ -47,12 +33,15 @@ impl Fixture {
     }
 
     fn ticket(&self, secret: Option<MeshSecret>, node: EndpointId) -> String {
-        Ticket {
-            mesh_id: self.mesh_id,
-            secret,
-            peers: vec![iroh::EndpointAddr::new(node)],
+        match secret {
+            None => public_ticket(self.mesh_id, node),
+            Some(secret) => Ticket {
+                mesh_id: self.mesh_id,
+                secret: Some(secret),
+                peers: vec![iroh::EndpointAddr::new(node)],
+            }
+            .encode(),
         }
-        .encode()
     }
 
     fn public_content(&self) -> OfferContent {

@@ -25,7 +25,7 @@ use iroh::EndpointId;
 use rand::Rng;
 use serde::Serialize;
 
-use super::offer::{Offer, OfferContent, ServedModel};
+use super::offer::{self, Offer, OfferContent, ServedModel};
 use crate::mesh::ticket::{MeshId, Ticket};
 
 /// How many of the best offers get their round-trip time measured before the final choice.
@@ -324,27 +324,16 @@ pub fn synthetic_offer(mesh: u8, model: &str, free: u32, region: Option<&str>) -
             peers: vec![iroh::EndpointAddr::new(node)],
         }),
         content: OfferContent {
-            schema: "1.0".into(),
             name: format!("mesh {mesh}"),
             public: true,
             models: vec![ServedModel {
-                name: model.into(),
-                ctx: 4096,
-                quant: None,
-                hosts: 1,
-                slots: 4,
                 free_slots: free,
+                ..offer::sample_model(model)
             }],
-            wanted: Vec::new(),
             region: region.map(Into::into),
             memory_bytes: 16 << 30,
-            nodes: 1,
-            clients: 0,
-            max_clients: 64,
-            ticket: None,
-            version: "0.1.0".into(),
             node: node.to_string(),
-            binding: String::new(),
+            ..offer::sample_content(model)
         },
     }
 }
