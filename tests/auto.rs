@@ -4,6 +4,7 @@
 //! an unreachable relay gives a clear error in bounded time.
 
 mod common;
+mod common_hub;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -122,9 +123,19 @@ fn home(tag: &str) -> PathBuf {
     ))
 }
 
+/// The binary with its homes (mesh, Hugging Face cache) under `home`.
 fn mesh(home: &PathBuf) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.env("MESH_HOME", home).env_remove("MESH_RELAYS");
+    cmd.env("MESH_HOME", home).env("HF_HOME", home.join("hf"));
+    for var in [
+        "MESH_RELAYS",
+        "HF_HUB_CACHE",
+        "HF_TOKEN",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+    ] {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
@@ -675,5 +686,84 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     );
     assert!(tokio::task::block_in_place(|| p.interrupt()).success());
     private.node.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
+    // A catalog of one model (the test model), served by a fake hub on 127.0.0.1.
+    let hub = common_hub::FakeHub::start().await;
+    let catalog = mesh::catalog::Catalog::embedded().unwrap();
+    let entry = catalog
+        .get(MODEL)
+        .expect("the test model is in the catalog")
+        .clone();
+    hub.add_file(
+        &entry.repo,
+        &entry.files[0],
+        std::fs::read(model_path()).unwrap(),
+    );
+    let dir = home("download");
+    std::fs::create_dir_all(&dir).unwrap();
+    let catalog_file = dir.join("catalog.toml");
+    let one = mesh::catalog::Catalog {
+        models: vec![entry],
+    };
+    std::fs::write(&catalog_file, toml::to_string(&one).unwrap()).unwrap();
+
+    let relay = start_relay().await;
+    let args = [
+        "--auto",
+        "--relay",
+        relay.url.as_str(),
+        "--catalog",
+        catalog_file.to_str().unwrap(),
+        "--hf-endpoint",
+        &hub.url(),
+        "--threads",
+        "1",
+        "--ctx",
+        "256",
+    ];
+    let mut node = spawn(dir.join("node"), args.map(String::from).to_vec()).await;
+    assert!(
+        node.lines
+            .iter()
+            .any(|l| l.contains("no mesh fits; starting a new public mesh")),
+        "{:?}",
+        node.lines
+    );
+    let all: Vec<String> = node.lines.clone();
+    let loaded = if all.iter().any(|l| l.contains(" loaded in ")) {
+        all
+    } else {
+        node.wait_line(" loaded in ", Duration::from_secs(60)).await
+    };
+    let chosen = node
+        .lines
+        .iter()
+        .chain(&loaded)
+        .find(|l| l.starts_with("auto: serving"))
+        .cloned()
+        .expect("a line naming the model chosen");
+    assert!(
+        chosen.contains(&format!(
+            "auto: serving {MODEL} (the largest catalog model that fits here)"
+        )),
+        "{chosen}"
+    );
+    let http = http_client();
+    wait_for_model(&http, &node.base()).await;
+    assert!(!chat_text(&http, &node.base()).await.is_empty());
+    assert_eq!(
+        hub.blob_gets().len(),
+        1,
+        "the weights came from the hub, once"
+    );
+    assert!(
+        dir.join("node/hf/hub").is_dir(),
+        "into the Hugging Face cache"
+    );
+    drop(node);
     let _ = std::fs::remove_dir_all(dir);
 }
