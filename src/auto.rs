@@ -18,7 +18,7 @@ use crate::discovery::nostr_io::relay_list;
 use crate::discovery::offer::OfferContent;
 use crate::discovery::publish::unix_now;
 use crate::discovery::score::{self, Preferences};
-use crate::discovery::{load_last_mesh, save_last_mesh, Filters};
+use crate::discovery::{load_last_mesh, save_last_mesh};
 use crate::mesh::MeshError;
 use crate::serve::{self, Node};
 
@@ -142,13 +142,11 @@ async fn discover(
     candidates: &[Candidate],
     last_mesh: Option<crate::mesh::ticket::MeshId>,
 ) -> Browse {
-    let filters = Filters {
-        model: requested_id(args),
-        region: None,
-        min_memory: None,
-    };
     let prefs = Preferences {
+        model: requested_id(args),
         region: args.region.clone(),
+        min_memory_bytes: 0,
+        last_mesh,
         client: args.client,
         servable: candidates
             .iter()
@@ -156,7 +154,7 @@ async fn discover(
             .map(|c| c.name.clone())
             .collect(),
         joinable_only: true,
-        ..filters.prefs(unix_now(), last_mesh)
+        now: unix_now(),
     };
     let found = browse::browse(&BrowseOptions {
         relays: relays.to_vec(),

@@ -35,7 +35,8 @@ pub struct NodeOptions {
 
 /// A running node: the engine, the mesh and the two HTTP servers.
 pub struct Node {
-    /// What this node serves; empty on a client, or until `set_engine` (`mesh --auto`).
+    /// What this node serves; empty on a client, or until `mesh --auto` has loaded its model
+    /// (peers see it at the next heartbeat).
     pub engine: EngineSlot,
     pub mesh: Option<Mesh>,
     /// Bound address of the OpenAI-compatible API.
@@ -139,17 +140,6 @@ impl Node {
         if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing anyway");
         }
-    }
-}
-
-impl Node {
-    /// Starts serving `engine` on a node that started without one; peers see the model at the
-    /// next heartbeat. Fails when the node already serves a model.
-    pub fn set_engine(&self, engine: Engine) -> anyhow::Result<()> {
-        self.engine.set(engine).map_err(|e| {
-            e.shutdown();
-            anyhow::anyhow!("this node already serves a model")
-        })
     }
 }
 

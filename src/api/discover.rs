@@ -30,14 +30,10 @@ fn yes() -> bool {
 }
 
 fn discovery(state: &ApiState) -> Result<&Discovery, ApiError> {
-    state.discovery.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "no_discovery",
-            "this node has no discovery configured",
-        )
-    })
+    state
+        .discovery
+        .as_ref()
+        .ok_or_else(|| ApiError::conflict("no_discovery", "this node has no discovery configured"))
 }
 
 pub async fn discover(
@@ -82,14 +78,7 @@ pub async fn start_publishing(
         })?
     };
     let discovery = discovery(&state)?;
-    let mesh = state.mesh.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "no_mesh",
-            "this node is in no mesh",
-        )
-    })?;
+    let mesh = super::mesh_of(&state)?;
     let relays = body
         .relays
         .iter()

@@ -10,7 +10,6 @@ mod discover;
 mod events;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -104,6 +103,14 @@ fn merge(into: &mut Value, from: Value) {
     }
 }
 
+/// The node's mesh, or 409 `no_mesh`.
+fn mesh_of(state: &ApiState) -> Result<&Mesh, ApiError> {
+    state
+        .mesh
+        .as_ref()
+        .ok_or_else(|| ApiError::conflict("no_mesh", "this node runs without a mesh"))
+}
+
 async fn peers(State(state): State<ApiState>) -> Json<Value> {
     let peers = state.mesh.as_ref().map(|m| m.peers()).unwrap_or_default();
     Json(json!({"peers": peers}))
@@ -122,21 +129,9 @@ async fn join(
         .map_err(|e| ApiError::bad_request(format!("expected {{\"ticket\": \"mesh1…\"}}: {e}")))?;
     let ticket = Ticket::decode(&req.ticket)
         .map_err(|e| ApiError::bad_request(format!("bad ticket: {e}")))?;
-    let Some(mesh) = &state.mesh else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "no_mesh",
-            "this node runs without a mesh",
-        ));
-    };
-    let peers = mesh.join(&ticket).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            "invalid_request_error",
-            "join_failed",
-            e.to_string(),
-        )
-    })?;
+    let peers = mesh_of(&state)?
+        .join(&ticket)
+        .await
+        .map_err(|e| ApiError::conflict("join_failed", e.to_string()))?;
     Ok(Json(json!({"joined": true, "peers_dialled": peers})))
 }

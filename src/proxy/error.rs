@@ -25,6 +25,11 @@ impl ApiError {
         )
     }
 
+    /// 409: the request does not fit this node's state (no mesh, another mesh, …).
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "invalid_request_error", code, message)
+    }
+
     pub fn model_not_found(model: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
