@@ -24,6 +24,14 @@ struct Proc {
 }
 
 impl Proc {
+    /// The `auto: joining …` line of the startup output.
+    fn joining_line(&self) -> &str {
+        self.lines
+            .iter()
+            .find(|l| l.starts_with("auto: joining"))
+            .unwrap_or_else(|| panic!("no join line: {:?}", self.lines))
+    }
+
     /// Waits (off the runtime) for a later stdout line containing `text`; returns the lines
     /// read up to and including it.
     async fn wait_line(&mut self, text: &str, within: Duration) -> Vec<String> {
@@ -269,11 +277,7 @@ async fn auto_client_joins_the_mesh_the_factors_prefer_and_chats_through_it() {
         .to_vec()
     };
     let mut a = spawn(dir.clone(), args("us")).await;
-    let joining = a
-        .lines
-        .iter()
-        .find(|l| l.starts_with("auto: joining"))
-        .expect("a join line");
+    let joining = a.joining_line();
     assert!(joining.contains(&mesh_id(&us)), "{:?}", a.lines);
     assert!(
         a.lines
@@ -282,14 +286,7 @@ async fn auto_client_joins_the_mesh_the_factors_prefer_and_chats_through_it() {
         "{:?}",
         a.lines
     );
-    let status: Value = http
-        .get(format!("{}/api/status", a.api()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&http, &format!("{}/api/status", a.api())).await;
     assert_eq!(status["mesh_id"], mesh_id(&us));
     wait_for_model(&http, &a.base()).await;
     assert!(!chat_text(&http, &a.base()).await.is_empty());
@@ -297,11 +294,7 @@ async fn auto_client_joins_the_mesh_the_factors_prefer_and_chats_through_it() {
 
     // Next time the last mesh (`us`) gets +10, but region `eu` is worth +15: it joins `eu`.
     let mut b = spawn(dir.clone(), args("eu")).await;
-    let joining = b
-        .lines
-        .iter()
-        .find(|l| l.starts_with("auto: joining"))
-        .expect("a join line");
+    let joining = b.joining_line();
     assert!(joining.contains(&mesh_id(&eu)), "{:?}", b.lines);
     assert!(b.interrupt().success());
     eu.node.shutdown().await;
@@ -358,11 +351,7 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
 
     let client_args = ["--auto", "--client", "--relay", relay.url.as_str()];
     let client = spawn(dir.join("client"), client_args.map(String::from).to_vec()).await;
-    let joining = client
-        .lines
-        .iter()
-        .find(|l| l.starts_with("auto: joining"))
-        .expect("a join line");
+    let joining = client.joining_line();
     assert!(
         joining.contains(&offer.mesh_id.to_string()),
         "{:?}",
@@ -458,11 +447,7 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
         "1",
     ];
     let mut host = spawn(dir.join("host"), args.map(String::from).to_vec()).await;
-    let joining = host
-        .lines
-        .iter()
-        .find(|l| l.starts_with("auto: joining"))
-        .expect("a join line");
+    let joining = host.joining_line();
     assert!(joining.contains(&mesh_id(&first)), "{:?}", host.lines);
     // Stderr and stdout are read by two threads: this line, printed after the banner, may
     // still have overtaken the banner's last line.

@@ -190,6 +190,17 @@ pub fn user(text: &str) -> Value {
     serde_json::json!([{"role": "user", "content": text}])
 }
 
+/// `GET url` and its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("request sent")
+        .json()
+        .await
+        .expect("JSON body")
+}
+
 // ---- mesh helpers ----
 
 use mesh::mesh::ticket::Ticket;
@@ -259,14 +270,7 @@ impl TestNode {
     }
 
     pub async fn get_json(&self, url: &str) -> Value {
-        self.http
-            .get(url)
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("JSON body")
+        get_json(&self.http, url).await
     }
 
     /// Model ids of `/v1/models`.
