@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mesh::discovery::score::{self, synthetic_offer, Preferences, Probe};
-use mesh::mesh::ticket::MeshId;
+use mesh::mesh::proto::ticket::MeshId;
 use rand::{Rng, SeedableRng};
 
 fn main() {

@@ -1,24 +1,27 @@
 //! `mesh`: find, join and offer LLM capacity on public meshes.
 //!
-//! The binary (`src/main.rs`) only parses the command line and dispatches to these modules:
-//! - [`mesh`]: the mesh over iroh — identity, tickets, admission, membership, HTTP tunnel.
-//! - [`engine`]: llama.cpp in-process — model, continuous-batching scheduler, sampling.
-//! - [`proxy`]: the OpenAI-compatible HTTP API (127.0.0.1:9337).
-//! - [`api`]: the management API (127.0.0.1:3131).
-//! - [`catalog`]: the model catalog, memory fit and Hugging Face downloads.
-//! - [`serve`]: wires the pieces together for `mesh serve`.
-//! - [`status`]: `mesh status` and `mesh peers`, clients of the management API.
-//! - [`discovery`]: mesh offers on Nostr — publish, browse, score; [`auto`]: `mesh --auto`.
-//! - [`config`]: where files live (`~/.mesh`).
+//! Layers that only point down (`tests/layers.rs` proves it; docs/DESIGN.md explains it):
+//!
+//! ```text
+//! cmd        the only layer that sees clap or prints; `main.rs` parses and dispatches here
+//! node       composition root: local generator slot + mesh + discovery + both HTTP servers
+//! http       OpenAI API, management API (typed documents), errors, local-or-mesh routing
+//! relay      the Nostr relay server (`mesh relay`)
+//! discovery  mesh offers on Nostr: offer, score, demand (pure) | reader, probe, browse, publish
+//! mesh       the mesh over iroh: proto (pure) | state (pure) | net (endpoint, gossip, tunnel)
+//! engine     llama.cpp in-process: model, scheduler, sampling, text
+//! catalog    model catalog, memory fit, Hugging Face downloads
+//! util       leaves: time, backoff, signals, TLS, HTTP client, system info, paths
+//! ```
+//!
+//! A module may import only the modules listed below it.
 
-pub mod api;
-pub mod auto;
 pub mod catalog;
-pub mod cli;
-pub mod config;
+pub mod cmd;
 pub mod discovery;
 pub mod engine;
+pub mod http;
 pub mod mesh;
-pub mod proxy;
-pub mod serve;
-pub mod status;
+pub mod node;
+pub mod relay;
+pub mod util;

@@ -3,27 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use mesh::cli::{Cli, Command};
+use mesh::cmd::{normalize_args, Cli};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(mesh::cli::normalize_args(std::env::args_os().collect()));
+    let cli = Cli::parse_from(normalize_args(std::env::args_os().collect()));
     init_tracing(cli.verbose);
     let result = tokio::runtime::Runtime::new()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async move {
-                match cli.command {
-                    Command::Serve(args) => mesh::serve::run(args).await,
-                    Command::Models(args) => mesh::catalog::commands::models(args).await,
-                    Command::Download(args) => mesh::catalog::commands::download(args).await,
-                    Command::Status(args) => mesh::status::status(args).await,
-                    Command::Peers(args) => mesh::status::peers(args).await,
-                    Command::Discover(args) => mesh::discovery::commands::discover(args).await,
-                    Command::Publish(args) => mesh::discovery::commands::publish(args).await,
-                    Command::Relay(args) => mesh::discovery::relay::run(args).await,
-                }
-            })
-        });
+        .and_then(|runtime| runtime.block_on(mesh::cmd::run(cli.command)));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

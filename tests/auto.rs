@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use mesh::discovery::nostr_io::{self, Query};
-use mesh::discovery::publish::unix_now;
+use mesh::util::time::unix_secs;
 use serde_json::{json, Value};
 
 /// A `mesh` child process, interrupted (Ctrl-C) and reaped on drop. `lines` holds its stdout up
@@ -333,7 +333,7 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
         let found = nostr_io::fetch_offers(
             std::slice::from_ref(&relay.url),
             &Query::default(),
-            unix_now(),
+            unix_secs(),
         )
         .await;
         if let Some(o) = found
@@ -365,7 +365,7 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
     let after = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
-        unix_now(),
+        unix_secs(),
     )
     .await;
     assert!(after.offers.is_empty(), "{:?}", after.offers);
@@ -522,7 +522,7 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
         nostr_io::fetch_offers(
             std::slice::from_ref(&relay.url),
             &Query::default(),
-            unix_now(),
+            unix_secs(),
         )
         .await
         .offers
@@ -599,7 +599,7 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
     while nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
-        unix_now(),
+        unix_secs(),
     )
     .await
     .offers
@@ -613,7 +613,7 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
     let after = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
-        unix_now(),
+        unix_secs(),
     )
     .await;
     assert!(after.offers.is_empty(), "offer deleted on SIGTERM");
@@ -634,7 +634,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
         public: true,
         // With the node's real addresses, so that the join reaches it (and is refused).
         ticket: Some(
-            mesh::mesh::ticket::Ticket {
+            mesh::mesh::proto::ticket::Ticket {
                 mesh_id: private_mesh.mesh_id(),
                 secret: None,
                 peers: vec![private_mesh.endpoint().addr()],
@@ -648,7 +648,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
         private_mesh.secret_key(),
         private_mesh.mesh_id(),
         content,
-        unix_now(),
+        unix_secs(),
         180,
     )
     .unwrap();

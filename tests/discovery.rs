@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use mesh::discovery::nostr_io::{self, Query};
 use mesh::discovery::offer::{self, OfferContent, ServedModel};
-use mesh::discovery::publish::unix_now;
-use mesh::mesh::ticket::{MeshId, MeshSecret, Ticket};
+use mesh::mesh::proto::ticket::{MeshId, MeshSecret, Ticket};
+use mesh::util::time::unix_secs;
 use nostr::{EventBuilder, JsonUtil, Keys, Timestamp};
 use nostr_relay_builder::prelude::NostrDatabase;
 use serde_json::Value;
@@ -46,7 +46,7 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     let found = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
-        unix_now(),
+        unix_secs(),
     )
     .await;
     assert!(found.relays[0].ok, "{:?}", found.relays);
@@ -108,7 +108,7 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     let after = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
-        unix_now(),
+        unix_secs(),
     )
     .await;
     assert!(
@@ -151,7 +151,7 @@ fn resigned(event: &nostr::Event, keys: &Keys, content: String) -> nostr::Event 
 
 #[tokio::test]
 async fn hostile_offers_are_rejected_and_counted() {
-    let now = unix_now();
+    let now = unix_secs();
     let store = relay_store();
     let good = offer_event("good-model", "eu", now);
     store.save_event(&good).await.unwrap();
@@ -260,7 +260,7 @@ async fn hostile_offers_are_rejected_and_counted() {
 #[tokio::test]
 async fn api_discover_filters_by_model_region_and_memory() {
     let relay = start_relay().await;
-    let now = unix_now();
+    let now = unix_secs();
     for (model, region) in [("alpha", "eu"), ("beta", "us"), ("alpha", "us")] {
         let reports = nostr_io::publish(
             std::slice::from_ref(&relay.url),
@@ -372,7 +372,7 @@ async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up(
     );
     relay.run().await.unwrap();
     wait_published(&a).await;
-    let found = nostr_io::fetch_offers(&[url], &Query::default(), unix_now()).await;
+    let found = nostr_io::fetch_offers(&[url], &Query::default(), unix_secs()).await;
     assert_eq!(found.offers.len(), 1);
     a.node.shutdown().await;
     relay.shutdown();

@@ -70,7 +70,7 @@ async fn each_bad_input_gets_its_status_and_error_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
     let n = start(config()).await;
-    let big = "a".repeat(mesh::proxy::validate::MAX_BODY_BYTES + 1);
+    let big = "a".repeat(mesh::http::openai::validate::MAX_BODY_BYTES + 1);
     let body = json!({"model": MODEL, "prompt": big});
     let r = n.post("/v1/completions", &body).await;
     assert_eq!(r.status(), 413);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use iroh::endpoint::{presets, ConnectionError};
-use mesh::mesh::ticket::{MeshSecret, Ticket, TicketError};
+use mesh::mesh::proto::ticket::{MeshSecret, Ticket, TicketError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_secret_is_refused_and_learns_nothing() {

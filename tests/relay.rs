@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{SinkExt, StreamExt};
 use mesh::discovery::nostr_io::{self, Query};
 use mesh::discovery::offer::{self, OfferContent, OFFER_KIND};
-use mesh::mesh::ticket::MeshId;
+use mesh::mesh::proto::ticket::MeshId;
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
 use nostr::{ClientMessage, Event, EventBuilder, JsonUtil, Keys, Kind, RelayMessage, RelayUrl};
@@ -262,7 +262,7 @@ fn ctrl_c_stops_the_relay_with_exit_0() {
 
 #[tokio::test]
 async fn in_process_relay_on_port_0_serves_offers() {
-    let running = mesh::discovery::relay::start(mesh::discovery::relay::RelayOptions {
+    let running = mesh::relay::start(mesh::relay::RelayOptions {
         port: 0,
         ..Default::default()
     })

@@ -10,8 +10,9 @@ use super::download::{self, Transfer};
 use super::error::DownloadError;
 use super::hub::{self, Hub};
 use super::progress::{FileSize, ProgressEvent, ProgressSink};
-use super::spec::{split_part_suffix, HubFile};
+use super::spec::HubFile;
 use super::ResolveOptions;
+use crate::util::model_id::split_part_suffix;
 
 /// `x-00001-of-00003.gguf` → all three parts; anything else → itself.
 pub fn expand_split(path: &str) -> Vec<String> {

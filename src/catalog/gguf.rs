@@ -10,7 +10,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::fit::{kv_bytes_per_token, ModelMemory};
-use super::spec::split_part_suffix;
+use crate::util::model_id::split_part_suffix;
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const MAX_KV: u64 = 1 << 20;

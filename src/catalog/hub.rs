@@ -6,8 +6,6 @@
 //! whole hf-xet stack and truncates `.incomplete` files instead of resuming them; neither checks
 //! the sha256 or reports bytes as they arrive. See `download.rs`.
 
-use std::time::Duration;
-
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, ETAG, LOCATION};
 use reqwest::StatusCode;
 
@@ -18,33 +16,7 @@ use super::error::DownloadError;
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const MAX_RELATIVE_REDIRECTS: usize = 5;
 
-/// Retry schedule for transient errors: `base × 2^(attempt-1)`, capped at `max_delay`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 8,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Pause before retry number `attempt` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(attempt.saturating_sub(1))
-            .unwrap_or(u32::MAX);
-        self.base_delay.saturating_mul(factor).min(self.max_delay)
-    }
-}
+pub use crate::util::backoff::RetryPolicy;
 
 /// What `HEAD …/resolve/{rev}/{file}` says about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,25 +48,14 @@ pub struct Hub {
     no_redirect: reqwest::Client,
 }
 
-/// A reqwest client with rustls (ring) that follows at most `redirects` redirects.
+/// A reqwest client for transfers that follows at most `redirects` redirects.
 pub fn http_client(redirects: usize) -> Result<reqwest::Client, DownloadError> {
-    // reqwest is built with `rustls-no-provider`: pick ring once per process (iroh uses it too).
-    crate::status::install_crypto_provider();
-    let policy = if redirects == 0 {
-        reqwest::redirect::Policy::none()
-    } else {
-        reqwest::redirect::Policy::limited(redirects)
-    };
-    reqwest::Client::builder()
-        .redirect(policy)
-        .connect_timeout(Duration::from_secs(20))
-        .read_timeout(Duration::from_secs(60))
-        .user_agent(concat!("mesh/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| DownloadError::BadResponse {
+    crate::util::http::client(crate::util::http::ClientOptions::transfer(redirects)).map_err(|e| {
+        DownloadError::BadResponse {
             url: String::new(),
             reason: format!("cannot build HTTP client: {e}"),
-        })
+        }
+    })
 }
 
 impl Hub {
@@ -403,18 +364,5 @@ mod tests {
         assert_eq!(hub.same_hub("https://cdn.example/x"), None);
         assert_eq!(hub.same_hub("//cdn.example/x"), None);
         assert_eq!(origin("http://h:1"), "http://h:1");
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let p = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(350),
-        };
-        assert_eq!(p.delay(1), Duration::from_millis(100));
-        assert_eq!(p.delay(2), Duration::from_millis(200));
-        assert_eq!(p.delay(3), Duration::from_millis(350));
-        assert_eq!(p.delay(99), Duration::from_millis(350));
     }
 }

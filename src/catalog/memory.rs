@@ -51,24 +51,12 @@ pub fn probe() -> MemoryProbe {
     let system_total = if cpu_total > 0 {
         cpu_total
     } else {
-        meminfo_total().unwrap_or(0)
+        crate::util::sysinfo::total_memory().unwrap_or(0)
     };
     MemoryProbe {
         gpu_free,
         system_total,
     }
-}
-
-/// `MemTotal` from `/proc/meminfo` (Linux).
-fn meminfo_total() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_meminfo_total(&text)
-}
-
-fn parse_meminfo_total(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
 }
 
 #[cfg(test)]
@@ -98,15 +86,6 @@ mod tests {
             system_total: GIB / 2,
         };
         assert_eq!(room_for_model(&tiny), 0);
-    }
-
-    #[test]
-    fn meminfo_parsing() {
-        assert_eq!(
-            parse_meminfo_total("MemTotal:       16384 kB\nMemFree: 1 kB\n"),
-            Some(16384 * 1024)
-        );
-        assert_eq!(parse_meminfo_total("nothing"), None);
     }
 
     #[test]

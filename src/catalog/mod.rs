@@ -8,10 +8,11 @@
 //! - [`hasher`]: sha256 on its own thread, overlapping the transfer.
 //! - [`fetch`]: a model's file set into the cache (or found there), part by part.
 //! - [`resolve`](resolve()) (here): spec in, local GGUF path out, downloading if needed.
-//! - [`commands`]: `mesh models …` and `mesh download`.
+//! - [`listing`]: catalog rows with installed / fits, as `mesh models` and `--auto` see them.
+//!
+//! No clap and no printing here: `cmd::models` is the command side.
 
 pub mod cache;
-pub mod commands;
 pub mod data;
 pub mod download;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod fit;
 pub mod gguf;
 pub mod hasher;
 pub mod hub;
+pub mod listing;
 pub mod memory;
 pub mod names;
 pub mod progress;
@@ -37,11 +39,12 @@ pub use progress::ProgressMode;
 
 pub use fetch::{expand_split, fetch_entry, installed_paths};
 
+use crate::util::model_id::model_id_from_file;
 use cache::HubCache;
 use fetch::{fetch_hub_files, fetch_url};
 use hub::RetryPolicy;
 use progress::ProgressSink;
-use spec::{model_id_from_file, parse_spec, ModelSpec};
+use spec::{parse_spec, ModelSpec};
 
 /// Where and how to find and fetch models.
 #[derive(Debug, Clone)]
@@ -95,15 +98,20 @@ impl ResolveOptions {
         }
     }
 
-    /// Applies the command-line flags on top of the environment.
-    pub fn with_args(mut self, args: &crate::cli::HubArgs) -> Self {
-        if let Some(c) = &args.catalog {
-            self.catalog = Some(c.clone());
+    /// Applies what the user asked for (command-line flags) on top of the environment.
+    pub fn with_overrides(
+        mut self,
+        catalog: Option<&std::path::Path>,
+        endpoint: Option<&str>,
+        offline: bool,
+    ) -> Self {
+        if let Some(c) = catalog {
+            self.catalog = Some(c.to_path_buf());
         }
-        if let Some(e) = &args.hf_endpoint {
-            self.endpoint = e.clone();
+        if let Some(e) = endpoint {
+            self.endpoint = e.to_owned();
         }
-        self.offline |= args.offline;
+        self.offline |= offline;
         self
     }
 

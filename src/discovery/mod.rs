@@ -2,17 +2,16 @@
 //!
 //! Pure pieces: `offer` (event format and validation), `score` (the scorer and its terms),
 //! `publish::summarize`. IO pieces: `nostr_io` (talking to relays), `publish` (the republish
-//! loop), `probe` (RTT over iroh), `browse` (fetch + score + probe), `relay` (`mesh relay`).
+//! loop), `probe` (RTT over iroh), `browse` (fetch + score + probe). The Nostr relay server is
+//! `crate::relay`.
 //! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
 
 pub mod browse;
-pub mod commands;
 pub mod demand;
 pub mod nostr_io;
 pub mod offer;
 pub mod probe;
 pub mod publish;
-pub mod relay;
 pub mod score;
 
 use std::sync::Arc;
@@ -85,6 +84,17 @@ impl Discovery {
         self.publisher.lock().await.as_ref().map(|p| p.state())
     }
 
+    /// The publishing state once the first round is done (at most `timeout`); `None` when not
+    /// publishing.
+    pub async fn publish_state_after_first_round(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Option<PublishState> {
+        let publisher = self.publisher.lock().await.clone()?;
+        let _ = tokio::time::timeout(timeout, publisher.first_round()).await;
+        Some(publisher.state())
+    }
+
     /// Browses the configured relays.
     pub async fn browse(&self, query: Query, prefs: Preferences, probe: bool) -> Browse {
         browse::browse(&BrowseOptions {
@@ -101,12 +111,12 @@ impl Discovery {
 /// File in the mesh home naming the mesh this node joined last (the scorer's sticky term).
 pub const LAST_MESH_FILE: &str = "last-mesh";
 
-pub fn load_last_mesh(home: &std::path::Path) -> Option<crate::mesh::ticket::MeshId> {
+pub fn load_last_mesh(home: &std::path::Path) -> Option<crate::mesh::MeshId> {
     let text = std::fs::read_to_string(home.join(LAST_MESH_FILE)).ok()?;
     offer::parse_mesh_id(text.trim())
 }
 
-pub fn save_last_mesh(home: &std::path::Path, id: crate::mesh::ticket::MeshId) {
+pub fn save_last_mesh(home: &std::path::Path, id: crate::mesh::MeshId) {
     if let Err(e) = std::fs::write(home.join(LAST_MESH_FILE), id.to_string()) {
         tracing::debug!("cannot remember the last mesh: {e}");
     }
@@ -130,7 +140,7 @@ impl Filters {
     }
 
     /// Preferences for browsing: nothing is excluded for lack of a ticket.
-    pub fn prefs(&self, now: u64, last_mesh: Option<crate::mesh::ticket::MeshId>) -> Preferences {
+    pub fn prefs(&self, now: u64, last_mesh: Option<crate::mesh::MeshId>) -> Preferences {
         Preferences {
             model: self.model.clone(),
             region: self.region.clone(),

@@ -15,14 +15,14 @@ use nostr::{
     ClientMessage, Event, Filter, JsonUtil, Kind, PublicKey, RelayMessage, RelayUrl,
     SingleLetterTag, SubscriptionId,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::offer::{self, Offer, OFFER_KIND, PROTOCOL_TAG};
-use crate::mesh::ticket::MeshId;
+use crate::mesh::proto::ticket::MeshId;
 
 /// Time to open a connection (TCP, TLS, WebSocket handshake) to one relay.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +63,7 @@ impl Query {
 }
 
 /// How one relay answered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelayReport {
     pub url: String,
     pub ok: bool,
@@ -164,7 +164,7 @@ pub async fn publish(relays: &[RelayUrl], event: &Event) -> Vec<RelayReport> {
 }
 
 async fn connect(url: &RelayUrl) -> Result<Socket, String> {
-    crate::status::install_crypto_provider();
+    crate::util::tls::install_crypto_provider();
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_FRAME_BYTES))
         .max_frame_size(Some(MAX_FRAME_BYTES));

@@ -17,7 +17,7 @@ use nostr::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::ticket::{MeshId, Ticket, MAX_TICKET_CHARS};
+use crate::mesh::proto::ticket::{MeshId, Ticket, MAX_TICKET_CHARS};
 
 /// Nostr kind of a mesh offer (addressable range 30000–39999).
 pub const OFFER_KIND: u16 = 38337;

@@ -1,7 +1,7 @@
 //! Validation of offers: every rule has a test that breaks exactly it.
 
 use super::*;
-use crate::mesh::ticket::MeshSecret;
+use crate::mesh::proto::ticket::MeshSecret;
 
 const NOW: u64 = 1_800_000_000;
 

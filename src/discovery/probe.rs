@@ -8,7 +8,7 @@ use iroh::endpoint::presets;
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl};
 
 use super::score::Probe;
-use crate::mesh::ping;
+use crate::mesh::net::ping;
 
 /// The most a whole round of probes takes; a node that has not answered by then is unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -4,19 +4,19 @@
 //! on stop publishes a NIP-09 deletion.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
 use nostr::{Event, EventBuilder, Keys, Kind, RelayUrl};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::nostr_io::{self, RelayReport};
 use super::offer::{self, OfferContent, ServedModel, OFFER_KIND};
-use crate::mesh::announce::{ModelOffer, Role};
 use crate::mesh::Mesh;
+use crate::mesh::{ModelOffer, Role};
 
 /// How often the offer is signed and sent again.
 pub const REPUBLISH: Duration = Duration::from_secs(60);
@@ -45,7 +45,7 @@ pub struct PublishSettings {
 }
 
 /// What the management API shows of publishing.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublishState {
     pub publisher: String,
     pub relays: Vec<RelayReport>,
@@ -138,15 +138,11 @@ pub fn content(mesh: &Mesh, settings: &PublishSettings) -> OfferContent {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// A running publish loop.
 pub struct Publisher {
     state: Arc<Mutex<PublishState>>,
+    /// Rounds finished so far (the first one says how the relays took the offer).
+    rounds: tokio::sync::watch::Receiver<u64>,
     cancel: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
     keys: Keys,
@@ -162,15 +158,17 @@ impl Publisher {
             ..PublishState::default()
         }));
         let cancel = CancellationToken::new();
+        let (rounds_tx, rounds) = tokio::sync::watch::channel(0);
         let task = tokio::spawn(run(
             mesh.clone(),
             keys.clone(),
             settings.clone(),
-            state.clone(),
+            (state.clone(), rounds_tx),
             cancel.clone(),
         ));
         Arc::new(Self {
             state,
+            rounds,
             cancel,
             task: Mutex::new(Some(task)),
             keys,
@@ -181,6 +179,12 @@ impl Publisher {
 
     pub fn state(&self) -> PublishState {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until the first round has been sent (and the relays answered or timed out).
+    pub async fn first_round(&self) {
+        let mut rounds = self.rounds.clone();
+        let _ = rounds.wait_for(|n| *n > 0).await;
     }
 
     /// Stops the loop (a round in flight is dropped) and asks the relays to delete the offer
@@ -235,7 +239,7 @@ fn sign(
         mesh.secret_key(),
         mesh.mesh_id(),
         content.clone(),
-        unix_now(),
+        crate::util::time::unix_secs(),
         settings.ttl.as_secs(),
     )?;
     Ok((event, content))
@@ -245,7 +249,7 @@ async fn run(
     mesh: Mesh,
     keys: Keys,
     settings: PublishSettings,
-    state: Arc<Mutex<PublishState>>,
+    (state, rounds): (Arc<Mutex<PublishState>>, tokio::sync::watch::Sender<u64>),
     cancel: CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -270,6 +274,7 @@ async fn run(
                     }
                     s.offer = Some(content);
                 }
+                rounds.send_modify(|n| *n += 1);
                 had_failed = ok < reports.len();
                 if had_failed {
                     failures += 1;
@@ -312,7 +317,5 @@ fn shape(c: &OfferContent) -> (Vec<(String, u32)>, u32, u32) {
 
 /// 2 s, 4 s, 8 s … capped at `max`.
 pub fn backoff(failures: u32, max: Duration) -> Duration {
-    FIRST_RETRY
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(max)
+    crate::util::backoff::Backoff::new(FIRST_RETRY, max).delay(failures)
 }

@@ -26,7 +26,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::offer::{self, Offer, OfferContent, ServedModel};
-use crate::mesh::ticket::{MeshId, Ticket};
+use crate::mesh::proto::ticket::{MeshId, Ticket};
 
 /// How many of the best offers get their round-trip time measured before the final choice.
 pub const PROBE_TOP_K: usize = 5;

@@ -2,8 +2,10 @@
 //!
 //! [`Engine::start`] loads the model and starts the scheduler thread; the returned handle is
 //! cheap to clone and is what the HTTP layer talks to. Request flow:
-//! `proxy::validate` (checks and normalises) → [`Engine::submit`] (bounded queue) →
+//! `http::openai::validate` (checks and normalises) → [`Engine::submit`] (bounded queue) →
 //! `scheduler` (batches, samples) → [`Event`]s back to the caller.
+//!
+//! A domain module: it imports only `util` (no HTTP, no mesh, no clap, no printing).
 
 mod model;
 pub mod request;
@@ -26,7 +28,7 @@ pub use model::ChatMessage;
 pub use request::{Event, EventStream, FinishReason, GenerateRequest, SamplingParams, Usage};
 pub use stats::{Stats, StatsSnapshot};
 
-use crate::catalog::spec::model_id_from_file;
+use crate::util::model_id::model_id_from_file;
 use model::Model;
 use scheduler::{Job, Scheduler};
 
@@ -85,7 +87,7 @@ impl EngineConfig {
 }
 
 /// What the engine serves, for `/v1/models` and `/api/status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
     pub name: String,
     pub path: PathBuf,
@@ -113,32 +115,6 @@ pub struct Engine {
     info: Arc<ModelInfo>,
     jobs: SyncSender<Job>,
     shared: Arc<Shared>,
-}
-
-/// The engine a node serves, which may arrive after the node has started (`mesh --auto` joins a
-/// mesh first, then downloads and loads its model). Empty on a client. Clones share the slot.
-#[derive(Clone, Default)]
-pub struct EngineSlot(Arc<OnceLock<Engine>>);
-
-impl EngineSlot {
-    pub fn get(&self) -> Option<&Engine> {
-        self.0.get()
-    }
-
-    /// Fills the slot; a slot is filled at most once (the engine is handed back otherwise).
-    pub fn set(&self, engine: Engine) -> Result<(), Engine> {
-        self.0.set(engine)
-    }
-}
-
-impl From<Option<Engine>> for EngineSlot {
-    fn from(engine: Option<Engine>) -> Self {
-        let slot = Self::default();
-        if let Some(e) = engine {
-            let _ = slot.set(e);
-        }
-        slot
-    }
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -182,9 +158,7 @@ impl Engine {
             parallel,
             threads,
             queue_capacity: cfg.queue,
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: crate::util::time::unix_secs(),
         };
         let shared = Arc::new(Shared {
             parallel,

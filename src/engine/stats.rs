@@ -20,7 +20,7 @@ pub struct Stats {
 }
 
 /// A snapshot for `GET /api/status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     pub requests_served: u64,
     pub tokens_generated: u64,

@@ -1,146 +1,77 @@
 //! The mesh: nodes that act as one. An iroh endpoint (identity, QUIC, hole punching, relays),
 //! four protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
 //! (`mesh/http/1`) and ping (`mesh/ping/1`, open to all, for discovery's RTT probe) — and the
-//! peer table the proxy routes by.
+//! peer table that requests are routed by.
 //!
-//! Pure pieces: `ticket` (text format), `admission` proofs, `announce` (gossip messages),
-//! `peers` (table and timers), `routing` (replica choice). IO pieces: `gate` (endpoint hooks),
-//! `membership` (gossip driver), `tunnel` (HTTP over streams). docs/PROTOCOL.md has the wire
-//! formats and timers.
+//! - [`proto`]: wire formats and handshakes, sans IO (tickets, admission, announcements).
+//! - [`state`]: the peer table and replica choice, plain data with timers passed in.
+//! - [`net`]: the endpoint and the tasks that drive `proto` and `state` over real connections.
+//! - [`Mesh`] (here): the handle the node holds — start, peers, routing, join, shutdown.
+//!
+//! The mesh knows nothing of llama.cpp or HTTP APIs: what this node serves comes in as a
+//! [`ServingFn`], requests arriving over the tunnel go to an `axum::Router` it is given.
+//! It must not import `engine`, `discovery`, `http`, `node` or `cmd`. docs/PROTOCOL.md has the
+//! wire formats and timers.
 
-pub mod admission;
-pub mod announce;
-pub mod gate;
+mod config;
+mod error;
 pub mod identity;
-mod membership;
-pub mod peers;
-pub mod ping;
-pub mod routing;
-pub mod ticket;
-pub mod tunnel;
+pub mod net;
+pub mod proto;
+pub mod state;
+mod view;
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use iroh::address_lookup::memory::MemoryLookup;
-use iroh::endpoint::presets;
 use iroh::protocol::Router;
-use iroh::tls::CaTlsConfig;
-use iroh::{Endpoint, EndpointId, RelayMode, RelayUrl, SecretKey};
+use iroh::{Endpoint, EndpointId, SecretKey};
 use iroh_gossip::net::Gossip;
 use iroh_gossip::TopicId;
-use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::EngineSlot;
-use admission::{AdmitError, MeshKeys};
-use announce::{Announcement, Message, ModelOffer, Role};
-use gate::Gate;
-use peers::{PeerTable, Timers};
-use routing::Candidate;
-use ticket::{MeshId, MeshSecret, Ticket, TicketError};
-use tunnel::{Tunnel, TunnelServer};
+pub use config::MeshConfig;
+pub use error::MeshError;
+pub use proto::announce::{ModelOffer, Role};
+pub use proto::ticket::{MeshId, Ticket};
+pub use state::peers::ConnType;
+pub use view::{MeshEvent, PeerView};
+
+use net::admit::{self, Admission};
+use net::gate::{self, Gate};
+use net::tunnel::{self, Tunnel, TunnelServer};
+use net::{endpoint, membership, ping};
+use proto::admission::{self, MeshKeys};
+use proto::announce::{self, Announcement, Message};
+use state::peers::{PeerTable, Timers};
+use state::routing::{self, Candidate};
 
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
 /// Most model names remembered as "seen in this mesh" (for 503 vs. 404).
 const MAX_KNOWN_MODELS: usize = 4096;
-/// How long `online()` may take when a relay is configured.
-const RELAY_ONLINE_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, thiserror::Error)]
-pub enum MeshError {
-    #[error(transparent)]
-    Ticket(#[from] TicketError),
-    #[error("the tickets name different meshes ({0} and {1}); join one mesh at a time")]
-    MixedTickets(MeshId, MeshId),
-    #[error("this node is in mesh {ours}; the ticket is for mesh {theirs}")]
-    OtherMesh { ours: MeshId, theirs: MeshId },
-    #[error("cannot start the iroh endpoint: {0}")]
-    Bind(String),
-    #[error("not admitted to the mesh: {0}")]
-    Refused(AdmitError),
-    #[error("cannot join the gossip topic: {0}")]
-    Gossip(String),
+/// What this node serves right now, as it is announced to peers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Serving {
+    pub models: Vec<ModelOffer>,
+    pub queue_depth: u32,
+    pub tokens_per_second: f32,
 }
 
-/// How to start the mesh side of a node.
-#[derive(Debug, Clone)]
-pub struct MeshConfig {
-    pub secret_key: SecretKey,
-    /// Tickets to join; none starts a new mesh.
-    pub join: Vec<Ticket>,
-    /// A new mesh without a secret (anyone with the ticket may join).
-    pub public: bool,
-    /// UDP address for iroh; `None` binds all interfaces on a random port.
-    pub bind: Option<SocketAddr>,
-    /// Relay server to use; `None` disables relays (direct addresses only).
-    pub relay: Option<RelayUrl>,
-    /// TLS roots for a private relay's certificate.
-    pub relay_tls: Option<CaTlsConfig>,
-    /// Use no direct (IP) transport at all: everything goes through the relay.
-    pub relay_only: bool,
-    /// Display name and region announced to peers.
-    pub name: String,
-    pub region: Option<String>,
-    pub timers: Timers,
-}
-
-impl MeshConfig {
-    pub fn new(secret_key: SecretKey) -> Self {
-        Self {
-            secret_key,
-            join: Vec::new(),
-            public: false,
-            bind: None,
-            relay: None,
-            relay_tls: None,
-            relay_only: false,
-            name: default_name(),
-            region: None,
-            timers: Timers::default(),
-        }
+impl Serving {
+    /// A node that serves a model is a host; one that serves none is a client.
+    pub fn role(&self) -> Role {
+        Role::of(&self.models)
     }
 }
 
-fn default_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().chars().take(announce::MAX_NAME_CHARS).collect())
-        .filter(|h: &String| !h.is_empty())
-        .unwrap_or_else(|| "mesh".into())
-}
-
-/// What happened in the mesh, for `GET /api/events`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum MeshEvent {
-    PeerJoined { node_id: String },
-    PeerLeft { node_id: String, reason: String },
-    ModelAdded { model: String },
-    ModelRemoved { model: String },
-}
-
-/// A peer as the management API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct PeerView {
-    pub node_id: String,
-    pub name: String,
-    pub role: Role,
-    pub region: Option<String>,
-    pub models: Vec<ModelOffer>,
-    pub connection: peers::ConnType,
-    pub rtt_ms: Option<f64>,
-    pub queue_depth: u32,
-    pub tokens_per_second: f32,
-    pub memory_bytes: u64,
-    pub last_seen_ms: u64,
-}
+/// Asked at every heartbeat: what this node serves now (the node reads its engine slot).
+pub type ServingFn = Arc<dyn Fn() -> Serving + Send + Sync>;
 
 /// State shared by the handle and the background tasks.
 pub(crate) struct Shared {
@@ -149,7 +80,7 @@ pub(crate) struct Shared {
     timers: Timers,
     name: String,
     region: Option<String>,
-    engine: EngineSlot,
+    serving: ServingFn,
     endpoint: Endpoint,
     gate: Gate,
     lookup: MemoryLookup,
@@ -177,31 +108,15 @@ impl Shared {
     }
 
     fn announcement(&self) -> Announcement {
-        let (models, queue_depth, tokens_per_second) = match self.engine.get() {
-            Some(e) => {
-                let (info, stats) = (e.info(), e.stats());
-                let offer = ModelOffer {
-                    name: info.name.clone(),
-                    free_slots: info.parallel.saturating_sub(stats.slots_busy as u32),
-                    slots: info.parallel,
-                    ctx: info.ctx,
-                };
-                (
-                    vec![offer],
-                    stats.queue_len as u32,
-                    stats.tokens_per_second_last_minute as f32,
-                )
-            }
-            None => (Vec::new(), 0, 0.0),
-        };
+        let Serving {
+            models,
+            queue_depth,
+            tokens_per_second,
+        } = (self.serving)();
         Announcement {
             node: self.secret_key.public(),
-            seq: now_micros(),
-            role: if models.is_empty() {
-                Role::Client
-            } else {
-                Role::Host
-            },
+            seq: crate::util::time::unix_micros(),
+            role: Role::of(&models),
             name: self.name.clone(),
             region: self.region.clone(),
             models,
@@ -211,24 +126,6 @@ impl Shared {
             addr: self.endpoint.addr(),
         }
     }
-}
-
-fn now_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Total memory from /proc/meminfo (0 elsewhere).
-fn memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0)
 }
 
 /// Handle to a running mesh node. Clone freely.
@@ -243,68 +140,51 @@ pub struct Mesh {
 
 impl Mesh {
     /// Starts the endpoint and protocols, joins the tickets' mesh (or starts a new one).
-    /// `engine` is what this node serves (empty: a client, until a model is loaded); `tunnel_app` answers requests
-    /// that arrive over the tunnel (the node's local-only OpenAI router).
+    /// `serving` says what this node serves (nothing: a client, until a model is loaded);
+    /// `tunnel_app` answers requests that arrive over the tunnel (the node's local-only API).
     pub async fn start(
         cfg: MeshConfig,
-        engine: EngineSlot,
+        serving: ServingFn,
         tunnel_app: axum::Router,
     ) -> Result<Self, MeshError> {
-        let keys = mesh_keys(&cfg)?;
+        let keys = cfg.keys()?;
         let gate = Gate::default();
         let (hooks, admit_requests) = gate::hooks(gate.clone());
         let lookup = MemoryLookup::new();
-        for t in &cfg.join {
-            for addr in &t.peers {
-                lookup.add_endpoint_info(addr.clone());
-            }
+        for addr in cfg.join.iter().flat_map(|t| &t.peers) {
+            lookup.add_endpoint_info(addr.clone());
         }
-        let endpoint = bind_endpoint(&cfg, hooks, lookup.clone()).await?;
+        let endpoint = endpoint::bind(&cfg, hooks, lookup.clone()).await?;
         let cancel = CancellationToken::new();
-        let mut tasks = vec![tokio::spawn(gate::run_admitter(
+        let admitter = tokio::spawn(admit::run_admitter(
             endpoint.clone(),
             keys,
             gate.clone(),
             admit_requests,
             cancel.clone(),
-        ))];
+        ));
         let gossip = Gossip::builder()
             .max_message_size(announce::MAX_MESSAGE_BYTES)
             .spawn(endpoint.clone());
-        let router = Router::builder(endpoint.clone())
-            .accept(
-                admission::ALPN,
-                admission::Admission {
-                    keys,
-                    gate: gate.clone(),
-                    me: endpoint.id(),
-                },
-            )
-            .accept(iroh_gossip::ALPN, gossip.clone())
-            .accept(tunnel::ALPN, TunnelServer { app: tunnel_app })
-            .accept(ping::ALPN, ping::PingServer)
-            .spawn();
-
-        let bootstrap = match admit_to_tickets(&endpoint, &cfg.join, &keys, &gate).await {
-            Ok(ids) => ids,
+        let router = protocols(&endpoint, keys, &gate, &gossip, tunnel_app);
+        let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
+        let (sender, receiver) = match joined {
+            Ok(topic) => topic,
             Err(e) => {
+                // Nothing may outlive a failed start: the router owns the endpoint.
+                cancel.cancel();
+                admitter.abort();
                 let _ = router.shutdown().await;
                 return Err(e);
             }
         };
-        let topic = gossip
-            .subscribe(TopicId::from_bytes(keys.topic()), bootstrap)
-            .await
-            .map_err(|e| MeshError::Gossip(e.to_string()))?;
-        let (sender, receiver) = topic.split();
-        let (events, _) = broadcast::channel(256);
         let shared = Arc::new(Shared {
             secret_key: cfg.secret_key.clone(),
             keys,
             timers: cfg.timers,
             name: cfg.name.clone(),
             region: cfg.region.clone(),
-            engine,
+            serving,
             tunnel: Tunnel::new(endpoint.clone(), gate.clone()),
             endpoint,
             gate,
@@ -312,21 +192,21 @@ impl Mesh {
             table: Mutex::default(),
             outstanding: Mutex::default(),
             known_models: Mutex::default(),
-            events,
-            memory_bytes: memory_bytes(),
+            events: broadcast::channel(256).0,
+            memory_bytes: cfg.memory_bytes,
         });
-        tasks.push(tokio::spawn(membership::run(
+        let membership = tokio::spawn(membership::run(
             shared.clone(),
             sender.clone(),
             receiver,
             cancel.clone(),
-        )));
+        ));
         Ok(Self {
             shared,
             router,
             sender,
             cancel,
-            tasks: Arc::new(Mutex::new(tasks)),
+            tasks: Arc::new(Mutex::new(vec![admitter, membership])),
         })
     }
 
@@ -348,11 +228,7 @@ impl Mesh {
     }
 
     pub fn role(&self) -> Role {
-        if self.shared.engine.get().is_some() {
-            Role::Host
-        } else {
-            Role::Client
-        }
+        (self.shared.serving)().role()
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -460,7 +336,7 @@ impl Mesh {
         for addr in &ticket.peers {
             self.shared.lookup.add_endpoint_info(addr.clone());
         }
-        let ids = admit_to_tickets(
+        let ids = admit::admit_to_tickets(
             &self.shared.endpoint,
             std::slice::from_ref(ticket),
             &self.shared.keys,
@@ -479,7 +355,7 @@ impl Mesh {
     pub async fn shutdown(&self) {
         let leave = Message::Leave {
             node: self.node_id(),
-            seq: now_micros(),
+            seq: crate::util::time::unix_micros(),
         };
         let bytes = announce::encode(&self.shared.secret_key, &leave);
         if self.sender.broadcast(bytes.into()).await.is_ok() {
@@ -525,100 +401,45 @@ impl Drop for Outstanding {
     }
 }
 
-fn mesh_keys(cfg: &MeshConfig) -> Result<MeshKeys, MeshError> {
-    let Some(first) = cfg.join.first() else {
-        let secret = (!cfg.public).then(MeshSecret::random);
-        return Ok(MeshKeys {
-            mesh_id: MeshId::random(),
-            secret,
-        });
-    };
-    for t in &cfg.join[1..] {
-        if t.mesh_id != first.mesh_id || t.secret != first.secret {
-            return Err(MeshError::MixedTickets(first.mesh_id, t.mesh_id));
-        }
-    }
-    Ok(MeshKeys {
-        mesh_id: first.mesh_id,
-        secret: first.secret,
-    })
-}
-
-async fn bind_endpoint(
-    cfg: &MeshConfig,
-    hooks: gate::GateHooks,
-    lookup: MemoryLookup,
-) -> Result<Endpoint, MeshError> {
-    let bind_err = |e: &dyn std::fmt::Display| MeshError::Bind(e.to_string());
-    let relay_mode = match &cfg.relay {
-        Some(url) => RelayMode::custom([url.clone()]),
-        None => RelayMode::Disabled,
-    };
-    let mut builder = Endpoint::builder(presets::Minimal)
-        .secret_key(cfg.secret_key.clone())
-        .relay_mode(relay_mode)
-        .hooks(hooks)
-        .address_lookup(lookup);
-    if let Some(tls) = &cfg.relay_tls {
-        builder = builder.ca_tls_config(tls.clone());
-    }
-    if cfg.relay_only {
-        builder = builder.clear_ip_transports();
-    } else if let Some(addr) = cfg.bind {
-        builder = builder
-            .clear_ip_transports()
-            .bind_addr(addr)
-            .map_err(|e| bind_err(&e))?;
-    }
-    let endpoint = builder.bind().await.map_err(|e| bind_err(&e))?;
-    if cfg.relay.is_some()
-        && tokio::time::timeout(RELAY_ONLINE_TIMEOUT, endpoint.online())
-            .await
-            .is_err()
-    {
-        tracing::warn!(
-            "relay not reachable after {RELAY_ONLINE_TIMEOUT:?}; going on with direct addresses"
-        );
-    }
-    Ok(endpoint)
-}
-
-/// Proves membership to every ticket peer (concurrently). Refusal by all reachable peers is an
-/// error; peers that cannot be reached are logged and left to gossip to retry.
-async fn admit_to_tickets(
+/// The four protocols on iroh's router, one ALPN each.
+fn protocols(
     endpoint: &Endpoint,
-    tickets: &[Ticket],
-    keys: &MeshKeys,
+    keys: MeshKeys,
     gate: &Gate,
-) -> Result<Vec<EndpointId>, MeshError> {
-    let addrs: Vec<_> = tickets
-        .iter()
-        .flat_map(|t| t.peers.iter().cloned())
-        .filter(|a| a.id != endpoint.id())
-        .collect();
-    if addrs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let results = futures::future::join_all(
-        addrs
-            .iter()
-            .map(|a| admission::dial(endpoint, a.clone(), keys, gate)),
-    )
-    .await;
-    let mut ids = Vec::new();
-    let mut refusal = None;
-    for (addr, result) in addrs.iter().zip(results) {
-        match result {
-            Ok(()) => ids.push(addr.id),
-            Err(e) if e.is_refusal() => refusal = Some(e),
-            Err(e) => {
-                tracing::warn!("{e}; will keep trying through gossip");
-                ids.push(addr.id);
-            }
-        }
-    }
-    match refusal {
-        Some(e) if ids.is_empty() => Err(MeshError::Refused(e)),
-        _ => Ok(ids),
-    }
+    gossip: &Gossip,
+    tunnel_app: axum::Router,
+) -> Router {
+    let admission = Admission {
+        keys,
+        gate: gate.clone(),
+        me: endpoint.id(),
+    };
+    Router::builder(endpoint.clone())
+        .accept(admission::ALPN, admission)
+        .accept(iroh_gossip::ALPN, gossip.clone())
+        .accept(tunnel::ALPN, TunnelServer { app: tunnel_app })
+        .accept(ping::ALPN, ping::PingServer)
+        .spawn()
+}
+
+/// Proves membership to the tickets' nodes, then joins the mesh's gossip topic through them.
+async fn join_topic(
+    endpoint: &Endpoint,
+    gossip: &Gossip,
+    tickets: &[Ticket],
+    keys: MeshKeys,
+    gate: &Gate,
+) -> Result<
+    (
+        iroh_gossip::api::GossipSender,
+        iroh_gossip::api::GossipReceiver,
+    ),
+    MeshError,
+> {
+    let bootstrap = admit::admit_to_tickets(endpoint, tickets, &keys, gate).await?;
+    let topic = gossip
+        .subscribe(TopicId::from_bytes(keys.topic()), bootstrap)
+        .await
+        .map_err(|e| MeshError::Gossip(e.to_string()))?;
+    Ok(topic.split())
 }

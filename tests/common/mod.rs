@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mesh::engine::EngineConfig;
-use mesh::serve::Node;
+use mesh::node::Node;
 use serde_json::Value;
 
 /// The test model; `just test` (scripts/fetch-test-model.sh) puts it there.
@@ -47,7 +47,7 @@ pub fn config() -> EngineConfig {
 
 /// A reqwest client (after installing the TLS crypto provider reqwest needs in this build).
 pub fn http_client() -> reqwest::Client {
-    mesh::status::install_crypto_provider();
+    mesh::util::tls::install_crypto_provider();
     reqwest::Client::new()
 }
 
@@ -203,9 +203,9 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
 
 // ---- mesh helpers ----
 
-use mesh::mesh::ticket::Ticket;
+use mesh::mesh::proto::ticket::Ticket;
 use mesh::mesh::MeshConfig;
-use mesh::serve::NodeOptions;
+use mesh::node::NodeOptions;
 
 /// Mesh settings for tests: a throwaway key, loopback only, no relays.
 pub fn mesh_config(join: Vec<Ticket>) -> MeshConfig {

@@ -1,0 +1,69 @@
+//! The catalog as `mesh models` and `mesh --auto` see it: each entry with whether it is in the
+//! Hugging Face cache and whether it fits this machine's memory. Pure apart from looking at the
+//! cache.
+
+use serde::Serialize;
+
+use super::data::CatalogEntry;
+use super::fit::{plan_context, ModelMemory};
+use super::{installed_paths, ResolveOptions};
+
+/// One row of `mesh models`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    #[serde(flatten)]
+    pub entry: CatalogEntry,
+    /// All files are in the Hugging Face cache.
+    pub installed: bool,
+    /// Fits in this machine's memory at `ctx` (one sequence).
+    pub fits: bool,
+    /// Context used for the fit check.
+    pub ctx: u32,
+    /// Estimated bytes needed at `ctx`.
+    pub need_bytes: u64,
+}
+
+/// Builds the rows: installed from the cache, fit against `available` bytes.
+pub fn rows(entries: &[CatalogEntry], opts: &ResolveOptions, available: u64) -> Vec<ModelRow> {
+    entries
+        .iter()
+        .map(|e| {
+            let need = ModelMemory::from_entry(e);
+            let planned = plan_context(&need, None, 1, available);
+            let ctx = planned.clone().unwrap_or_else(|_| need.default_ctx());
+            ModelRow {
+                entry: e.clone(),
+                installed: installed_paths(e, &opts.cache_dir).is_some(),
+                fits: planned.is_ok(),
+                ctx,
+                need_bytes: need.need_bytes(ctx, 1),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_mark_fit_and_installed() {
+        let catalog = crate::catalog::Catalog::embedded().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ResolveOptions {
+            cache_dir: dir.path().to_path_buf(),
+            ..ResolveOptions::from_env()
+        };
+        let rows = rows(&catalog.models, &opts, 4 * 1024 * 1024 * 1024);
+        let smol = rows
+            .iter()
+            .find(|r| r.entry.name.starts_with("SmolLM2"))
+            .unwrap();
+        assert!(smol.fits && !smol.installed);
+        let big = rows
+            .iter()
+            .find(|r| r.entry.name.starts_with("MiniMax"))
+            .unwrap();
+        assert!(!big.fits);
+    }
+}

@@ -1,0 +1,406 @@
+//! Command-line definitions (clap). Every flag is visible in `--help` with a sentence. The only
+//! file that defines clap types; the rest of `cmd/` turns them into the plain options of the
+//! layers below.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use iroh::RelayUrl;
+
+use crate::catalog::ResolveOptions;
+use crate::mesh::Ticket;
+use crate::relay;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh",
+    version,
+    about = "Find, join and offer LLM capacity on public meshes"
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve a GGUF model (or, with --client, only the mesh's models) through the
+    /// OpenAI-compatible API on 127.0.0.1:9337, in a new mesh or one joined by ticket.
+    Serve(ServeArgs),
+    /// List the model catalog (installed and fits columns); `show NAME`, `rm NAME`.
+    Models(ModelsArgs),
+    /// Download a model into the Hugging Face cache: a catalog name, org/repo/file.gguf or a URL.
+    Download(DownloadArgs),
+    /// Show this node's status: role, mesh, ticket, model, peers (asks the running node).
+    Status(QueryArgs),
+    /// List the mesh's peers: role, models, connection (direct / relay), RTT.
+    Peers(QueryArgs),
+    /// Browse mesh offers on Nostr relays, scored for this machine (best first).
+    Discover(DiscoverArgs),
+    /// Advertise the running node's mesh on Nostr relays (asks the node's management API).
+    Publish(PublishArgs),
+    /// Run a Nostr relay (ws://127.0.0.1:7447) for offers on a private network or in tests.
+    Relay(RelayServerArgs),
+}
+
+/// `mesh --auto …` is `mesh serve --auto …`: inserts `serve` when no subcommand is named and
+/// `--auto` is given.
+pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let names = [
+        "serve", "models", "download", "status", "peers", "discover", "publish", "relay", "help",
+    ];
+    let has_command = args.iter().skip(1).any(|a| names.iter().any(|n| a == n));
+    if !has_command && args.iter().skip(1).any(|a| a == "--auto") {
+        let mut out = args;
+        out.insert(1.min(out.len()), "serve".into());
+        return out;
+    }
+    args
+}
+
+/// Parses a Nostr relay URL (`ws://` or `wss://`).
+fn nostr_relay(s: &str) -> Result<nostr::RelayUrl, String> {
+    nostr::RelayUrl::parse(s).map_err(|e| format!("not a Nostr relay URL (ws:// or wss://): {e}"))
+}
+
+/// Which Nostr relays to use. Shared by `serve`, `discover` and `publish`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RelayArgs {
+    /// Nostr relay for mesh offers; repeat for several (default: $MESH_RELAYS, comma separated,
+    /// else a few public relays).
+    #[arg(long = "relay", value_name = "URL", value_parser = nostr_relay)]
+    pub relays: Vec<nostr::RelayUrl>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DiscoverArgs {
+    /// Only meshes serving this model.
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Only meshes in this region (and score them as near).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Only meshes whose serving nodes have at least this much memory, in GB.
+    #[arg(long, value_name = "GB")]
+    pub min_memory: Option<f64>,
+
+    /// Print JSON (every offer, its score and breakdown, rejections, relay errors).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print every term of every offer's score.
+    #[arg(long)]
+    pub explain: bool,
+
+    /// Do not measure the round trip to the best offers (faster; rtt terms say "not measured").
+    #[arg(long)]
+    pub no_probe: bool,
+
+    /// iroh relay the round-trip probes may use besides direct addresses.
+    #[arg(long, value_name = "URL")]
+    pub iroh_relay: Option<RelayUrl>,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PublishArgs {
+    /// Stop publishing and delete the offer from the relays.
+    #[arg(long)]
+    pub stop: bool,
+
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to publish.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+/// Where the catalog and the hub are. Shared by `models`, `download` (and `serve`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct HubArgs {
+    /// Catalog file (TOML, format in docs/CATALOG.md) to use instead of the built-in catalog.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub catalog: Option<PathBuf>,
+
+    /// Hugging Face hub base URL (default: $HF_ENDPOINT, else https://huggingface.co).
+    #[arg(long, value_name = "URL", global = true)]
+    pub hf_endpoint: Option<String>,
+
+    /// Use only files already in the cache, never the network (same as HF_HUB_OFFLINE=1).
+    #[arg(long, global = true)]
+    pub offline: bool,
+}
+
+impl HubArgs {
+    /// The environment's hub settings with these flags on top.
+    pub fn resolve_options(&self) -> ResolveOptions {
+        ResolveOptions::from_env().with_overrides(
+            self.catalog.as_deref(),
+            self.hf_endpoint.as_deref(),
+            self.offline,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub action: Option<ModelsAction>,
+
+    /// Only list models that fit in this machine's memory at their default context.
+    #[arg(long)]
+    pub fits: bool,
+
+    /// Print JSON instead of a table (or text, for `show`).
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ModelsAction {
+    /// Show one catalog entry: files, sizes, cache paths and memory needs.
+    Show {
+        /// Catalog name, e.g. SmolLM2-135M-Instruct-Q4_1.
+        name: String,
+    },
+    /// Delete a catalog model's files from the Hugging Face cache.
+    Rm {
+        /// Catalog name of the model to delete.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownloadArgs {
+    /// Catalog name, org/repo/path/file.gguf (org/repo@revision/... for a revision), or a URL.
+    pub model: String,
+
+    /// Print progress as JSON lines on stdout (for programs) instead of bars or plain lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Re-hash files already in the cache (size and sha256) before reporting them present.
+    #[arg(long)]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Print the raw JSON of the management API instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to ask.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
+    /// .gguf path. Downloaded into the Hugging Face cache first when needed.
+    /// With --auto: the model wanted (served by this node, or used by a --client).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Serve no model: use the models of the other nodes of the mesh.
+    #[arg(long)]
+    pub client: bool,
+
+    /// Find the best mesh on Nostr relays, join it and serve a model it needs (with --client:
+    /// only use it); start and publish a new public mesh when none fits. `mesh --auto` is the
+    /// same.
+    #[arg(long, conflicts_with_all = ["join", "public"])]
+    pub auto: bool,
+
+    /// Advertise this node's mesh on Nostr relays: republished every 60 s, deleted at Ctrl-C.
+    #[arg(long)]
+    pub publish: bool,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+
+    /// Mesh name in published offers (default: the node name's mesh).
+    #[arg(long)]
+    pub mesh_name: Option<String>,
+
+    /// A model this mesh would like someone to serve, published in its offer (repeatable).
+    #[arg(long = "want", value_name = "MODEL")]
+    pub wanted: Vec<String>,
+
+    /// How many clients the mesh takes, as published in its offer.
+    #[arg(long, default_value_t = 64)]
+    pub max_clients: u32,
+
+    /// Join a mesh with a ticket printed by one of its nodes (repeat to give several).
+    #[arg(long, value_name = "TICKET")]
+    pub join: Vec<Ticket>,
+
+    /// Start a public mesh: its tickets hold no secret, so anyone with one may join.
+    #[arg(long, conflicts_with = "join")]
+    pub public: bool,
+
+    /// Use a throwaway node key instead of the one kept in ~/.mesh (or $MESH_HOME).
+    #[arg(long)]
+    pub ephemeral: bool,
+
+    /// UDP address for mesh traffic (default: all interfaces, random port).
+    #[arg(long, value_name = "ADDR")]
+    pub mesh_bind: Option<SocketAddr>,
+
+    /// iroh relay server for peers that cannot reach each other directly (default: none, direct
+    /// addresses only).
+    #[arg(long, value_name = "URL")]
+    pub iroh_relay: Option<RelayUrl>,
+
+    /// Name shown to peers (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Region shown to peers, e.g. `eu-west`.
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Model id announced in the API (default: the file name without `.gguf`, dots as dashes).
+    #[arg(long)]
+    pub model_name: Option<String>,
+
+    /// Address both HTTP servers bind to. Keep the loopback default unless you mean to expose them.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port of the OpenAI-compatible API (0 picks a free one).
+    #[arg(long, default_value_t = 9337)]
+    pub port: u16,
+
+    /// Port of the management API (0 picks a free one).
+    #[arg(long, default_value_t = 3131)]
+    pub api_port: u16,
+
+    /// Sequences decoded together in one batch (continuous batching slots).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub parallel: u32,
+
+    /// Context size per sequence in tokens (default: the model's training context, at most 4096).
+    #[arg(long)]
+    pub ctx: Option<u32>,
+
+    /// CPU threads for llama.cpp (default: the number of physical cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+
+    /// Requests that may wait for a free slot; beyond this the API answers 503 at once.
+    #[arg(long, default_value_t = 64)]
+    pub queue: usize,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RelayServerArgs {
+    /// Address to listen on. Keep the loopback default unless other machines should publish here.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = relay::DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Keep events in an LMDB database in this directory (default: in memory, lost on exit).
+    #[arg(long, value_name = "DIR")]
+    pub db: Option<PathBuf>,
+
+    /// Largest event accepted, in bytes of its JSON; larger ones are refused.
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+
+    /// Accept events of every kind, not only mesh offers and deletions (NIP-09).
+    #[arg(long)]
+    pub any_kind: bool,
+
+    /// Events one connection may publish per minute; beyond it the relay answers `rate-limited`.
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate: u32,
+
+    /// Events one IP address may publish per minute over all its connections.
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_RATE_PER_IP,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_per_ip: u32,
+
+    /// Subscriptions (REQs) one connection may keep open.
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_REQS)]
+    pub max_reqs: usize,
+
+    /// Connections open at once; more are answered 503.
+    #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        let argv = args.iter().map(std::ffi::OsString::from).collect();
+        Cli::try_parse_from(normalize_args(argv)).unwrap()
+    }
+
+    #[test]
+    fn mesh_auto_is_mesh_serve_auto() {
+        let cli = parse(&[
+            "mesh",
+            "--auto",
+            "--client",
+            "--relay",
+            "ws://127.0.0.1:7447",
+        ]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.auto && args.client);
+        assert_eq!(args.relay.relays[0].as_str(), "ws://127.0.0.1:7447");
+        // A named command is left alone; `discover --auto` is not a thing.
+        let argv = ["mesh", "discover", "--auto"]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        assert!(Cli::try_parse_from(normalize_args(argv)).is_err());
+        assert!(matches!(
+            parse(&["mesh", "-v", "--auto"]).command,
+            Command::Serve(_)
+        ));
+    }
+
+    #[test]
+    fn relay_urls_must_be_websocket_urls() {
+        let argv = ["mesh", "discover", "--relay", "http://x"]
+            .map(std::ffi::OsString::from)
+            .to_vec();
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("ws:// or wss://"), "{err}");
+    }
+}

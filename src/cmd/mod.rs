@@ -1,0 +1,32 @@
+//! Commands: the only layer that sees clap or prints. Each file is one verb; it turns flags
+//! ([`args`]) into the plain options of the layers below, runs them, and reports to the
+//! terminal (tables via [`table`], `--json` for scripts).
+//!
+//! Read `mesh --auto` from [`auto`] down: browse → score → join → choose model →
+//! resolve/download → load → serve → route.
+
+pub mod args;
+pub mod auto;
+pub mod discover;
+pub mod models;
+pub mod publish;
+pub mod relay;
+pub mod serve;
+pub mod status;
+pub mod table;
+
+pub use args::{normalize_args, Cli, Command};
+
+/// Runs one command to its end.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Models(args) => models::models(args).await,
+        Command::Download(args) => models::download(args).await,
+        Command::Status(args) => status::status(args).await,
+        Command::Peers(args) => status::peers(args).await,
+        Command::Discover(args) => discover::discover(args).await,
+        Command::Publish(args) => publish::publish(args).await,
+        Command::Relay(args) => relay::run(args).await,
+    }
+}

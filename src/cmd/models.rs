@@ -1,0 +1,196 @@
+//! `mesh models [--fits] [--json]`, `mesh models show NAME`, `mesh models rm NAME` and
+//! `mesh download SPEC`: the command side of the catalog (tables, JSON, progress on the terminal).
+
+use anyhow::Context;
+
+use super::args::{DownloadArgs, ModelsAction, ModelsArgs};
+use crate::catalog::cache::HubCache;
+use crate::catalog::data::CatalogEntry;
+use crate::catalog::error::DownloadError;
+use crate::catalog::fit::{human_bytes, ModelMemory};
+use crate::catalog::listing::{rows, ModelRow};
+use crate::catalog::progress::ProgressMode;
+use crate::catalog::{installed_paths, memory, names, resolve, ResolveOptions};
+
+/// `mesh models …`.
+pub async fn models(args: ModelsArgs) -> anyhow::Result<()> {
+    let opts = args.hub.resolve_options();
+    match args.action {
+        None => list(&opts, args.fits, args.json),
+        Some(ModelsAction::Show { name }) => show(&opts, &name, args.json),
+        Some(ModelsAction::Rm { name }) => remove(&opts, &name),
+    }
+}
+
+fn lookup(opts: &ResolveOptions, name: &str) -> anyhow::Result<CatalogEntry> {
+    let catalog = opts.load_catalog()?;
+    let found = catalog.get(name).cloned();
+    found.ok_or_else(|| {
+        DownloadError::UnknownModel {
+            name: name.to_string(),
+            suggestions: names::close_matches(
+                name,
+                catalog.models.iter().map(|m| m.name.as_str()),
+                3,
+            ),
+        }
+        .into()
+    })
+}
+
+fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()> {
+    let catalog = opts.load_catalog()?;
+    let available = memory::available_memory();
+    let rows: Vec<ModelRow> = rows(&catalog.models, opts, available)
+        .into_iter()
+        .filter(|r| !fits_only || r.fits)
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}",
+        "NAME", "PARAMS", "QUANT", "SIZE", "CTX", "INSTALLED", "FITS"
+    );
+    for r in &rows {
+        let e = &r.entry;
+        println!(
+            "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}",
+            e.name,
+            human_params(e.params),
+            e.quant,
+            format!(
+                "{}{}",
+                if e.approx_size { "~" } else { "" },
+                human_bytes(e.size)
+            ),
+            e.context,
+            if r.installed { "yes" } else { "-" },
+            if r.fits { "yes" } else { "no" },
+        );
+    }
+    println!(
+        "\n{} model(s); room for models on this machine: {}",
+        rows.len(),
+        human_bytes(available)
+    );
+    Ok(())
+}
+
+fn show(opts: &ResolveOptions, name: &str, json: bool) -> anyhow::Result<()> {
+    let entry = lookup(opts, name)?;
+    let available = memory::available_memory();
+    let row = rows(std::slice::from_ref(&entry), opts, available).remove(0);
+    let paths = installed_paths(&entry, &opts.cache_dir);
+    if json {
+        let mut v = serde_json::to_value(&row)?;
+        v["paths"] = serde_json::to_value(paths.as_ref().map(|p| {
+            p.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+        }))?;
+        v["available_bytes"] = available.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let need = ModelMemory::from_entry(&entry);
+    println!("name:       {}", entry.name);
+    println!("repo:       {} (revision {})", entry.repo, entry.revision);
+    for (i, f) in entry.files.iter().enumerate() {
+        println!("file {:<5} {f}", format!("{}:", i + 1));
+    }
+    println!(
+        "size:       {}{} ({} bytes)",
+        if entry.approx_size { "~" } else { "" },
+        human_bytes(entry.size),
+        entry.size
+    );
+    if let Some(sha) = &entry.sha256 {
+        println!("sha256:     {sha}");
+    }
+    println!(
+        "params:     {} ({})",
+        human_params(entry.params),
+        entry.params
+    );
+    println!("quant:      {}", entry.quant);
+    println!("family:     {}", entry.family);
+    println!("context:    {}", entry.context);
+    println!("license:    {}", entry.license);
+    if let Some(d) = &entry.draft {
+        println!("draft:      {d}");
+    }
+    if let Some(n) = &entry.notes {
+        println!("notes:      {n}");
+    }
+    println!(
+        "memory:     {} at --ctx {} (weights {} + KV {} per token); room here {} → {}",
+        human_bytes(row.need_bytes),
+        row.ctx,
+        human_bytes(need.weights_bytes),
+        human_bytes(need.kv_bytes_per_token),
+        human_bytes(available),
+        if row.fits { "fits" } else { "does not fit" }
+    );
+    match paths {
+        Some(paths) => println!("installed:  {}", paths[0].display()),
+        None => println!("installed:  no (mesh download {})", entry.name),
+    }
+    Ok(())
+}
+
+fn remove(opts: &ResolveOptions, name: &str) -> anyhow::Result<()> {
+    let entry = lookup(opts, name)?;
+    let cache = HubCache::new(opts.cache_dir.clone());
+    let mut freed = 0;
+    for file in &entry.files {
+        freed += cache
+            .remove_file(&entry.repo, file)
+            .with_context(|| format!("removing {file} from {}", cache.root().display()))?;
+    }
+    if freed == 0 {
+        println!(
+            "{}: nothing in the cache at {}",
+            entry.name,
+            cache.root().display()
+        );
+    } else {
+        println!("{}: removed, {} freed", entry.name, human_bytes(freed));
+    }
+    Ok(())
+}
+
+/// `mesh download SPEC`.
+pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
+    let mut opts = args.hub.resolve_options();
+    opts.verify = args.verify;
+    if args.json {
+        opts.progress = ProgressMode::Json;
+    }
+    let resolved = resolve(&args.model, &opts).await?;
+    if !args.json {
+        println!("{}", resolved.path.display());
+    }
+    Ok(())
+}
+
+/// `135M`, `8.2B`.
+pub fn human_params(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.1}B", n as f64 / 1e9)
+    } else {
+        format!("{}M", n / 1_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_human() {
+        assert_eq!(human_params(135_000_000), "135M");
+        assert_eq!(human_params(8_190_000_000), "8.2B");
+    }
+}

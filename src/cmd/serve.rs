@@ -1,0 +1,184 @@
+//! `mesh serve`: turn the flags into [`NodeOptions`], start the node, print the banner, wait for
+//! Ctrl-C, shut down. `--auto` hands over to [`super::auto`].
+
+use anyhow::Context;
+
+use super::args::ServeArgs;
+use crate::catalog;
+use crate::discovery::nostr_io::relay_list;
+use crate::discovery::publish::{self, PublishSettings};
+use crate::discovery::DiscoveryConfig;
+use crate::engine::EngineConfig;
+use crate::mesh::{identity, MeshConfig};
+use crate::node::{Node, NodeOptions};
+use crate::util::signals::CtrlC;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.auto {
+        return super::auto::run(args).await;
+    }
+    let engine = match (&args.model, args.client) {
+        (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
+        (None, false) => anyhow::bail!(
+            "nothing to serve: pass --model NAME|FILE.gguf, --client to use the mesh's models, \
+             or --auto to find a mesh"
+        ),
+        (Some(spec), false) => Some(engine_config(&args, spec).await?),
+        (None, true) => None,
+    };
+    let mesh = mesh_config(&args)?;
+    let discovery = discovery_config(&args, &mesh, args.publish)?;
+    let mut ctrl_c = CtrlC::listen();
+    let node = Node::start_with(node_options(&args, engine, mesh, discovery)).await?;
+    print_banner(&node);
+    wait_ctrl_c(&mut ctrl_c).await?;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Waits for Ctrl-C (or SIGTERM), then says so.
+pub async fn wait_ctrl_c(ctrl_c: &mut CtrlC) -> anyhow::Result<()> {
+    ctrl_c.wait().await.context("cannot listen for Ctrl-C")?;
+    println!("shutting down");
+    Ok(())
+}
+
+/// What a `mesh serve` node runs, from its flags and the parts built from them.
+pub fn node_options(
+    args: &ServeArgs,
+    engine: Option<EngineConfig>,
+    mesh: MeshConfig,
+    discovery: DiscoveryConfig,
+) -> NodeOptions {
+    NodeOptions {
+        engine,
+        host: args.host,
+        port: args.port,
+        api_port: args.api_port,
+        mesh: Some(mesh),
+        discovery: Some(discovery),
+    }
+}
+
+/// The mesh side of `args` (the node key is loaded or created here).
+pub fn mesh_config(args: &ServeArgs) -> anyhow::Result<MeshConfig> {
+    let secret_key = if args.ephemeral {
+        identity::ephemeral()
+    } else {
+        let home = crate::util::home::mesh_home();
+        identity::load_or_create(&home).context("cannot load the node key")?
+    };
+    let mut mesh = MeshConfig::new(secret_key);
+    mesh.join = args.join.clone();
+    mesh.public = args.public;
+    mesh.bind = args.mesh_bind;
+    mesh.relay = args.iroh_relay.clone();
+    mesh.region = args.region.clone();
+    if let Some(name) = &args.name {
+        mesh.name = name.clone();
+    }
+    Ok(mesh)
+}
+
+/// The discovery side of `args`: relays, the Nostr key (throwaway with --ephemeral), offer fields.
+pub fn discovery_config(
+    args: &ServeArgs,
+    mesh: &MeshConfig,
+    publish: bool,
+) -> anyhow::Result<DiscoveryConfig> {
+    let keys = if args.ephemeral {
+        nostr::Keys::generate()
+    } else {
+        publish::load_keys(&crate::util::home::mesh_home()).context("cannot load the Nostr key")?
+    };
+    let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
+    Ok(DiscoveryConfig {
+        keys,
+        settings: PublishSettings {
+            relays,
+            name: args
+                .mesh_name
+                .clone()
+                .unwrap_or_else(|| format!("{}'s mesh", mesh.name)),
+            region: args.region.clone(),
+            wanted: args.wanted.clone(),
+            max_clients: args.max_clients,
+            interval: publish::REPUBLISH,
+            ttl: publish::OFFER_TTL,
+        },
+        iroh_relay: args.iroh_relay.clone(),
+        publish,
+    })
+}
+
+pub fn print_banner(node: &Node) {
+    match node.local.get() {
+        Some(engine) => {
+            let info = engine.info();
+            println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);
+            println!(
+                "  slots {} x {} tokens, {} threads",
+                info.parallel, info.ctx, info.threads
+            );
+        }
+        None => println!(
+            "mesh {} (client: serving no model)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    println!("  OpenAI API   http://{}/v1", node.openai_addr);
+    println!("  management   http://{}/api/status", node.api_addr);
+    if let Some(mesh) = &node.mesh {
+        let kind = if mesh.is_public() {
+            "public"
+        } else {
+            "private"
+        };
+        println!("  node id      {}", mesh.node_id());
+        println!("  mesh         {} ({kind})", mesh.mesh_id());
+        println!("  ticket       {}", mesh.ticket().encode());
+        if mesh.is_public() {
+            println!("  others join with: mesh serve --join <ticket>");
+        } else {
+            println!("  others join with: mesh serve --join <ticket> (the ticket holds the mesh secret: share it only with members)");
+        }
+    }
+    if let Some(d) = &node.discovery {
+        if d.config().publish {
+            let relays: Vec<String> = d
+                .config()
+                .settings
+                .relays
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            println!(
+                "  publishing   offer to {} every {}s",
+                relays.join(", "),
+                d.config().settings.interval.as_secs()
+            );
+        }
+    }
+    println!("  Ctrl-C to stop");
+}
+
+/// Resolves `--model` (catalog name, hub ref, URL or path; downloading if needed) and picks a
+/// context that fits in memory.
+pub(crate) async fn engine_config(args: &ServeArgs, spec: &str) -> anyhow::Result<EngineConfig> {
+    let opts = args.hub.resolve_options();
+    let model = catalog::resolve(spec, &opts).await?;
+    let memory = model.memory().context("reading the model's memory needs")?;
+    let room = catalog::available_memory();
+    let ctx = catalog::plan_context(&memory, args.ctx, args.parallel, room)?;
+    if args.ctx.is_none() && ctx < memory.default_ctx() {
+        tracing::warn!(ctx, "context lowered so that the model fits in memory");
+    }
+    Ok(EngineConfig {
+        model_name: args.model_name.clone().or(Some(model.name)),
+        parallel: args.parallel,
+        ctx: Some(ctx),
+        threads: args.threads,
+        queue: args.queue,
+        ..EngineConfig::new(model.path)
+    })
+}

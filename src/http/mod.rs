@@ -1,0 +1,17 @@
+//! The HTTP layer: both servers `mesh` runs, and where a request goes.
+//! - [`openai`]: the OpenAI-compatible API (default 127.0.0.1:9337).
+//! - [`api`]: the management API (default 127.0.0.1:3131) and its typed documents
+//!   ([`api::docs`]), which `mesh status / peers / publish` read back.
+//! - [`route`]: the [`route::Generate`] trait (the engine, or [`fake::Scripted`] in tests), the
+//!   node's local slot, and the local-or-mesh choice.
+//! - [`error`]: the one error shape of both APIs (OpenAI's), and the SSE error chunk.
+//! - [`serve`]: binding a listener and serving a router until cancelled.
+//!
+//! Imports domain modules (`engine`, `mesh`, `discovery`) and `util`; never `node` or `cmd`.
+
+pub mod api;
+pub mod error;
+pub mod fake;
+pub mod openai;
+pub mod route;
+pub mod serve;

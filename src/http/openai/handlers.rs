@@ -1,0 +1,123 @@
+//! Handlers of the OpenAI routes: validate, template, tokenize, submit, answer.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::stream::{self, Flavor};
+use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, MAX_BODY_BYTES};
+use super::{forward, AppState};
+use crate::engine::{Event, EventStream, FinishReason, GenerateRequest, Usage};
+use crate::http::error::ApiError;
+use crate::http::route::{self, Generate, Target};
+
+/// Every model in the mesh: this node's own, then the peers', each once.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let mut data = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(engine) = state.local.get() {
+        let info = engine.info();
+        seen.insert(info.name.clone());
+        data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));
+    }
+    if let Some(mesh) = &state.mesh {
+        for name in mesh.remote_models() {
+            if seen.insert(name.clone()) {
+                data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "mesh"}));
+            }
+        }
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let req: ChatCompletionRequest = validate::parse(&body)?;
+    let model = req.model;
+    let messages = validate::chat_messages(req.messages)?;
+    let options = validate::options(req.options)?;
+    let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
+        Target::Local(g) => g,
+        Target::Mesh(mesh) => {
+            return forward::forward(mesh, &model, "/v1/chat/completions", body).await
+        }
+        Target::Nowhere => return Err(ApiError::model_not_found(&model)),
+    };
+    let engine = local.clone();
+    // Templating and tokenizing a long conversation is CPU work: keep it off the async workers.
+    let prompt = tokio::task::spawn_blocking(move || engine.chat_prompt(&messages))
+        .await
+        .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
+    generate(local.as_ref(), prompt, options, Flavor::Chat).await
+}
+
+pub async fn completions(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let req: CompletionRequest = validate::parse(&body)?;
+    let model = req.model;
+    let text = validate::prompt_text(req.prompt)?;
+    let options = validate::options(req.options)?;
+    let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
+        Target::Local(g) => g,
+        Target::Mesh(mesh) => return forward::forward(mesh, &model, "/v1/completions", body).await,
+        Target::Nowhere => return Err(ApiError::model_not_found(&model)),
+    };
+    let engine = local.clone();
+    let prompt = tokio::task::spawn_blocking(move || engine.tokenize(&text))
+        .await
+        .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))?;
+    generate(local.as_ref(), prompt, options, Flavor::Text).await
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(MAX_BODY_BYTES)
+        } else {
+            ApiError::bad_request(format!("cannot read request body: {rejection}"))
+        }
+    })
+}
+
+async fn generate(
+    engine: &dyn Generate,
+    prompt: Vec<i32>,
+    o: Options,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let events = engine.submit(GenerateRequest {
+        prompt,
+        sampling: o.sampling,
+        max_tokens: o.max_tokens,
+        stop: o.stop,
+    })?;
+    let meta = stream::Meta::new(flavor, &engine.info().name);
+    if o.stream {
+        return Ok(stream::sse(events, meta, o.include_usage).into_response());
+    }
+    let (text, finish, usage) = collect(events).await?;
+    Ok(Json(meta.complete(&text, finish, usage)).into_response())
+}
+
+/// Gathers a whole answer for a non-streaming request.
+async fn collect(mut events: EventStream) -> Result<(String, FinishReason, Usage), ApiError> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done { finish, usage } => return Ok((text, finish, usage)),
+            Event::Error(e) => return Err(ApiError::generation_failed(e)),
+        }
+    }
+    Err(ApiError::generation_failed("engine stopped"))
+}

@@ -1,0 +1,48 @@
+//! The OpenAI-compatible HTTP API (default 127.0.0.1:9337): `/v1/models`,
+//! `/v1/chat/completions`, `/v1/completions`, streaming and not.
+//!
+//! Request path: body bytes → `validate` (400/413 in OpenAI's error shape) → chat template and
+//! tokenizer → `Generate::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
+//! `route::choose` decides local or mesh; a model served by another node of the mesh goes through
+//! `forward` over the HTTP tunnel. Files: `validate` (pure), `handlers`, `stream`, `forward`;
+//! none of them imports another's handlers (errors come from `http::error`).
+
+mod forward;
+mod handlers;
+mod stream;
+pub mod validate;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::error::ApiError;
+use super::route::LocalSlot;
+use crate::mesh::Mesh;
+
+/// What every handler needs: the local generator (none on a client node) and the mesh (none on
+/// the tunnel's serving side, so tunnelled requests are answered locally and never travel on).
+#[derive(Clone)]
+pub struct AppState {
+    pub local: LocalSlot,
+    pub mesh: Option<Mesh>,
+}
+
+pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
+    Router::new()
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/completions", post(handlers::completions))
+        .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                "method_not_allowed",
+                "method not allowed on this path",
+            )
+        })
+        .layer(DefaultBodyLimit::max(validate::MAX_BODY_BYTES))
+        .with_state(AppState { local, mesh })
+}

@@ -1,0 +1,343 @@
+//! Request validation: parses OpenAI request bodies and checks every field before anything
+//! reaches the engine. Pure functions over bytes; each rejection is a 400 with a clear message.
+
+use serde::Deserialize;
+
+use crate::engine::{ChatMessage, SamplingParams};
+use crate::http::error::ApiError;
+
+/// Largest request body accepted, in bytes (documented in the README): over it, 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most stop strings per request, and the longest one in bytes.
+pub const MAX_STOPS: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+
+#[derive(Debug, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<MessageIn>,
+    #[serde(flatten)]
+    pub options: OptionsIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    pub model: String,
+    pub prompt: PromptIn,
+    #[serde(flatten)]
+    pub options: OptionsIn,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MessageIn {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<ContentIn>,
+}
+
+/// Message content: a string, or OpenAI's list of parts (only text parts are understood).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ContentIn {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptIn {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopIn {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Options shared by chat and text completions; unknown fields are ignored, as OpenAI's
+/// clients send many we do not use.
+#[derive(Debug, Default, Deserialize)]
+pub struct OptionsIn {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub max_tokens: Option<u32>,
+    pub max_completion_tokens: Option<u32>,
+    pub stop: Option<StopIn>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptionsIn>,
+    pub n: Option<u32>,
+    /// llama-server extension: keep generating past end-of-generation tokens.
+    pub ignore_eos: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamOptionsIn {
+    pub include_usage: Option<bool>,
+}
+
+/// Validated options, ready for the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub sampling: SamplingParams,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() {
+            "malformed JSON"
+        } else {
+            "invalid request"
+        };
+        ApiError::bad_request(format!("{what}: {e}"))
+    })
+}
+
+pub fn chat_messages(messages: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "'messages' must hold at least one message",
+        ));
+    }
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant" | "tool") {
+                return Err(ApiError::bad_request(format!("messages[{i}].role '{}' is not a known role", m.role)));
+            }
+            let content = match m.content {
+                None => String::new(),
+                Some(ContentIn::Text(t)) => t,
+                Some(ContentIn::Parts(parts)) => {
+                    let mut text = String::new();
+                    for p in parts {
+                        match (p.kind.as_str(), p.text) {
+                            ("text", Some(t)) => text.push_str(&t),
+                            (kind, _) => {
+                                return Err(ApiError::bad_request(format!(
+                                    "messages[{i}]: content part of type '{kind}' is not supported (text only)"
+                                )))
+                            }
+                        }
+                    }
+                    text
+                }
+            };
+            if content.contains('\0') {
+                return Err(ApiError::bad_request(format!("messages[{i}].content contains a NUL character")));
+            }
+            // llama.cpp's templates know "system", not OpenAI's newer "developer".
+            let role = if m.role == "developer" { "system".to_owned() } else { m.role };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+pub fn prompt_text(prompt: PromptIn) -> Result<String, ApiError> {
+    let text = match prompt {
+        PromptIn::One(s) => s,
+        PromptIn::Many(mut v) if v.len() == 1 => v.remove(0),
+        PromptIn::Many(_) => {
+            return Err(ApiError::bad_request(
+                "'prompt' must be one string (batches are not supported)",
+            ))
+        }
+    };
+    if text.is_empty() {
+        return Err(ApiError::bad_request("'prompt' is empty"));
+    }
+    Ok(text)
+}
+
+pub fn options(o: OptionsIn) -> Result<Options, ApiError> {
+    let defaults = SamplingParams::default();
+    let temperature =
+        range("temperature", o.temperature, 0.0, 2.0)?.unwrap_or(defaults.temperature);
+    let top_p = range("top_p", o.top_p, 0.0, 1.0)?.unwrap_or(defaults.top_p);
+    if top_p <= 0.0 {
+        return Err(ApiError::bad_request("'top_p' must be greater than 0"));
+    }
+    let top_k = match o.top_k {
+        Some(k) if k < 0 => return Err(ApiError::bad_request("'top_k' must be 0 (off) or more")),
+        Some(k) => k,
+        None => defaults.top_k,
+    };
+    let min_p = range("min_p", o.min_p, 0.0, 1.0)?.unwrap_or(defaults.min_p);
+    let presence_penalty = range("presence_penalty", o.presence_penalty, -2.0, 2.0)?.unwrap_or(0.0);
+    let frequency_penalty =
+        range("frequency_penalty", o.frequency_penalty, -2.0, 2.0)?.unwrap_or(0.0);
+    if let Some(n) = o.n {
+        if n != 1 {
+            return Err(ApiError::bad_request("only 'n': 1 is supported"));
+        }
+    }
+    let max_tokens = o.max_completion_tokens.or(o.max_tokens);
+    if max_tokens == Some(0) {
+        return Err(ApiError::bad_request("'max_tokens' must be at least 1"));
+    }
+    let stop = match o.stop {
+        None => Vec::new(),
+        Some(StopIn::One(s)) => vec![s],
+        Some(StopIn::Many(v)) => v,
+    };
+    if stop.len() > MAX_STOPS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_STOPS} stop strings are allowed"
+        )));
+    }
+    if stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::bad_request(format!(
+            "a stop string is longer than {MAX_STOP_BYTES} bytes"
+        )));
+    }
+    let stream = o.stream.unwrap_or(false);
+    let include_usage = o
+        .stream_options
+        .and_then(|s| s.include_usage)
+        .unwrap_or(false);
+    Ok(Options {
+        sampling: SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            // Any integer is a valid seed; llama.cpp takes 32 bits.
+            seed: o.seed.map(|s| s as u32),
+            presence_penalty,
+            frequency_penalty,
+            ignore_eos: o.ignore_eos.unwrap_or(false),
+        },
+        max_tokens,
+        stop,
+        stream,
+        include_usage,
+    })
+}
+
+fn range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<Option<f32>, ApiError> {
+    match v {
+        Some(x) if !(lo..=hi).contains(&x) => Err(ApiError::bad_request(format!(
+            "'{name}' must be between {lo} and {hi}, got {x}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(body: &str) -> Result<(Vec<ChatMessage>, Options), ApiError> {
+        let req: ChatCompletionRequest = parse(body.as_bytes())?;
+        Ok((chat_messages(req.messages)?, options(req.options)?))
+    }
+
+    #[test]
+    fn accepts_a_full_openai_request() {
+        let (msgs, o) = chat(
+            r#"{"model":"m","messages":[{"role":"developer","content":"be brief"},
+               {"role":"user","content":[{"type":"text","text":"hi"}]}],
+               "temperature":0,"top_p":0.9,"seed":42,"max_tokens":5,"stop":"\n",
+               "stream":true,"stream_options":{"include_usage":true},"user":"ignored"}"#,
+        )
+        .unwrap();
+        assert_eq!(msgs[0].role, "system");
+        assert_eq!(msgs[1].content, "hi");
+        assert_eq!(o.sampling.temperature, 0.0);
+        assert_eq!(o.sampling.seed, Some(42));
+        assert_eq!(o.max_tokens, Some(5));
+        assert_eq!(o.stop, vec!["\n".to_owned()]);
+        assert!(o.stream && o.include_usage);
+    }
+
+    #[test]
+    fn malformed_json_and_wrong_types_are_400() {
+        for body in [
+            "{not json",
+            r#"{"model":"m","messages":"hi"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+            r#"{"messages":[{"role":"user","content":"x"}]}"#,
+        ] {
+            let err = chat(body).unwrap_err();
+            assert_eq!(err.status, 400, "{body}");
+        }
+        assert!(chat("{not json")
+            .unwrap_err()
+            .message
+            .starts_with("malformed JSON"));
+    }
+
+    #[test]
+    fn out_of_range_values_are_400_naming_the_field() {
+        for (field, value) in [
+            ("temperature", "3"),
+            ("top_p", "0"),
+            ("min_p", "1.5"),
+            ("presence_penalty", "-3"),
+            ("top_k", "-1"),
+            ("n", "2"),
+            ("max_tokens", "0"),
+        ] {
+            let body = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"{field}":{value}}}"#
+            );
+            let err = chat(&body).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(
+                err.message.contains(field.trim_end_matches("_tokens")) || field == "n",
+                "{}",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn empty_messages_unknown_roles_and_images_are_rejected() {
+        assert!(chat(r#"{"model":"m","messages":[]}"#).is_err());
+        assert!(chat(r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#).is_err());
+        let img = r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#;
+        assert!(chat(img).unwrap_err().message.contains("image_url"));
+    }
+
+    #[test]
+    fn prompt_must_be_one_non_empty_string() {
+        let p =
+            |s: &str| parse::<CompletionRequest>(s.as_bytes()).and_then(|r| prompt_text(r.prompt));
+        assert_eq!(p(r#"{"model":"m","prompt":"abc"}"#).unwrap(), "abc");
+        assert_eq!(p(r#"{"model":"m","prompt":["abc"]}"#).unwrap(), "abc");
+        assert!(p(r#"{"model":"m","prompt":["a","b"]}"#).is_err());
+        assert!(p(r#"{"model":"m","prompt":""}"#).is_err());
+        assert!(p(r#"{"model":"m","prompt":5}"#).is_err());
+    }
+
+    #[test]
+    fn too_many_stop_strings_are_rejected() {
+        let stops: Vec<String> = (0..=MAX_STOPS).map(|i| format!("\"s{i}\"")).collect();
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"stop":[{}]}}"#,
+            stops.join(",")
+        );
+        assert!(chat(&body).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! The membership driver: moves gossip messages between iroh-gossip and the pure peer table.
+//! Every `heartbeat` it announces this node and refreshes path type and RTT of each peer; every
+//! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
+//! announcement at once. Changes become [`MeshEvent`]s.
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
+use tokio_util::sync::CancellationToken;
+
+use crate::mesh::proto::announce::{self, Message};
+use crate::mesh::state::peers::{Change, ConnType, LeftBecause};
+use crate::mesh::{MeshEvent, Shared};
+
+pub(crate) async fn run(
+    shared: std::sync::Arc<Shared>,
+    sender: GossipSender,
+    mut receiver: GossipReceiver,
+    cancel: CancellationToken,
+) {
+    let timers = shared.timers;
+    let mut heartbeat = tokio::time::interval(timers.heartbeat);
+    let mut sweep = tokio::time::interval(timers.sweep);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = heartbeat.tick() => {
+                let msg = Message::Announce(shared.announcement());
+                if let Err(e) = sender.broadcast(announce::encode(&shared.secret_key, &msg).into()).await {
+                    tracing::warn!("cannot broadcast heartbeat: {e}");
+                }
+                refresh_paths(&shared);
+            }
+            _ = sweep.tick() => {
+                let changes = shared.with_table(|t| t.expire(Instant::now(), timers.expiry));
+                publish(&shared, changes);
+            }
+            event = receiver.next() => match event {
+                Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
+                Some(Ok(GossipEvent::NeighborUp(id))) => {
+                    tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up");
+                    // Announce now: a node that just joined learns our models without waiting
+                    // for the next heartbeat.
+                    heartbeat.reset_immediately();
+                }
+                Some(Ok(GossipEvent::NeighborDown(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down"),
+                Some(Ok(GossipEvent::Lagged)) => tracing::warn!("gossip receiver lagged; some announcements were lost"),
+                Some(Err(e)) => {
+                    tracing::error!("gossip subscription failed: {e}");
+                    return;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, direct: bool) {
+    let msg = match announce::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(from = %delivered_from.fmt_short(), "dropped gossip message: {e}");
+            return;
+        }
+    };
+    if !announce::sender_matches(msg.node(), delivered_from, direct) {
+        tracing::debug!(from = %delivered_from.fmt_short(), "dropped gossip message: sender does not match the connection");
+        return;
+    }
+    if msg.node() == shared.secret_key.public() {
+        return;
+    }
+    if let Message::Announce(a) = &msg {
+        shared.lookup.add_endpoint_info(a.addr.clone());
+    }
+    let changes = shared.with_table(|t| t.apply(msg, Instant::now()));
+    publish(shared, changes);
+}
+
+/// Turns table changes into events, and keeps the tunnel and gate in step with them.
+pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
+    for change in changes {
+        let event = match change {
+            Change::Joined(id) => {
+                tracing::info!(peer = %id.fmt_short(), "peer joined");
+                // Open the tunnel now: the first request then pays no handshake, and the peer
+                // table gets path type and RTT.
+                let tunnel = shared.tunnel.clone();
+                tunnel.clear_down(&id);
+                tokio::spawn(async move {
+                    if let Err(e) = tunnel.connection(id).await {
+                        tracing::debug!("cannot open tunnel yet: {e}");
+                    }
+                });
+                MeshEvent::PeerJoined {
+                    node_id: id.to_string(),
+                }
+            }
+            Change::Left(id, why) => {
+                let reason = match why {
+                    LeftBecause::Leave => "left",
+                    LeftBecause::Expired => "expired",
+                };
+                tracing::info!(peer = %id.fmt_short(), reason, "peer left");
+                shared.tunnel.forget(&id);
+                shared.gate.revoke(&id);
+                MeshEvent::PeerLeft {
+                    node_id: id.to_string(),
+                    reason: reason.into(),
+                }
+            }
+            Change::ModelAdded(model) => {
+                shared.remember_model(&model);
+                MeshEvent::ModelAdded { model }
+            }
+            Change::ModelRemoved(model) => MeshEvent::ModelRemoved { model },
+        };
+        // No subscribers is fine.
+        let _ = shared.events.send(event);
+    }
+}
+
+/// Reads the selected path of each peer's tunnel connection: direct or relayed, and its RTT.
+fn refresh_paths(shared: &Shared) {
+    let ids: Vec<_> = shared.with_table(|t| t.peers().map(|p| p.ann.node).collect());
+    for id in ids {
+        let (conn, rtt) = match shared.tunnel.cached(&id) {
+            None => (ConnType::None, None),
+            Some(c) => {
+                let paths = c.paths();
+                match paths.iter().find(|p| p.is_selected()) {
+                    Some(p) if p.is_relay() => (ConnType::Relay, Some(p.rtt())),
+                    Some(p) => (ConnType::Direct, Some(p.rtt())),
+                    None => (ConnType::None, None),
+                }
+            }
+        };
+        shared.with_table(|t| t.set_path(&id, conn, rtt));
+    }
+}

@@ -1,0 +1,15 @@
+//! The mesh's IO: the iroh endpoint and the tasks that drive the pure pieces of `proto` and
+//! `state` with real connections.
+//! - [`endpoint`]: building the iroh endpoint (relays, bind address, TLS roots).
+//! - [`gate`]: endpoint hooks that close every protocol to nodes not admitted.
+//! - [`admit`]: the admission handshake's two IO sides and the outgoing admitter task.
+//! - [`membership`]: the iroh-gossip driver (heartbeats, receive, sweep, path refresh).
+//! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams.
+//! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
+
+pub mod admit;
+pub mod endpoint;
+pub mod gate;
+pub(crate) mod membership;
+pub mod ping;
+pub mod tunnel;

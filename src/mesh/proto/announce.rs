@@ -1,0 +1,289 @@
+//! Gossip messages: what a node tells the mesh about itself, signed with its node key. Pure:
+//! encode, decode and validate bytes, no IO.
+//!
+//! Wire: `postcard(Envelope { version, signer, body, signature })`, where `body` is
+//! `postcard(Message)` and `signature` is the signer's ed25519 signature over `body`. A message is
+//! dropped when it is larger than [`MAX_MESSAGE_BYTES`], has another protocol version, a bad
+//! signature, a `node` field other than its signer, or fields over their limits.
+
+use iroh::{EndpointAddr, EndpointId, SecretKey};
+use serde::{Deserialize, Serialize};
+
+/// Version of the gossip messages; a node ignores messages of another version.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest gossip message accepted (also iroh-gossip's `max_message_size`).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Most models one node may announce, and the longest name / region / model id.
+pub const MAX_MODELS: usize = 32;
+pub const MAX_NAME_CHARS: usize = 64;
+pub const MAX_MODEL_CHARS: usize = 128;
+
+/// `host` serves models; `client` serves none (it only uses the mesh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Host,
+    Client,
+}
+
+impl Role {
+    /// The one rule for a node's role: it hosts when it serves at least one model.
+    pub fn of(models: &[ModelOffer]) -> Self {
+        if models.is_empty() {
+            Role::Client
+        } else {
+            Role::Host
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Client => "client",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelOffer {
+    pub name: String,
+    /// Slots not decoding right now.
+    pub free_slots: u32,
+    pub slots: u32,
+    /// Context per sequence, in tokens.
+    pub ctx: u32,
+}
+
+/// A node's state, sent as its heartbeat every `HEARTBEAT` and whenever it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announcement {
+    pub node: EndpointId,
+    /// Microseconds since the Unix epoch at sending: orders messages, also across restarts.
+    pub seq: u64,
+    pub role: Role,
+    pub name: String,
+    pub region: Option<String>,
+    pub models: Vec<ModelOffer>,
+    /// Memory of the machine in bytes (0 when unknown).
+    pub memory_bytes: u64,
+    pub queue_depth: u32,
+    /// Decode tokens per second over the last minute.
+    pub tokens_per_second: f32,
+    /// Where to dial the node (also carried by iroh; repeated so any member can reach any other).
+    pub addr: EndpointAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Announce(Announcement),
+    /// Graceful leave (Ctrl-C): drop the node at once.
+    Leave {
+        node: EndpointId,
+        seq: u64,
+    },
+}
+
+impl Message {
+    pub fn node(&self) -> EndpointId {
+        match self {
+            Message::Announce(a) => a.node,
+            Message::Leave { node, .. } => *node,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    version: u16,
+    signer: EndpointId,
+    body: Vec<u8>,
+    signature: iroh::Signature,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    #[error("message of {0} bytes is over the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("cannot decode message")]
+    Decode,
+    #[error("protocol version {0} (we speak {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("bad signature")]
+    Signature,
+    #[error("message about node {about} signed by {signer}")]
+    WrongSender { about: String, signer: String },
+    #[error("field over its limit: {0}")]
+    Limit(&'static str),
+}
+
+/// Signs and encodes a message with the node key.
+pub fn encode(key: &SecretKey, msg: &Message) -> Vec<u8> {
+    // Serialising plain data into a Vec cannot fail.
+    let body = postcard::to_stdvec(msg).unwrap_or_default();
+    let envelope = Envelope {
+        version: PROTOCOL_VERSION,
+        signer: key.public(),
+        signature: key.sign(&body),
+        body,
+    };
+    postcard::to_stdvec(&envelope).unwrap_or_default()
+}
+
+/// Decodes and checks a message; returns it only when every check passes.
+pub fn decode(bytes: &[u8]) -> Result<Message, AnnounceError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(AnnounceError::TooLarge(bytes.len()));
+    }
+    let env: Envelope = postcard::from_bytes(bytes).map_err(|_| AnnounceError::Decode)?;
+    if env.version != PROTOCOL_VERSION {
+        return Err(AnnounceError::Version(env.version));
+    }
+    env.signer
+        .verify(&env.body, &env.signature)
+        .map_err(|_| AnnounceError::Signature)?;
+    let msg: Message = postcard::from_bytes(&env.body).map_err(|_| AnnounceError::Decode)?;
+    if msg.node() != env.signer {
+        return Err(AnnounceError::WrongSender {
+            about: msg.node().fmt_short().to_string(),
+            signer: env.signer.fmt_short().to_string(),
+        });
+    }
+    if let Message::Announce(a) = &msg {
+        check_limits(a)?;
+    }
+    Ok(msg)
+}
+
+fn check_limits(a: &Announcement) -> Result<(), AnnounceError> {
+    if a.models.len() > MAX_MODELS {
+        return Err(AnnounceError::Limit("models"));
+    }
+    if a.name.chars().count() > MAX_NAME_CHARS {
+        return Err(AnnounceError::Limit("name"));
+    }
+    if a.region
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_NAME_CHARS)
+    {
+        return Err(AnnounceError::Limit("region"));
+    }
+    if a.models
+        .iter()
+        .any(|m| m.name.is_empty() || m.name.chars().count() > MAX_MODEL_CHARS)
+    {
+        return Err(AnnounceError::Limit("model name"));
+    }
+    if a.addr.id != a.node {
+        return Err(AnnounceError::Limit("addr"));
+    }
+    if !a.tokens_per_second.is_finite() {
+        return Err(AnnounceError::Limit("tokens_per_second"));
+    }
+    Ok(())
+}
+
+/// A message that came straight from its author (not relayed) must come over the author's own
+/// connection: `delivered_from` is the neighbour iroh authenticated.
+pub fn sender_matches(signer: EndpointId, delivered_from: EndpointId, direct: bool) -> bool {
+    !direct || signer == delivered_from
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn announcement(key: &SecretKey, models: &[&str], seq: u64) -> Announcement {
+        Announcement {
+            node: key.public(),
+            seq,
+            role: if models.is_empty() {
+                Role::Client
+            } else {
+                Role::Host
+            },
+            name: "test".into(),
+            region: None,
+            models: models
+                .iter()
+                .map(|m| ModelOffer {
+                    name: (*m).into(),
+                    free_slots: 4,
+                    slots: 4,
+                    ctx: 512,
+                })
+                .collect(),
+            memory_bytes: 0,
+            queue_depth: 0,
+            tokens_per_second: 0.0,
+            addr: EndpointAddr::new(key.public()),
+        }
+    }
+
+    #[test]
+    fn round_trips_a_signed_announcement() {
+        let key = SecretKey::generate();
+        let msg = Message::Announce(announcement(&key, &["m"], 1));
+        assert_eq!(decode(&encode(&key, &msg)).unwrap(), msg);
+    }
+
+    #[test]
+    fn a_message_about_another_node_is_dropped() {
+        let (key, other) = (SecretKey::generate(), SecretKey::generate());
+        let msg = Message::Leave {
+            node: other.public(),
+            seq: 1,
+        };
+        assert!(matches!(
+            decode(&encode(&key, &msg)),
+            Err(AnnounceError::WrongSender { .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_oversized_and_foreign_version_messages_are_dropped() {
+        let key = SecretKey::generate();
+        let msg = Message::Announce(announcement(&key, &["m"], 1));
+        let mut bytes = encode(&key, &msg);
+        let n = bytes.len();
+        bytes[n - 70] ^= 1; // inside the body
+        assert!(decode(&bytes).is_err());
+        assert_eq!(
+            decode(&vec![0; MAX_MESSAGE_BYTES + 1]),
+            Err(AnnounceError::TooLarge(MAX_MESSAGE_BYTES + 1))
+        );
+        let body = postcard::to_stdvec(&msg).unwrap();
+        let env = Envelope {
+            version: 99,
+            signer: key.public(),
+            signature: key.sign(&body),
+            body,
+        };
+        assert_eq!(
+            decode(&postcard::to_stdvec(&env).unwrap()),
+            Err(AnnounceError::Version(99))
+        );
+        assert_eq!(decode(b"garbage"), Err(AnnounceError::Decode));
+    }
+
+    #[test]
+    fn fields_over_their_limits_are_dropped() {
+        let key = SecretKey::generate();
+        let mut a = announcement(&key, &["m"], 1);
+        a.name = "x".repeat(MAX_NAME_CHARS + 1);
+        assert_eq!(
+            decode(&encode(&key, &Message::Announce(a))),
+            Err(AnnounceError::Limit("name"))
+        );
+    }
+
+    #[test]
+    fn direct_messages_must_come_from_their_signer() {
+        let (a, b) = (
+            SecretKey::generate().public(),
+            SecretKey::generate().public(),
+        );
+        assert!(sender_matches(a, a, true));
+        assert!(!sender_matches(a, b, true));
+        assert!(sender_matches(a, b, false));
+    }
+}

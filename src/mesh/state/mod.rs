@@ -1,0 +1,6 @@
+//! The mesh's state as plain data, with timers passed in as `Instant`s (no IO, no clocks read):
+//! - [`peers`]: the peer table — announcements, leaves, expiry.
+//! - [`routing`]: which replica of a model a request goes to.
+
+pub mod peers;
+pub mod routing;

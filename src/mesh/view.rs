@@ -1,0 +1,69 @@
+//! What the mesh shows the layers above: peers as the management API lists them, and the
+//! changes `GET /api/events` streams. Serde both ways, so API clients read the same types.
+
+use serde::{Deserialize, Serialize};
+
+use super::proto::announce::{ModelOffer, Role};
+use super::state::peers::ConnType;
+
+/// What happened in the mesh, for `GET /api/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MeshEvent {
+    PeerJoined { node_id: String },
+    PeerLeft { node_id: String, reason: String },
+    ModelAdded { model: String },
+    ModelRemoved { model: String },
+}
+
+impl MeshEvent {
+    /// The SSE event name: the `type` tag.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::PeerJoined { .. } => "peer_joined",
+            Self::PeerLeft { .. } => "peer_left",
+            Self::ModelAdded { .. } => "model_added",
+            Self::ModelRemoved { .. } => "model_removed",
+        }
+    }
+}
+
+/// A peer as the management API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub node_id: String,
+    pub name: String,
+    pub role: Role,
+    pub region: Option<String>,
+    pub models: Vec<ModelOffer>,
+    pub connection: ConnType,
+    pub rtt_ms: Option<f64>,
+    pub queue_depth: u32,
+    pub tokens_per_second: f32,
+    pub memory_bytes: u64,
+    pub last_seen_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_the_serde_tags() {
+        for ev in [
+            MeshEvent::PeerJoined {
+                node_id: "a".into(),
+            },
+            MeshEvent::PeerLeft {
+                node_id: "a".into(),
+                reason: "left".into(),
+            },
+            MeshEvent::ModelAdded { model: "m".into() },
+            MeshEvent::ModelRemoved { model: "m".into() },
+        ] {
+            let v = serde_json::to_value(&ev).unwrap();
+            assert_eq!(v["type"], ev.name());
+            assert_eq!(serde_json::from_value::<MeshEvent>(v).unwrap(), ev);
+        }
+    }
+}

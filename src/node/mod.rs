@@ -1,0 +1,180 @@
+//! The node: the composition root. It puts together what a running `mesh` is — the local
+//! generator slot (llama.cpp engine, or empty on a client), the mesh, discovery, and both HTTP
+//! servers — and takes it apart again on shutdown (peers told at once, the offer deleted,
+//! in-flight streams ended with an error chunk).
+//!
+//! It sees every domain module and the HTTP layer, but no clap and no printing: `cmd/` reads
+//! the flags, builds [`NodeOptions`] and reports.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog;
+use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::engine::{Engine, EngineConfig};
+use crate::http::route::{self, LocalSlot};
+use crate::http::{api, openai, serve};
+use crate::mesh::{Mesh, MeshConfig, ServingFn};
+
+/// How long open connections get to finish after Ctrl-C before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What a node runs: an engine (none for a client), the HTTP ports, and optionally a mesh.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub engine: Option<EngineConfig>,
+    pub host: IpAddr,
+    pub port: u16,
+    pub api_port: u16,
+    pub mesh: Option<MeshConfig>,
+    /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// A running node: the engine, the mesh and the two HTTP servers.
+pub struct Node {
+    /// What this node serves; empty on a client, or until `mesh --auto` has loaded its model
+    /// (peers see it at the next heartbeat).
+    pub local: LocalSlot,
+    pub mesh: Option<Mesh>,
+    /// Bound address of the OpenAI-compatible API.
+    pub openai_addr: SocketAddr,
+    /// Bound address of the management API.
+    pub api_addr: SocketAddr,
+    pub discovery: Option<Discovery>,
+    cancel: CancellationToken,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// A single node without a mesh: loads the model and serves it. Port 0 picks a free port
+    /// (see the `*_addr` fields).
+    pub async fn start(
+        cfg: EngineConfig,
+        host: IpAddr,
+        port: u16,
+        api_port: u16,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(NodeOptions {
+            engine: Some(cfg),
+            host,
+            port,
+            api_port,
+            mesh: None,
+            discovery: None,
+        })
+        .await
+    }
+
+    /// Starts everything `opts` asks for.
+    pub async fn start_with(opts: NodeOptions) -> anyhow::Result<Self> {
+        // Bind first: a busy port should fail fast, before a model load.
+        let openai = serve::bind(opts.host, opts.port, "--port").await?;
+        let api = serve::bind(opts.host, opts.api_port, "--api-port").await?;
+        let local = LocalSlot::default();
+        if let Some(cfg) = opts.engine {
+            let _ = local.set(Arc::new(load_engine(cfg).await?));
+        }
+        let mesh = match opts.mesh {
+            Some(cfg) => match start_mesh(cfg, &local).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    if let Some(g) = local.get() {
+                        g.shutdown();
+                    }
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        let discovery = opts.discovery.map(Discovery::new);
+        if let (Some(d), Some(m)) = (&discovery, &mesh) {
+            if d.config().publish {
+                d.start_publishing(m, None).await;
+            }
+        }
+        let cancel = CancellationToken::new();
+        let openai_addr = openai.local_addr()?;
+        let api_addr = api.local_addr()?;
+        let servers = vec![
+            serve::spawn(
+                openai,
+                openai::router(local.clone(), mesh.clone()),
+                cancel.clone(),
+            ),
+            serve::spawn(
+                api,
+                api::router(local.clone(), mesh.clone(), discovery.clone()),
+                cancel.clone(),
+            ),
+        ];
+        Ok(Self {
+            local,
+            mesh,
+            openai_addr,
+            api_addr,
+            discovery,
+            cancel,
+            servers,
+        })
+    }
+
+    /// Ends in-flight requests with an error, stops accepting connections, waits a little.
+    pub async fn shutdown(self) {
+        if let Some(d) = &self.discovery {
+            d.stop_publishing().await;
+        }
+        if let Some(mesh) = &self.mesh {
+            mesh.shutdown().await;
+        }
+        if let Some(g) = self.local.get() {
+            g.shutdown();
+        }
+        self.cancel.cancel();
+        let all = futures::future::join_all(self.servers);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing anyway");
+        }
+    }
+}
+
+/// Loads a model on a blocking thread (llama.cpp's load is synchronous).
+pub async fn load_engine(cfg: EngineConfig) -> anyhow::Result<Engine> {
+    Ok(tokio::task::spawn_blocking(move || Engine::start(cfg)).await??)
+}
+
+/// Starts the mesh side: peers learn what `local` serves at every heartbeat, and requests that
+/// arrive over the tunnel are answered by `local` only (they never travel on). The memory
+/// announced is the catalog's figure, the one its fit check uses, unless the config sets one.
+async fn start_mesh(
+    mut cfg: MeshConfig,
+    local: &LocalSlot,
+) -> Result<Mesh, crate::mesh::MeshError> {
+    if cfg.memory_bytes == 0 {
+        cfg.memory_bytes = catalog::available_memory();
+    }
+    let slot = local.clone();
+    let serving: ServingFn = Arc::new(move || route::serving(&slot));
+    let local_only = openai::router(local.clone(), None);
+    Mesh::start(cfg, serving, local_only).await
+}
+
+impl Node {
+    /// Stops as if killed: no leave message, connections just vanish (failure-detection tests).
+    pub async fn kill(self) {
+        if let Some(mesh) = &self.mesh {
+            mesh.abort().await;
+        }
+        if let Some(g) = self.local.get() {
+            g.shutdown();
+        }
+        self.cancel.cancel();
+        for s in self.servers {
+            s.abort();
+        }
+    }
+}
