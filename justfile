@@ -13,10 +13,11 @@ test:
     cargo build --all-targets
     cargo nextest run --no-fail-fast
 
-# Lints as CI would want them.
+# Lints (CI runs them too): formatting, clippy, and the layer check (imports only point down).
 lint:
     cargo fmt --check
     cargo clippy --all-targets -- -D warnings
+    cargo test --test layers
 
 # Decode speed: 1 stream and 8 concurrent streams, 128 tokens each (results: docs/BENCHMARKS.md).
 bench:

@@ -20,6 +20,7 @@ pub use args::{normalize_args, Cli, Command};
 /// Runs one command to its end.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve(args) if args.auto => auto::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Models(args) => models::models(args).await,
         Command::Download(args) => models::download(args).await,

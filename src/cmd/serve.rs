@@ -1,5 +1,5 @@
 //! `mesh serve`: turn the flags into [`NodeOptions`], start the node, print the banner, wait for
-//! Ctrl-C, shut down. `--auto` hands over to [`super::auto`].
+//! Ctrl-C, shut down. (`--auto` is dispatched to `cmd::auto` instead.)
 
 use anyhow::Context;
 
@@ -14,9 +14,6 @@ use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    if args.auto {
-        return super::auto::run(args).await;
-    }
     let engine = match (&args.model, args.client) {
         (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
         (None, false) => anyhow::bail!(

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use tokio::sync::mpsc;
 
-use super::route::Generate;
+use super::generate::Generate;
 use crate::engine::{
     ChatMessage, EngineError, Event, EventStream, FinishReason, GenerateRequest, ModelInfo,
     StatsSnapshot, Usage,

@@ -2,8 +2,9 @@
 //! - [`openai`]: the OpenAI-compatible API (default 127.0.0.1:9337).
 //! - [`api`]: the management API (default 127.0.0.1:3131) and its typed documents
 //!   ([`api::docs`]), which `mesh status / peers / publish` read back.
-//! - [`route`]: the [`route::Generate`] trait (the engine, or [`fake::Scripted`] in tests), the
-//!   node's local slot, and the local-or-mesh choice.
+//! - [`generate`]: the [`generate::Generate`] trait (the engine, or [`fake::Scripted`] in
+//!   tests) and the node's [`generate::LocalSlot`].
+//! - [`route`]: local or mesh, and what this node announces that it serves.
 //! - [`error`]: the one error shape of both APIs (OpenAI's), and the SSE error chunk.
 //! - [`serve`]: binding a listener and serving a router until cancelled.
 //!
@@ -12,6 +13,7 @@
 pub mod api;
 pub mod error;
 pub mod fake;
+pub mod generate;
 pub mod openai;
 pub mod route;
 pub mod serve;

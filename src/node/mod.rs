@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig};
-use crate::http::route::{self, LocalSlot};
+use crate::http::generate::LocalSlot;
+use crate::http::route;
 use crate::http::{api, openai, serve};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
 

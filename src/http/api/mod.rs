@@ -17,7 +17,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::error::ApiError;
-use super::route::{self, LocalSlot};
+use super::generate::LocalSlot;
+use super::route;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
 use docs::{EngineStatus, JoinDoc, JoinRequest, MeshStatus, PeersDoc, Queue, Slots, StatusDoc};

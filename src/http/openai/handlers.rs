@@ -13,7 +13,8 @@ use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, M
 use super::{forward, AppState};
 use crate::engine::{Event, EventStream, FinishReason, GenerateRequest, Usage};
 use crate::http::error::ApiError;
-use crate::http::route::{self, Generate, Target};
+use crate::http::generate::Generate;
+use crate::http::route::{self, Target};
 
 /// Every model in the mesh: this node's own, then the peers', each once.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {

@@ -18,7 +18,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::error::ApiError;
-use super::route::LocalSlot;
+use super::generate::LocalSlot;
 use crate::mesh::Mesh;
 
 /// What every handler needs: the local generator (none on a client node) and the mesh (none on

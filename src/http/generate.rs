@@ -1,0 +1,73 @@
+//! What the HTTP layer generates with: the [`Generate`] trait, which the llama.cpp engine
+//! implements and which tests replace with [`super::fake::Scripted`] (so validation, SSE,
+//! forwarding and error tests run without loading a model), and the node's [`LocalSlot`].
+
+use std::sync::{Arc, OnceLock};
+
+use crate::engine::{
+    ChatMessage, Engine, EngineError, EventStream, GenerateRequest, ModelInfo, StatsSnapshot,
+};
+
+/// Something that generates text for one model.
+pub trait Generate: Send + Sync + 'static {
+    /// Name, context and slots of the model served.
+    fn info(&self) -> &ModelInfo;
+    fn stats(&self) -> StatsSnapshot;
+    /// Applies the model's chat template and tokenizes. CPU work: call off the async workers.
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<i32>, EngineError>;
+    /// Tokenizes a plain prompt. CPU work: call off the async workers.
+    fn tokenize(&self, text: &str) -> Vec<i32>;
+    /// Queues a request; dropping the stream cancels it.
+    fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError>;
+    /// Ends running and queued requests with an error event.
+    fn shutdown(&self);
+    fn is_shutting_down(&self) -> bool;
+}
+
+impl Generate for Engine {
+    fn info(&self) -> &ModelInfo {
+        Engine::info(self)
+    }
+    fn stats(&self) -> StatsSnapshot {
+        Engine::stats(self)
+    }
+    fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<i32>, EngineError> {
+        let text = self.apply_chat_template(messages)?;
+        Ok(Engine::tokenize(self, &text))
+    }
+    fn tokenize(&self, text: &str) -> Vec<i32> {
+        Engine::tokenize(self, text)
+    }
+    fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError> {
+        Engine::submit(self, req)
+    }
+    fn shutdown(&self) {
+        Engine::shutdown(self)
+    }
+    fn is_shutting_down(&self) -> bool {
+        Engine::is_shutting_down(self)
+    }
+}
+
+/// The generator this node serves, which may arrive after the node has started (`mesh --auto`
+/// joins a mesh first, then downloads and loads its model). Empty on a client. Clones share it.
+#[derive(Clone, Default)]
+pub struct LocalSlot(Arc<OnceLock<Arc<dyn Generate>>>);
+
+impl LocalSlot {
+    pub fn get(&self) -> Option<&Arc<dyn Generate>> {
+        self.0.get()
+    }
+
+    /// Fills the slot; a slot is filled at most once (the generator is handed back otherwise).
+    pub fn set(&self, local: Arc<dyn Generate>) -> Result<(), Arc<dyn Generate>> {
+        self.0.set(local)
+    }
+
+    /// A slot holding `local` from the start.
+    pub fn with(local: Arc<dyn Generate>) -> Self {
+        let slot = Self::default();
+        let _ = slot.set(local);
+        slot
+    }
+}
