@@ -1,29 +1,36 @@
 //! The continuous-batching scheduler: one llama.cpp context, `parallel` sequences, one thread.
 //!
-//! Every step builds one batch holding the next token of each generating sequence plus prompt
-//! chunks of newly admitted ones (up to `n_batch` tokens), decodes it once, and samples one token
-//! per sequence that produced logits. New jobs are admitted between steps whenever a slot is
-//! free; a job whose client went away (its event receiver dropped) frees its slot at the next
-//! step. Jobs wait in a bounded channel; `Engine::submit` answers "overloaded" when it is full.
+//! Every step asks `batch::plan` what goes in the batch (the next token of each generating
+//! sequence plus prompt chunks of newly admitted ones, up to `n_batch` tokens), executes that plan
+//! against llama.cpp, decodes it once, and samples one token per sequence that produced logits.
+//! New jobs are admitted between steps whenever a slot is free; a job whose client went away (its
+//! event receiver dropped) frees its slot at the next step. Jobs wait in a bounded channel;
+//! `Engine::submit` answers "overloaded" when it is full. When nothing runs, the thread blocks on
+//! that channel; `Engine::shutdown` wakes it with [`Inbound::Wake`].
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::llama_batch::{BatchAddError, LlamaBatch};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::batch::{self, Plan, SlotView, Tokens};
 use super::model::Model;
 use super::request::{Event, FinishReason, GenerateRequest, Usage};
 use super::text::{StopMatcher, StopScan, Utf8Stream};
 use super::{sampling, Shared};
 
-/// How long an idle scheduler sleeps before looking at the shutdown flag again.
-const IDLE_POLL: Duration = Duration::from_millis(100);
+/// What the engine handle sends the scheduler thread.
+pub(super) enum Inbound {
+    Job(Job),
+    /// Sent by `Engine::shutdown` (after setting the flag) so an idle scheduler notices at once.
+    Wake,
+}
 
 /// A request handed to the scheduler, with the channel its events go to.
 pub(super) struct Job {
@@ -48,6 +55,27 @@ struct Active {
     stop: StopMatcher,
     /// Index in the current batch whose logits this sequence samples from.
     logits_at: Option<i32>,
+}
+
+impl Active {
+    /// What this sequence has to decode, for the planner. A sequence with a sampled token has
+    /// finished its prompt (the first token is sampled from the last prompt token's logits).
+    fn view(&self) -> SlotView {
+        if let Some(token) = self.next {
+            SlotView::Generating {
+                token,
+                pos: self.n_past,
+            }
+        } else if self.prefilled < self.prompt.len() {
+            SlotView::Prefilling {
+                done: self.prefilled,
+                len: self.prompt.len(),
+                pos: self.n_past,
+            }
+        } else {
+            SlotView::Idle
+        }
+    }
 }
 
 pub(super) struct Scheduler<'m> {
@@ -82,24 +110,26 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Runs until shutdown is requested or every job sender is gone.
-    pub fn run(mut self, jobs: Receiver<Job>) {
-        loop {
+    pub fn run(mut self, inbox: Receiver<Inbound>) {
+        'run: loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
-                self.abort_all(&jobs, "server shutting down");
+                self.abort_all(&inbox, "server shutting down");
                 return;
             }
             self.drop_cancelled();
             while let Some(free) = self.slots.iter().position(Option::is_none) {
-                match jobs.try_recv() {
-                    Ok(job) => self.admit(free, job),
+                match inbox.try_recv() {
+                    Ok(Inbound::Job(job)) => self.admit(free, job),
+                    Ok(Inbound::Wake) => continue 'run,
                     Err(_) => break,
                 }
             }
             if self.slots.iter().all(Option::is_none) {
-                match jobs.recv_timeout(IDLE_POLL) {
-                    Ok(job) => self.admit(0, job),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                // Nothing runs: block until a job comes, shutdown wakes us, or the engine is gone.
+                match inbox.recv() {
+                    Ok(Inbound::Job(job)) => self.admit(0, job),
+                    Ok(Inbound::Wake) => {}
+                    Err(_) => return,
                 }
                 continue;
             }
@@ -135,45 +165,25 @@ impl<'m> Scheduler<'m> {
 
     /// One decode step over every active sequence.
     fn step(&mut self) {
-        self.batch.clear();
-        let mut n = 0usize;
-        // Generating sequences first: one token each, so decoding never waits on long prompts.
-        for (seq, slot) in self.slots.iter_mut().enumerate() {
-            let Some(a) = slot else { continue };
+        let views: Vec<SlotView> = self
+            .slots
+            .iter()
+            .map(|s| s.as_ref().map_or(SlotView::Idle, Active::view))
+            .collect();
+        let plan = batch::plan(&views, self.n_batch);
+        for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
-            if let Some(tok) = a.next.take() {
-                if self
-                    .batch
-                    .add(LlamaToken(tok), a.n_past, &[seq as i32], true)
-                    .is_err()
-                {
-                    a.next = Some(tok);
-                    continue;
-                }
-                a.logits_at = Some(n as i32);
-                a.n_past += 1;
-                n += 1;
-            }
         }
-        let decoding = n;
-        // Then prompt chunks of admitted sequences, as far as the batch has room.
-        for (seq, slot) in self.slots.iter_mut().enumerate() {
-            let Some(a) = slot else { continue };
-            while a.prefilled < a.prompt.len() && n < self.n_batch {
-                let last = a.prefilled + 1 == a.prompt.len();
-                let tok = LlamaToken(a.prompt[a.prefilled]);
-                if self.batch.add(tok, a.n_past, &[seq as i32], last).is_err() {
-                    break;
-                }
-                if last {
-                    a.logits_at = Some(n as i32);
-                }
-                a.prefilled += 1;
-                a.n_past += 1;
-                n += 1;
-            }
+        if plan.is_empty() {
+            return;
         }
-        if n == 0 {
+        if let Err(e) = self.execute(&plan) {
+            // Cannot happen (the plan fits the batch); if it does, the sequences' state is
+            // half-advanced: end them all, as for a decode error.
+            tracing::error!("building the batch failed: {e}");
+            for seq in 0..self.slots.len() {
+                self.fail(seq, &format!("batch failed: {e}"));
+            }
             return;
         }
         let started = Instant::now();
@@ -197,10 +207,42 @@ impl<'m> Scheduler<'m> {
         let busy = started.elapsed();
         self.shared
             .stats
-            .record_step(sampled.len() as u64, busy, n > decoding);
+            .record_step(sampled.len() as u64, busy, plan.prefills());
         for (seq, tok) in sampled {
             self.on_token(seq, tok);
         }
+    }
+
+    /// Fills the llama.cpp batch with `plan` and advances each planned sequence: its KV
+    /// position, its prefill progress, and where in the batch its logits will be.
+    fn execute(&mut self, plan: &Plan) -> Result<(), BatchAddError> {
+        self.batch.clear();
+        let mut n = 0usize;
+        for e in &plan.entries {
+            let a = self.slots[e.seq].as_mut().expect("planned slot is active");
+            let seq_ids = [e.seq as i32];
+            match &e.tokens {
+                Tokens::Sampled(tok) => {
+                    self.batch
+                        .add(LlamaToken(*tok), e.pos, &seq_ids, e.logits)?;
+                    a.next = None;
+                }
+                Tokens::Prompt(range) => {
+                    for (i, &tok) in a.prompt[range.clone()].iter().enumerate() {
+                        let logits = e.logits && range.start + i + 1 == range.end;
+                        self.batch
+                            .add(LlamaToken(tok), e.pos + i as i32, &seq_ids, logits)?;
+                    }
+                    a.prefilled = range.end;
+                }
+            }
+            n += e.len();
+            a.n_past = e.pos + e.len() as i32;
+            if e.logits {
+                a.logits_at = Some(n as i32 - 1);
+            }
+        }
+        Ok(())
     }
 
     /// Handles a sampled token: end of generation, text, stop strings, limits.
@@ -282,13 +324,15 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Shutdown: every running and queued request ends with an error event.
-    fn abort_all(&mut self, jobs: &Receiver<Job>, message: &str) {
+    fn abort_all(&mut self, inbox: &Receiver<Inbound>, message: &str) {
         for seq in 0..self.slots.len() {
             self.fail(seq, message);
         }
-        while let Ok(job) = jobs.try_recv() {
-            self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
-            let _ = job.events.send(Event::Error(message.to_owned()));
+        while let Ok(msg) = inbox.try_recv() {
+            if let Inbound::Job(job) = msg {
+                self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
+                let _ = job.events.send(Event::Error(message.to_owned()));
+            }
         }
     }
 
