@@ -1,9 +1,9 @@
 //! Discovery: meshes advertised as signed Nostr events ("offers"), browsed, scored and joined.
 //!
 //! Pure pieces: `offer` (event format and validation), `score` (the scorer and its terms),
-//! `publish::summarize`. IO pieces: `nostr_io` (talking to relays), `publish` (the republish
-//! loop), `probe` (RTT over iroh), `browse` (fetch + score + probe). The Nostr relay server is
-//! `crate::relay`.
+//! `publish::summary` (the offer's figures) and `publish::schedule` (when to republish). IO
+//! pieces: `nostr_io` (talking to relays), `publish` (the publisher and its driver), `probe` (RTT
+//! over iroh), `browse` (fetch + score + probe). The Nostr relay server is `crate::relay`.
 //! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
 
 pub mod browse;

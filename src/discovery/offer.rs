@@ -30,11 +30,17 @@ pub const SCHEMA_MAJOR: u32 = 1;
 pub const MAX_EVENT_BYTES: usize = 16 * 1024;
 /// How far in the future `created_at` may be (clock skew).
 pub const MAX_FUTURE_SECS: u64 = 300;
-/// Field limits.
+/// Field limits. The mesh name and region, and every model name, come from the mesh's own
+/// announcements and configuration, so they share the mesh's limits (one source of truth: an
+/// announcement the mesh accepts always fits an offer).
+pub use crate::mesh::proto::announce::{MAX_MODEL_CHARS, MAX_NAME_CHARS};
+/// Most models an offer lists (served, and separately wanted). Not the announcement's
+/// `MAX_MODELS`: that bounds one node, this the whole mesh, whose nodes together may serve more
+/// (the publisher keeps the first ones). Same value today, by choice rather than by derivation.
 pub const MAX_MODELS: usize = 32;
-pub const MAX_NAME_CHARS: usize = 64;
-pub const MAX_MODEL_CHARS: usize = 128;
 pub const MAX_VERSION_CHARS: usize = 32;
+/// Longest quantization label (`Q4_K_M`, `BF16` …); offers only.
+pub const MAX_QUANT_CHARS: usize = 16;
 
 /// What the binding signature covers, after this prefix: nostr pubkey (32 bytes), mesh id (16),
 /// created_at (u64, big endian).
@@ -303,7 +309,9 @@ fn check_limits(c: &OfferContent) -> Result<(), Reject> {
     } else if c.models.iter().any(|m| {
         m.name.is_empty()
             || too_long(&m.name, MAX_MODEL_CHARS)
-            || m.quant.as_deref().is_some_and(|q| too_long(q, 16))
+            || m.quant
+                .as_deref()
+                .is_some_and(|q| too_long(q, MAX_QUANT_CHARS))
             || m.free_slots > m.slots
     }) || c
         .wanted
@@ -434,7 +442,8 @@ pub fn quant_from_name(name: &str) -> Option<String> {
         };
         let is_quant =
             digit_after("IQ") || digit_after("Q") || matches!(p, "BF16" | "F16" | "F32" | "FP16");
-        is_quant.then(|| p.to_owned())
+        // A longer label would make the whole offer invalid (`check_limits`): leave it out.
+        (is_quant && p.chars().count() <= MAX_QUANT_CHARS).then(|| p.to_owned())
     })
 }
 

@@ -247,3 +247,18 @@ fn quantization_is_read_from_names() {
     );
     assert_eq!(quant_from_name("Qwen3-8B"), None);
 }
+
+#[test]
+fn a_quantization_label_too_long_for_an_offer_is_left_out() {
+    // A peer may announce any model name up to the mesh's limit; the label read from it must
+    // not make this node's whole offer invalid.
+    let long = format!("m-Q4{}", "K".repeat(MAX_QUANT_CHARS));
+    assert_eq!(quant_from_name(&long), None);
+    let mut c = sample_content("m");
+    c.models[0].quant = quant_from_name(&long);
+    assert!(check_limits(&c).is_ok());
+    assert_eq!(
+        quant_from_name(&format!("m-Q8_0-Q4{}", "K".repeat(MAX_QUANT_CHARS))).as_deref(),
+        Some("Q8_0")
+    );
+}

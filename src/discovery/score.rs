@@ -6,9 +6,11 @@
 //! its score is the sum of the terms below, each shown by `mesh discover --explain`
 //! (docs/DESIGN.md, "Choosing a mesh", has the table):
 //!
+//! Each term is one function (`model_term`, `capacity_term` …), named after its row.
+//!
 //! | term      | points                                                            |
 //! |-----------|-------------------------------------------------------------------|
-//! | model     | +40 requested model served; +25 requested or servable model wanted |
+//! | model     | +40 requested model served; +25 requested or servable model wanted; else +5 per model served (≤ 4) |
 //! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots)               |
 //! | memory    | +2 × log2(1 + GiB of memory of the serving nodes)                 |
 //! | nodes     | +4 × log2(1 + serving nodes)                                      |
@@ -201,49 +203,96 @@ fn term(name: &'static str, points: f64, detail: String) -> Term {
     }
 }
 
+/// Every term of an eligible offer, in the order of the table above (and docs/DESIGN.md).
 fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
-    let c = &o.content;
-    let mut t = Vec::with_capacity(9);
-    t.push(model_term(o, prefs));
-    let (slots, free) = c.models.iter().fold((0u64, 0u64), |(s, f), m| {
-        (s + m.slots as u64, f + m.free_slots as u64)
-    });
+    let slots = SlotCounts::of(&o.content);
+    vec![
+        model_term(o, prefs),
+        capacity_term(slots),
+        memory_term(&o.content),
+        nodes_term(&o.content),
+        load_term(slots, &o.content),
+        freshness_term(o, prefs.now),
+        region_term(&o.content, prefs),
+        sticky_term(o, prefs),
+        rtt_term(probe),
+    ]
+}
+
+/// Slots over all models served, and how many of them are free.
+#[derive(Debug, Clone, Copy)]
+struct SlotCounts {
+    slots: u64,
+    free: u64,
+}
+
+impl SlotCounts {
+    fn of(c: &OfferContent) -> Self {
+        let (slots, free) = c.models.iter().fold((0u64, 0u64), |(s, f), m| {
+            (s + m.slots as u64, f + m.free_slots as u64)
+        });
+        Self { slots, free }
+    }
+}
+
+/// +20 × free slots ÷ slots, +2 × log2(1 + free slots).
+fn capacity_term(SlotCounts { slots, free }: SlotCounts) -> Term {
     let ratio = if slots == 0 {
         0.0
     } else {
         free as f64 / slots as f64
     };
-    t.push(term(
+    term(
         "capacity",
         20.0 * ratio + 2.0 * (1.0 + free as f64).log2(),
         format!("{free} of {slots} slots free"),
-    ));
-    t.push(term(
+    )
+}
+
+/// +2 × log2(1 + GiB of memory of the serving nodes).
+fn memory_term(c: &OfferContent) -> Term {
+    term(
         "memory",
         2.0 * (1.0 + gib(c.memory_bytes)).log2(),
         format!("{} on serving nodes", gib_text(c.memory_bytes)),
-    ));
-    t.push(term(
+    )
+}
+
+/// +4 × log2(1 + serving nodes).
+fn nodes_term(c: &OfferContent) -> Term {
+    term(
         "nodes",
         4.0 * (1.0 + c.nodes as f64).log2(),
         format!("{} serving, {} clients", c.nodes, c.clients),
-    ));
-    let busy_per_node = (slots - free) as f64 / c.nodes.max(1) as f64;
-    t.push(term(
+    )
+}
+
+/// −3 × busy slots per serving node, at most −15.
+fn load_term(SlotCounts { slots, free }: SlotCounts, c: &OfferContent) -> Term {
+    let busy_per_node = slots.saturating_sub(free) as f64 / c.nodes.max(1) as f64;
+    term(
         "load",
         -(3.0 * busy_per_node).min(15.0),
         format!("{busy_per_node:.1} busy slots per serving node"),
-    ));
+    )
+}
+
+/// +5 just published, falling to 0 at the offer's expiry.
+fn freshness_term(o: &Offer, now: u64) -> Term {
     let life = o.expires_at.saturating_sub(o.created_at).max(1) as f64;
-    let left = o.expires_at.saturating_sub(prefs.now) as f64;
-    let age = prefs.now.saturating_sub(o.created_at);
-    t.push(term(
+    let left = o.expires_at.saturating_sub(now) as f64;
+    let age = now.saturating_sub(o.created_at);
+    term(
         "freshness",
         5.0 * (left / life).clamp(0.0, 1.0),
         format!("published {age} s ago"),
-    ));
+    )
+}
+
+/// +15 same region.
+fn region_term(c: &OfferContent, prefs: &Preferences) -> Term {
     let same_region = prefs.region.is_some() && prefs.region == c.region;
-    t.push(term(
+    term(
         "region",
         if same_region { 15.0 } else { 0.0 },
         match (&c.region, same_region) {
@@ -251,9 +300,13 @@ fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
             (Some(r), false) => format!("region {r}"),
             (None, _) => "no region given".into(),
         },
-    ));
+    )
+}
+
+/// +10 the mesh this node was in last.
+fn sticky_term(o: &Offer, prefs: &Preferences) -> Term {
     let sticky = prefs.last_mesh == Some(o.mesh_id);
-    t.push(term(
+    term(
         "sticky",
         if sticky { 10.0 } else { 0.0 },
         if sticky {
@@ -261,8 +314,12 @@ fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
         } else {
             "not the last mesh".into()
         },
-    ));
-    t.push(match probe {
+    )
+}
+
+/// −RTT ms ÷ 10, at most −25; −5 when not measured.
+fn rtt_term(probe: Option<Probe>) -> Term {
+    match probe {
         Some(Probe::Rtt(d)) => {
             let ms = d.as_secs_f64() * 1000.0;
             term(
@@ -272,10 +329,11 @@ fn terms(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Vec<Term> {
             )
         }
         _ => term("rtt", -5.0, "not measured".into()),
-    });
-    t
+    }
 }
 
+/// +40 requested model served; +25 requested or servable model wanted; else +5 per model
+/// served (at most 4).
 fn model_term(o: &Offer, prefs: &Preferences) -> Term {
     if let Some(m) = &prefs.model {
         if serves(o, m) {

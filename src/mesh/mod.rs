@@ -30,7 +30,7 @@ use iroh::protocol::Router;
 use iroh::{Endpoint, EndpointId, SecretKey};
 use iroh_gossip::net::Gossip;
 use iroh_gossip::TopicId;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -90,10 +90,30 @@ pub(crate) struct Shared {
     /// Every model some peer has announced since this node started.
     known_models: Mutex<BTreeSet<String>>,
     events: broadcast::Sender<MeshEvent>,
+    /// Counts changes of the roster (see [`Mesh::watch_roster`]).
+    roster: watch::Sender<u64>,
+    /// Model names this node announced last, to notice when its own serving changes.
+    own_models: Mutex<Vec<String>>,
     memory_bytes: u64,
 }
 
 impl Shared {
+    /// Compares this node's models with those it announced last: a model loaded or unloaded
+    /// changes the roster. Called with every announcement (so at least every heartbeat).
+    fn note_own_models(&self, models: &[ModelOffer]) {
+        let names = models.iter().map(|m| m.name.as_str());
+        let changed = match self.own_models.lock() {
+            Ok(mut own) if !own.iter().map(String::as_str).eq(names.clone()) => {
+                *own = names.map(str::to_owned).collect();
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.roster_changed();
+        }
+    }
+
     fn remember_model(&self, model: &str) {
         if let Ok(mut known) = self.known_models.lock() {
             if known.len() < MAX_KNOWN_MODELS {
@@ -107,12 +127,18 @@ impl Shared {
         f(&mut table)
     }
 
+    /// Tells roster watchers that who is in the mesh, or what some member serves, changed.
+    fn roster_changed(&self) {
+        self.roster.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     fn announcement(&self) -> Announcement {
         let Serving {
             models,
             queue_depth,
             tokens_per_second,
         } = (self.serving)();
+        self.note_own_models(&models);
         Announcement {
             node: self.secret_key.public(),
             seq: crate::util::time::unix_micros(),
@@ -193,6 +219,8 @@ impl Mesh {
             outstanding: Mutex::default(),
             known_models: Mutex::default(),
             events: broadcast::channel(256).0,
+            roster: watch::channel(0).0,
+            own_models: Mutex::default(),
             memory_bytes: cfg.memory_bytes,
         });
         let membership = tokio::spawn(membership::run(
@@ -323,6 +351,15 @@ impl Mesh {
 
     pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Wakes (the value counts changes) when a node joins or leaves, or when what some member
+    /// serves changes — the models of a peer, or this node's own, noticed at its next heartbeat.
+    /// Unlike [`Mesh::subscribe`]'s events this also covers a peer that starts serving a model
+    /// already in the mesh, and this node loading its model (`mesh --auto`); it is how
+    /// discovery's publisher follows the mesh without polling. Load and free slots do not count.
+    pub fn watch_roster(&self) -> watch::Receiver<u64> {
+        self.shared.roster.subscribe()
     }
 
     /// Joins more members of this mesh by ticket (`POST /api/join`).

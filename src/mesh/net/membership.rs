@@ -1,7 +1,8 @@
 //! The membership driver: moves gossip messages between iroh-gossip and the pure peer table.
 //! Every `heartbeat` it announces this node and refreshes path type and RTT of each peer; every
 //! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
-//! announcement at once. Changes become [`MeshEvent`]s.
+//! announcement at once. Changes become [`MeshEvent`]s; joins, leaves and changes in what a peer
+//! serves also bump the roster watch (`Mesh::watch_roster`).
 
 use std::time::Instant;
 
@@ -34,6 +35,9 @@ pub(crate) async fn run(
             }
             _ = sweep.tick() => {
                 let changes = shared.with_table(|t| t.expire(Instant::now(), timers.expiry));
+                if !changes.is_empty() {
+                    shared.roster_changed();
+                }
                 publish(&shared, changes);
             }
             event = receiver.next() => match event {
@@ -74,7 +78,24 @@ fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, dire
     if let Message::Announce(a) = &msg {
         shared.lookup.add_endpoint_info(a.addr.clone());
     }
-    let changes = shared.with_table(|t| t.apply(msg, Instant::now()));
+    let node = msg.node();
+    let served = |t: &crate::mesh::state::peers::PeerTable| {
+        t.get(&node).map(|p| {
+            p.ann
+                .models
+                .iter()
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    let (changes, reshaped) = shared.with_table(|t| {
+        let before = served(t);
+        let changes = t.apply(msg, Instant::now());
+        (changes, before != served(t))
+    });
+    if reshaped {
+        shared.roster_changed();
+    }
     publish(shared, changes);
 }
 
