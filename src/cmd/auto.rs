@@ -5,10 +5,19 @@
 //!
 //! When the mesh empties, a client looks for another mesh; a serving node stays and publishes
 //! its (now own) mesh so that others can find it.
+//!
+//! The decisions are `node::auto`'s [`Policy`]; this file only carries them out (browse, start
+//! the node, load the model, publish, shut down), waits for what the policy waits for (the
+//! mesh's events, one deadline, Ctrl-C) and prints.
 
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinHandle;
 
 use super::args::ServeArgs;
 use super::serve;
@@ -16,111 +25,320 @@ use crate::catalog::{self, ResolveOptions};
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::demand::{self, Candidate, Choice};
 use crate::discovery::nostr_io::relay_list;
-use crate::discovery::offer::OfferContent;
-use crate::discovery::score::{self, Preferences};
+use crate::discovery::offer::{Offer, OfferContent};
+use crate::discovery::score::{self, Preferences, Scored};
 use crate::discovery::{load_last_mesh, save_last_mesh};
-use crate::mesh::MeshError;
+use crate::mesh::{MeshConfig, MeshError, MeshEvent};
+use crate::node::auto::{Action, Config, Event, Message, Policy};
 use crate::node::{load_engine, Node};
 use crate::util::signals::CtrlC;
 use crate::util::time::unix_secs;
 
-/// How long a mesh must have no other node before `--auto` acts on it.
-const EMPTY_GRACE: Duration = Duration::from_secs(10);
-/// How long a client waits before looking again when no mesh fits.
-const RETRY: Duration = Duration::from_secs(10);
+/// The offer `--auto` picked, with its score (for the `auto: joining` lines).
+#[derive(Debug, Clone)]
+struct Pick {
+    offer: Offer,
+    scored: Scored,
+}
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let home = crate::util::home::mesh_home();
-    let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
-    let hub = args.hub.resolve_options();
-    let candidates = if args.client {
-        Vec::new()
-    } else {
-        catalog_candidates(&hub)?
-    };
-    let mut ctrl_c = CtrlC::listen();
+    let mut policy = Policy::new(Config {
+        client: args.client,
+        publish: args.publish,
+    });
+    let mut auto = Auto::new(args)?;
+    let mut todo: VecDeque<Action<Pick>> = policy.start().into();
     loop {
-        println!(
-            "auto: looking for meshes on {} relay{}",
-            relays.len(),
-            if relays.len() == 1 { "" } else { "s" }
-        );
-        let found = tokio::select! {
-            found = discover(&args, &relays, &candidates, load_last_mesh(&home)) => found,
-            r = serve::wait_ctrl_c(&mut ctrl_c) => return r,
+        while let Some(action) = todo.pop_front() {
+            if let Some(event) = auto.execute(action).await? {
+                todo.extend(policy.handle(event));
+            }
+        }
+        if policy.stopped() {
+            return Ok(());
+        }
+        // Nothing to do until something happens: a peer comes or goes, a deadline, Ctrl-C.
+        let event = auto.next_event(policy.deadline()).await?;
+        todo.extend(policy.handle(event));
+    }
+}
+
+/// What `--auto` works with: the flags, the relays, the catalog models this machine can serve,
+/// and the node while it runs.
+struct Auto {
+    args: ServeArgs,
+    home: PathBuf,
+    relays: Vec<nostr::RelayUrl>,
+    candidates: Vec<Candidate>,
+    ctrl_c: CtrlC,
+    /// The running node, if any.
+    session: Option<Session>,
+    /// Why the node did not start, until the policy says what to do about it.
+    failure: Option<anyhow::Error>,
+}
+
+/// A node in a mesh, and what `--auto` started for it.
+struct Session {
+    node: Node,
+    /// The mesh's events; `None` once the mesh has closed them.
+    events: Option<broadcast::Receiver<MeshEvent>>,
+    /// What the joined mesh said about itself (`None` in a mesh of our own).
+    offer: Option<OfferContent>,
+    /// The background download and load of the model to serve.
+    loader: Option<JoinHandle<()>>,
+}
+
+impl Auto {
+    fn new(args: ServeArgs) -> anyhow::Result<Self> {
+        let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
+        let candidates = if args.client {
+            Vec::new()
+        } else {
+            catalog_candidates(&args.hub.resolve_options())?
         };
-        let best = score::pick(&found.ranked, &mut rand::rng());
-        if best.is_none() && args.client {
-            println!(
-                "auto: no mesh to join yet; looking again in {}s (Ctrl-C to stop)",
-                RETRY.as_secs()
-            );
-            match pause(&mut ctrl_c).await? {
-                true => continue,
-                false => return Ok(()),
+        Ok(Self {
+            args,
+            home: crate::util::home::mesh_home(),
+            relays,
+            candidates,
+            ctrl_c: CtrlC::listen(),
+            session: None,
+            failure: None,
+        })
+    }
+
+    /// Does what the policy says; some actions end with an event for it.
+    async fn execute(&mut self, action: Action<Pick>) -> anyhow::Result<Option<Event<Pick>>> {
+        Ok(match action {
+            Action::Browse => Some(self.browse().await?),
+            Action::Join { offer, publish } => Some(self.join(offer, publish).await?),
+            Action::StartNewMesh => Some(self.start_new_mesh().await?),
+            Action::ChooseAndLoadModel => {
+                self.choose_and_load_model()?;
+                None
             }
+            Action::StartPublishing => {
+                self.start_publishing().await;
+                None
+            }
+            Action::Leave | Action::Stop => {
+                self.leave().await;
+                None
+            }
+            Action::Say(message) => {
+                self.say(message);
+                None
+            }
+            Action::Fail => {
+                return Err(self
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| anyhow::anyhow!("the node did not start")))
+            }
+        })
+    }
+
+    /// Browse → score → pick: the offer to join, if any fits.
+    async fn browse(&mut self) -> anyhow::Result<Event<Pick>> {
+        let n = self.relays.len();
+        println!(
+            "auto: looking for meshes on {n} relay{}",
+            if n == 1 { "" } else { "s" }
+        );
+        let last_mesh = load_last_mesh(&self.home);
+        let found = tokio::select! {
+            found = discover(&self.args, &self.relays, &self.candidates, last_mesh) => found,
+            r = serve::wait_ctrl_c(&mut self.ctrl_c) => return r.map(|()| Event::CtrlC),
+        };
+        let best = score::pick(&found.ranked, &mut rand::rng()).map(|s| Pick {
+            offer: found.offer(s).clone(),
+            scored: s.clone(),
+        });
+        Ok(Event::Found {
+            best,
+            now: Instant::now(),
+        })
+    }
+
+    /// Starts the node in the mesh of the offer picked.
+    async fn join(&mut self, pick: Pick, publish: bool) -> anyhow::Result<Event<Pick>> {
+        let mut mesh = serve::mesh_config(&self.args)?;
+        let Pick { offer, scored } = pick;
+        println!(
+            "auto: joining {:?} (mesh {}), score {:.1}",
+            offer.content.name, offer.mesh_id, scored.score
+        );
+        for line in browse::explain_lines(&scored) {
+            println!("        {line}");
         }
-        let mut mesh = serve::mesh_config(&args)?;
-        let offer = best.map(|s| found.offer(s).clone());
-        match (&offer, best) {
-            (Some(o), Some(s)) => {
-                println!(
-                    "auto: joining {:?} (mesh {}), score {:.1}",
-                    o.content.name, o.mesh_id, s.score
-                );
-                for line in browse::explain_lines(s) {
-                    println!("        {line}");
-                }
-                mesh.join = o.ticket.clone().into_iter().collect();
-            }
-            _ => {
-                println!("auto: no mesh fits; starting a new public mesh and publishing it");
-                mesh.public = true;
-            }
-        }
-        let publish = offer.is_none() || args.publish;
-        let discovery = serve::discovery_config(&args, &mesh, publish)?;
-        let node = match Node::start_with(serve::node_options(&args, None, mesh, discovery)).await {
+        mesh.join = offer.ticket.into_iter().collect();
+        self.start_node(mesh, publish, Some(offer.content)).await
+    }
+
+    /// Starts the node in a new public mesh, published.
+    async fn start_new_mesh(&mut self) -> anyhow::Result<Event<Pick>> {
+        let mut mesh = serve::mesh_config(&self.args)?;
+        mesh.public = true;
+        self.start_node(mesh, true, None).await
+    }
+
+    async fn start_node(
+        &mut self,
+        mesh: MeshConfig,
+        publish: bool,
+        offer: Option<OfferContent>,
+    ) -> anyhow::Result<Event<Pick>> {
+        let discovery = serve::discovery_config(&self.args, &mesh, publish)?;
+        let opts = serve::node_options(&self.args, None, mesh, discovery);
+        let node = match Node::start_with(opts).await {
             Ok(node) => node,
-            // The mesh refused or failed us (not a local problem such as a busy port): look again.
-            Err(e) if offer.is_some() && e.downcast_ref::<MeshError>().is_some() => {
-                eprintln!(
-                    "warning: cannot join that mesh: {e:#}; looking again in {}s",
-                    RETRY.as_secs()
-                );
-                match pause(&mut ctrl_c).await? {
-                    true => continue,
-                    false => return Ok(()),
-                }
+            Err(e) => {
+                // The mesh refused or failed us, as opposed to a local problem (a busy port).
+                let mesh_refused = e.downcast_ref::<MeshError>().is_some();
+                self.failure = Some(e);
+                let now = Instant::now();
+                return Ok(Event::StartFailed { mesh_refused, now });
             }
-            Err(e) => return Err(e),
         };
         let joined = node.mesh.as_ref().context("node without a mesh")?;
-        save_last_mesh(&home, joined.mesh_id());
+        save_last_mesh(&self.home, joined.mesh_id());
+        // Subscribe before counting: a peer that arrives in between is not missed.
+        let events = joined.subscribe();
+        let peers = joined.peers().len();
         serve::print_banner(&node);
-        let loader = if args.client {
-            None
-        } else {
-            let content = offer.as_ref().map(|o| &o.content);
-            Some(start_serving(&args, content, &candidates, &node)?)
+        self.session = Some(Session {
+            node,
+            events: Some(events),
+            offer,
+            loader: None,
+        });
+        let now = Instant::now();
+        Ok(Event::Started { peers, now })
+    }
+
+    /// Choose the model → resolve/download → load, in the background; the node serves the
+    /// mesh's models meanwhile.
+    fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
+        let session = self.session.as_mut().context("no node to serve with")?;
+        let offer = session.offer.as_ref();
+        let model = self.args.model.as_deref();
+        let Choice { model, reason } = demand::choose_model(model, offer, &self.candidates)
+            .context(
+                "no catalog model fits this machine's memory; run with --client to use the mesh \
+                 without serving, or pick one with --model",
+            )?;
+        println!("auto: serving {model} ({reason}); loading it in the background");
+        let slot = session.node.local.clone();
+        session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, slot)));
+        Ok(())
+    }
+
+    /// Publishes the mesh the node is alone in, unless it already is published.
+    async fn start_publishing(&self) {
+        let Some(session) = &self.session else { return };
+        let (Some(d), Some(mesh)) = (&session.node.discovery, &session.node.mesh) else {
+            return;
         };
-        let outcome = watch(&node, args.client, &mut ctrl_c).await;
-        if let Some(l) = loader {
-            l.abort();
+        if d.publish_state().await.is_none() {
+            println!("auto: this node is alone in its mesh; publishing it");
+            d.start_publishing(mesh, None).await;
         }
-        node.shutdown().await;
-        match outcome? {
-            Watch::Stop => return Ok(()),
-            Watch::Emptied => println!("auto: the mesh has emptied; looking for another"),
+    }
+
+    /// Stops the model load and shuts the node down (peers told, offer deleted).
+    async fn leave(&mut self) {
+        if let Some(session) = self.session.take() {
+            if let Some(l) = session.loader {
+                l.abort();
+            }
+            session.node.shutdown().await;
+        }
+    }
+
+    fn say(&self, message: Message) {
+        match message {
+            Message::NoMeshYet { retry } => println!(
+                "auto: no mesh to join yet; looking again in {}s (Ctrl-C to stop)",
+                retry.as_secs()
+            ),
+            Message::NoMeshFits => {
+                println!("auto: no mesh fits; starting a new public mesh and publishing it")
+            }
+            Message::CannotJoin { retry } => {
+                let e = self.failure.as_ref().map(|e| format!("{e:#}"));
+                eprintln!(
+                    "warning: cannot join that mesh: {}; looking again in {}s",
+                    e.unwrap_or_default(),
+                    retry.as_secs()
+                );
+            }
+            Message::Emptied => println!("auto: the mesh has emptied; looking for another"),
+        }
+    }
+
+    /// Waits for what the policy waits for: Ctrl-C, its deadline, or the mesh's peers to
+    /// change (re-read after every mesh event, or after missing some).
+    async fn next_event(&mut self, deadline: Option<Instant>) -> anyhow::Result<Event<Pick>> {
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let events = self.session.as_mut().and_then(|s| s.events.as_mut());
+        let changed = async {
+            match events {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = serve::wait_ctrl_c(&mut self.ctrl_c) => r.map(|()| Event::CtrlC),
+            _ = sleep => Ok(Event::Timer { now: Instant::now() }),
+            r = changed => {
+                if let Err(RecvError::Closed) = r {
+                    if let Some(s) = self.session.as_mut() {
+                        s.events = None;
+                    }
+                }
+                Ok(self.peers_now())
+            }
+        }
+    }
+
+    /// The peer count as the mesh has it now.
+    fn peers_now(&self) -> Event<Pick> {
+        let count = self
+            .session
+            .as_ref()
+            .and_then(|s| s.node.mesh.as_ref())
+            .map_or(0, |m| m.peers().len());
+        Event::PeersChanged {
+            count,
+            now: Instant::now(),
         }
     }
 }
 
-/// Waits [`RETRY`]: `true` when it has passed, `false` on Ctrl-C.
-async fn pause(ctrl_c: &mut CtrlC) -> anyhow::Result<bool> {
-    tokio::select! {
-        _ = tokio::time::sleep(RETRY) => Ok(true),
-        r = serve::wait_ctrl_c(ctrl_c) => r.map(|()| false),
+/// Resolves (downloading if needed) and loads `model`, then serves it: peers see it at the next
+/// heartbeat. A failure leaves the node in the mesh as a client.
+async fn load_and_serve(args: ServeArgs, model: String, slot: crate::http::route::LocalSlot) {
+    let started = Instant::now();
+    let loaded = async {
+        let cfg = serve::engine_config(&args, &model).await?;
+        load_engine(cfg).await
+    };
+    match loaded.await {
+        Ok(engine) => {
+            let name = engine.info().name.clone();
+            if slot.set(Arc::new(engine)).is_ok() {
+                println!(
+                    "auto: {name} loaded in {:.1}s; serving it to the mesh",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Err(e) => eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client"),
     }
 }
 
@@ -192,78 +410,4 @@ fn requested_id(args: &ServeArgs) -> Option<String> {
     } else {
         spec.to_owned()
     })
-}
-
-/// Picks, downloads and loads the model to serve in the background; the node serves the mesh's
-/// models meanwhile.
-fn start_serving(
-    args: &ServeArgs,
-    offer: Option<&OfferContent>,
-    candidates: &[Candidate],
-    node: &Node,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let Choice { model, reason } = demand::choose_model(args.model.as_deref(), offer, candidates)
-        .context(
-        "no catalog model fits this machine's memory; run with --client to use the mesh \
-             without serving, or pick one with --model",
-    )?;
-    println!("auto: serving {model} ({reason}); loading it in the background");
-    let args = args.clone();
-    let slot = node.local.clone();
-    Ok(tokio::spawn(async move {
-        let started = Instant::now();
-        let loaded = async {
-            let cfg = serve::engine_config(&args, &model).await?;
-            load_engine(cfg).await
-        };
-        match loaded.await {
-            Ok(engine) => {
-                let name = engine.info().name.clone();
-                if slot.set(std::sync::Arc::new(engine)).is_ok() {
-                    println!(
-                        "auto: {name} loaded in {:.1}s; serving it to the mesh",
-                        started.elapsed().as_secs_f64()
-                    );
-                }
-            }
-            Err(e) => {
-                eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client")
-            }
-        }
-    }))
-}
-
-enum Watch {
-    Stop,
-    Emptied,
-}
-
-/// Waits for Ctrl-C, or (client) for the mesh to have had no other node for [`EMPTY_GRACE`].
-/// A serving node left alone starts publishing its mesh instead.
-async fn watch(node: &Node, client: bool, ctrl_c: &mut CtrlC) -> anyhow::Result<Watch> {
-    let mesh = node.mesh.as_ref().context("node without a mesh")?;
-    let mut alone_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            r = serve::wait_ctrl_c(ctrl_c) => return r.map(|()| Watch::Stop),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        if !mesh.peers().is_empty() {
-            alone_since = None;
-            continue;
-        }
-        let since = *alone_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < EMPTY_GRACE {
-            continue;
-        }
-        if client {
-            return Ok(Watch::Emptied);
-        }
-        if let Some(d) = &node.discovery {
-            if d.publish_state().await.is_none() {
-                println!("auto: this node is alone in its mesh; publishing it");
-                d.start_publishing(mesh, None).await;
-            }
-        }
-    }
 }

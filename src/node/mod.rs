@@ -6,6 +6,8 @@
 //! It sees every domain module and the HTTP layer, but no clap and no printing: `cmd/` reads
 //! the flags, builds [`NodeOptions`] and reports.
 
+pub mod auto;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
