@@ -322,7 +322,7 @@ impl Auto {
 
 /// Resolves (downloading if needed) and loads `model`, then serves it: peers see it at the next
 /// heartbeat. A failure leaves the node in the mesh as a client.
-async fn load_and_serve(args: ServeArgs, model: String, slot: crate::http::route::LocalSlot) {
+async fn load_and_serve(args: ServeArgs, model: String, slot: crate::http::generate::LocalSlot) {
     let started = Instant::now();
     let loaded = async {
         let cfg = serve::engine_config(&args, &model).await?;
