@@ -2,7 +2,7 @@
 //! deletion on shutdown, hostile offers rejected and counted, `/api/discover` filters, and a
 //! relay that is down at first (the node keeps running and publishes once it is up).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Bad input never panics or drops the connection: each gets its status and OpenAI's error shape.
 
-mod common;
+use crate::common;
 
 use common::{config, start, MODEL};
 use serde_json::{json, Value};

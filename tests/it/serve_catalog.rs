@@ -1,8 +1,8 @@
 //! `mesh serve --model NAME`: a catalog name is downloaded from the (fake) hub into the
 //! Hugging Face cache, verified, served, and reused offline; a model that cannot fit is refused.
 
-mod common;
-mod common_hub;
+use crate::common;
+use crate::common::hub as common_hub;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

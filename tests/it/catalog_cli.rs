@@ -1,7 +1,7 @@
 //! The `mesh models` / `mesh download` commands end to end: the real binary against the fake
 //! hub, with HF_HOME in a temp dir.
 
-mod common_hub;
+use crate::common::hub as common_hub;
 
 use std::path::Path;
 use std::process::Output;

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible API against the real test model: answers, usage, streaming format,
 //! determinism, stop strings and context limits.
 
-mod common;
+use crate::common;
 
 use common::{chunk_text, config, start, user, SseReader, MODEL};
 use serde_json::{json, Value};

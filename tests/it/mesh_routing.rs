@@ -2,7 +2,7 @@
 //! wherever it runs, streaming; replicas share load; a killed node leaves routing within the
 //! documented expiry and comes back when it restarts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,8 +3,8 @@
 //! starts and publishes a public mesh that an `--auto --client` then joins and chats through;
 //! an unreachable relay gives a clear error in bounded time.
 
-mod common;
-mod common_hub;
+use crate::common;
+use crate::common::hub as common_hub;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

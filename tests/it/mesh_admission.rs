@@ -2,7 +2,7 @@
 //! gossip or HTTP is exchanged, a node that skips admission is closed out, and garbage tickets
 //! are clear errors.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! and a small SSE reader. Every test talks real HTTP to a real model.
 #![allow(dead_code)]
 
+pub mod hub;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A real crash: a `mesh serve` process killed with SIGKILL (no goodbye, no QUIC close) is out
 //! of the other nodes' routing within 5 s, and its model then answers 503 naming it.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The `mesh` binary as a user runs it: startup output, the official `openai` Python client,
 //! Ctrl-C during a stream, and clear errors for a missing model or a busy port.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ fn official_openai_python_client_works_streaming_and_not() {
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_client.py"
+            "/tests/it/openai_client.py"
         ))
         .arg(format!("{}/v1", s.base))
         .arg(MODEL)

@@ -1,7 +1,7 @@
 //! The management API and CLI of a mesh node: status fields, the peer table, joining by ticket
 //! at runtime, the event stream, and `mesh status` / `mesh peers`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
