@@ -311,16 +311,20 @@ async fn api_discover_filters_by_model_region_and_memory() {
         [pair("alpha", "eu")]
     );
     let big = get("min_memory=1000").await;
-    for o in big["offers"].as_array().unwrap() {
+    let big_offers = big["offers"].as_array().unwrap();
+    assert_eq!(
+        big_offers.len(),
+        3,
+        "excluded offers are still listed: {big}"
+    );
+    for o in big_offers {
         let why = o["excluded"].as_str().unwrap();
         assert!(why.contains("less than asked"), "{why}");
     }
     let fits = get("min_memory=8").await;
-    assert!(fits["offers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|o| o["excluded"].is_null()));
+    let fit_offers = fits["offers"].as_array().unwrap();
+    assert_eq!(fit_offers.len(), 3, "{fits}");
+    assert!(fit_offers.iter().all(|o| o["excluded"].is_null()), "{fits}");
     client.node.shutdown().await;
 }
 

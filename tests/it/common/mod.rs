@@ -1,15 +1,23 @@
-//! Shared helpers for the integration tests: the test model, an in-process node on port 0,
-//! and a small SSE reader. Every test talks real HTTP to a real model.
+//! Shared helpers for the integration tests: the test model or the scripted fake generator,
+//! an in-process node on port 0, a small SSE reader, [`eventually`], the fake hub ([`hub`]),
+//! and the one way to run the `mesh` binary ([`process`]).
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod process;
+
+pub use process::{mesh_command, temp_home, MeshProcess};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use mesh::engine::EngineConfig;
+use mesh::http::fake::{Script, Scripted};
+use mesh::http::route::Generate;
 use mesh::node::Node;
 use serde_json::Value;
 
@@ -60,6 +68,97 @@ pub struct TestNode {
     pub http: reqwest::Client,
 }
 
+/// What [`eventually`] accepts from its check: `true`, or `Some(value)`.
+pub trait Outcome {
+    type Value;
+    fn value(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn value(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn value(self) -> Option<T> {
+        self
+    }
+}
+
+/// Runs `check` every 50 ms until it returns `true` / `Some(v)` (and returns `v`); panics
+/// naming `what` after `limit`.
+pub async fn eventually<O: Outcome, F: std::future::Future<Output = O>>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl FnMut() -> F,
+) -> O::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await.value() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The scripted fake generator under the test model's name ("Hello, world!" in three pieces).
+pub fn fake() -> Arc<Scripted> {
+    Arc::new(Scripted::new(MODEL))
+}
+
+/// A fake generator under `name` answering with `script`.
+pub fn fake_with(name: &str, script: Script) -> Arc<Scripted> {
+    Arc::new(Scripted::with_script(name, script))
+}
+
+/// A single node (no mesh) serving `local` instead of a model.
+pub async fn start_fake(local: Arc<dyn Generate>) -> TestNode {
+    start_node_with(Some(local), None, None, None)
+        .await
+        .expect("node starts")
+}
+
+/// A mesh node serving `local` instead of a model.
+pub async fn start_mesh_fake(
+    local: Arc<dyn Generate>,
+    mesh: MeshConfig,
+) -> anyhow::Result<TestNode> {
+    start_node_with(Some(local), None, Some(mesh), None).await
+}
+
+async fn start_node_with(
+    local: Option<Arc<dyn Generate>>,
+    engine: Option<EngineConfig>,
+    mesh: Option<MeshConfig>,
+    discovery: Option<mesh::discovery::DiscoveryConfig>,
+) -> anyhow::Result<TestNode> {
+    let opts = NodeOptions {
+        engine,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        api_port: 0,
+        mesh,
+        discovery,
+    };
+    let node = match local {
+        Some(g) => Node::start_with_local(opts, g).await?,
+        None => Node::start_with(opts).await?,
+    };
+    Ok(TestNode {
+        base: format!("http://{}", node.openai_addr),
+        api: format!("http://{}", node.api_addr),
+        node,
+        http: http_client(),
+    })
+}
+
 pub async fn start(cfg: EngineConfig) -> TestNode {
     let node = Node::start(cfg, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
         .await
@@ -106,18 +205,20 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status().await;
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out waiting for {what}; last status {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let last = std::sync::Mutex::new(Value::Null);
+        let pred = &pred;
+        let last_ref = &last;
+        eventually(
+            limit,
+            format_args!("{what}; last status {}", Shown(last_ref)),
+            || async move {
+                let s = self.status().await;
+                let ok = pred(&s);
+                *last_ref.lock().unwrap() = s.clone();
+                ok.then_some(s)
+            },
+        )
+        .await
     }
 }
 
@@ -232,21 +333,7 @@ pub async fn start_node(
     mesh: MeshConfig,
     discovery: Option<mesh::discovery::DiscoveryConfig>,
 ) -> anyhow::Result<TestNode> {
-    let node = Node::start_with(NodeOptions {
-        engine,
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        api_port: 0,
-        mesh: Some(mesh),
-        discovery,
-    })
-    .await?;
-    Ok(TestNode {
-        base: format!("http://{}", node.openai_addr),
-        api: format!("http://{}", node.api_addr),
-        node,
-        http: http_client(),
-    })
+    start_node_with(None, engine, Some(mesh), discovery).await
 }
 
 /// The engine config of the test model under another model name.
@@ -298,18 +385,20 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
-            let p = self.peers().await;
-            if pred(&p) {
-                return p;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}; peers {p:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let last = std::sync::Mutex::new(Vec::new());
+        let pred = &pred;
+        let last_ref = &last;
+        eventually(
+            limit,
+            format_args!("{what}; peers {}", Shown(last_ref)),
+            || async move {
+                let p = self.peers().await;
+                let ok = pred(&p);
+                *last_ref.lock().unwrap() = p.clone();
+                ok.then_some(p)
+            },
+        )
+        .await
     }
 }
 
@@ -428,5 +517,17 @@ pub fn discovery(
         },
         iroh_relay: None,
         publish,
+    }
+}
+
+/// Shows the latest value a check saw, when its wait times out.
+struct Shown<'a, T>(&'a std::sync::Mutex<T>);
+
+impl<T: std::fmt::Debug> std::fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.lock() {
+            Ok(v) => write!(f, "{:?}", *v),
+            Err(_) => f.write_str("?"),
+        }
     }
 }
