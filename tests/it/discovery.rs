@@ -330,11 +330,9 @@ async fn api_discover_filters_by_model_region_and_memory() {
 
 #[tokio::test]
 async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Refuses connections, and stays ours until the relay binds it.
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = nostr::RelayUrl::parse(&format!("ws://127.0.0.1:{port}")).unwrap();
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
@@ -368,6 +366,7 @@ async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up(
     assert_eq!(a.model_ids().await, [MODEL]);
 
     // The relay comes up on that port: the retry with backoff delivers the offer.
+    closed.release();
     let relay = nostr_relay_builder::prelude::LocalRelay::new(
         nostr_relay_builder::prelude::RelayBuilder::default()
             .addr(std::net::Ipv4Addr::LOCALHOST.into())

@@ -154,6 +154,19 @@ impl MeshProcess {
             .unwrap_or_else(|| panic!("no exit within 20 s of signal {signal}"))
     }
 
+    /// Ctrl-C, and SIGKILL if it still runs 20 s later; never panics. The exit status, if it
+    /// ended on Ctrl-C.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.wait_exit(Duration::from_secs(20));
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        status
+    }
+
     /// SIGKILL (no cleanup at all) and reap.
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
