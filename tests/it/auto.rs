@@ -64,28 +64,26 @@ async fn spawn(home: PathBuf, args: Vec<String>) -> MeshProcess {
 }
 
 async fn wait_for_model(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ids: Vec<String> = match http.get(format!("{base}/v1/models")).send().await {
+    let ids = || async {
+        match http.get(format!("{base}/v1/models")).send().await {
             Ok(r) => r.json::<Value>().await.ok().and_then(|v| {
                 v["data"].as_array().map(|a| {
                     a.iter()
                         .filter_map(|m| m["id"].as_str().map(String::from))
-                        .collect()
+                        .collect::<Vec<String>>()
                 })
             }),
             Err(_) => None,
         }
-        .unwrap_or_default();
-        if ids.iter().any(|m| m == MODEL) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{MODEL} never listed at {base}: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .unwrap_or_default()
+    };
+    eventually_value(
+        Duration::from_secs(60),
+        format_args!("{MODEL} listed at {base}"),
+        ids,
+        |ids| ids.iter().any(|m| m == MODEL),
+    )
+    .await;
 }
 
 async fn chat_text(http: &reqwest::Client, base: &str) -> String {
@@ -113,11 +111,14 @@ async fn published_node(relay: &TestRelay, region: &str) -> TestNode {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while node.get_json(&format!("{}/api/publish", node.api)).await["state"]["published"] == 0 {
-        assert!(Instant::now() < deadline, "never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{}/api/publish", node.api);
+    eventually_value(
+        Duration::from_secs(15),
+        "the offer published",
+        || node.get_json(&url),
+        |s| s["state"]["published"] != 0,
+    )
+    .await;
     node
 }
 
@@ -201,24 +202,26 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
         host.lines
     );
     // The offer is republished as soon as the model is loaded: it then lists the model.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let offer = loop {
-        let found = nostr_io::fetch_offers(
+    let offers = || async {
+        nostr_io::fetch_offers(
             std::slice::from_ref(&relay.url),
             &Query::default(),
             unix_secs(),
         )
-        .await;
-        if let Some(o) = found
-            .offers
-            .into_iter()
-            .find(|o| !o.content.models.is_empty())
-        {
-            break o;
-        }
-        assert!(Instant::now() < deadline, "no offer with the model");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        .await
+        .offers
     };
+    let offer = eventually(
+        Duration::from_secs(60),
+        "an offer with the model",
+        || async {
+            offers()
+                .await
+                .into_iter()
+                .find(|o| !o.content.models.is_empty())
+        },
+    )
+    .await;
     assert_eq!(offer.content.models[0].name, MODEL);
     assert!(offer.content.public);
 
@@ -467,19 +470,17 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
         "256",
     ];
     let mut node = spawn(dir.path().to_owned(), args.map(String::from).to_vec()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while nostr_io::fetch_offers(
-        std::slice::from_ref(&relay.url),
-        &Query::default(),
-        unix_secs(),
-    )
-    .await
-    .offers
-    .is_empty()
-    {
-        assert!(Instant::now() < deadline, "never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), "the offer published", || async {
+        !nostr_io::fetch_offers(
+            std::slice::from_ref(&relay.url),
+            &Query::default(),
+            unix_secs(),
+        )
+        .await
+        .offers
+        .is_empty()
+    })
+    .await;
     let status = tokio::task::block_in_place(|| node.stop_with(libc::SIGTERM));
     assert!(status.success(), "exit status {status}");
     let after = nostr_io::fetch_offers(

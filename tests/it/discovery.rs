@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use mesh::discovery::nostr_io::{self, Query};
@@ -16,15 +16,14 @@ use nostr_relay_builder::prelude::NostrDatabase;
 use serde_json::Value;
 
 async fn wait_published(node: &TestNode) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = node.get_json(&format!("{}/api/publish", node.api)).await;
-        if s["state"]["published"].as_u64().unwrap_or(0) > 0 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "never published: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{}/api/publish", node.api);
+    eventually_value(
+        Duration::from_secs(15),
+        "the offer published",
+        || node.get_json(&url),
+        |s| s["state"]["published"].as_u64().unwrap_or(0) > 0,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -344,18 +343,18 @@ async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up(
     .await
     .unwrap();
     // The first round fails with a clear per-relay error; the node serves regardless.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let state = loop {
-        let s = a.get_json(&format!("{}/api/publish", a.api)).await;
-        if s["state"]["relays"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-        {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no publish round: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let url_publish = format!("{}/api/publish", a.api);
+    let state = eventually_value(
+        Duration::from_secs(15),
+        "a publish round",
+        || a.get_json(&url_publish),
+        |s| {
+            s["state"]["relays"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await;
     let r = &state["state"]["relays"][0];
     assert_eq!(r["ok"], false, "{state}");
     assert!(

@@ -108,6 +108,35 @@ pub async fn eventually<O: Outcome, F: std::future::Future<Output = O>>(
     }
 }
 
+/// Fetches a value every 50 ms until `pred` holds for it, and returns it; panics naming `what`
+/// and showing the last value fetched after `limit`.
+pub async fn eventually_value<T: std::fmt::Debug + Clone, F: std::future::Future<Output = T>>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    mut fetch: impl FnMut() -> F,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    let last = std::sync::Mutex::new(None::<T>);
+    let (last_ref, pred) = (&last, &pred);
+    let fetch = &mut fetch;
+    eventually(
+        limit,
+        format_args!("{what}; last seen {}", Shown(last_ref)),
+        || {
+            let next = fetch();
+            async move {
+                let v = next.await;
+                let ok = pred(&v);
+                if let Ok(mut l) = last_ref.lock() {
+                    *l = Some(v.clone());
+                }
+                ok.then_some(v)
+            }
+        },
+    )
+    .await
+}
+
 /// The scripted fake generator under the test model's name ("Hello, world!" in three pieces).
 pub fn fake() -> Arc<Scripted> {
     Arc::new(Scripted::new(MODEL))
@@ -205,20 +234,7 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let last = std::sync::Mutex::new(Value::Null);
-        let pred = &pred;
-        let last_ref = &last;
-        eventually(
-            limit,
-            format_args!("{what}; last status {}", Shown(last_ref)),
-            || async move {
-                let s = self.status().await;
-                let ok = pred(&s);
-                *last_ref.lock().unwrap() = s.clone();
-                ok.then_some(s)
-            },
-        )
-        .await
+        eventually_value(limit, what, || self.status(), |s| pred(s)).await
     }
 }
 
@@ -385,20 +401,7 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let last = std::sync::Mutex::new(Vec::new());
-        let pred = &pred;
-        let last_ref = &last;
-        eventually(
-            limit,
-            format_args!("{what}; peers {}", Shown(last_ref)),
-            || async move {
-                let p = self.peers().await;
-                let ok = pred(&p);
-                *last_ref.lock().unwrap() = p.clone();
-                ok.then_some(p)
-            },
-        )
-        .await
+        eventually_value(limit, what, || self.peers(), |p| pred(p)).await
     }
 }
 
