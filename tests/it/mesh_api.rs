@@ -32,7 +32,8 @@ async fn status_peers_events_join_and_the_cli() {
     let first: Value = serde_json::from_str(&events.next().await.unwrap()).unwrap();
     assert_eq!(first["node_id"], a.node_id().as_str());
 
-    let b = start_mesh(Some(config()), mesh_config(vec![a.ticket()]))
+    // B serves the scripted fake: what is checked here is the management API, not a model.
+    let b = start_mesh_fake(fake(), mesh_config(vec![a.ticket()]))
         .await
         .unwrap();
     let b_id = b.node_id();
