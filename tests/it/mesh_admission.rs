@@ -111,7 +111,8 @@ fn garbage_tickets_are_typed_errors() {
 
 #[test]
 fn serve_with_a_garbage_ticket_exits_with_a_clear_error() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let home = temp_home();
+    let out = mesh_command(home.path())
         .args(["serve", "--client", "--ephemeral", "--join", "garbage"])
         .output()
         .unwrap();

@@ -91,7 +91,8 @@ async fn status_peers_events_join_and_the_cli() {
     }
 
     // The CLI reads the same API.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let home = temp_home();
+    let out = mesh_command(home.path())
         .args(["peers", "--api", &a.api])
         .output()
         .unwrap();
@@ -102,7 +103,7 @@ async fn status_peers_events_join_and_the_cli() {
         table.contains(&b_id[..10]) && table.contains("direct"),
         "{table}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let out = mesh_command(home.path())
         .args(["status", "--json", "--api", &a.api])
         .output()
         .unwrap();

@@ -425,32 +425,6 @@ pub fn chat(model: &str, stream: bool) -> Value {
     })
 }
 
-/// Reads `mesh serve`'s startup lines from a child started with piped stdout and returns the
-/// OpenAI API base URL (`http://ADDR/v1`), or `None` if the process ends before its banner is
-/// complete. Stdout is then drained in the background so the child never blocks on a full pipe.
-pub fn read_banner(child: &mut std::process::Child) -> Option<String> {
-    let lines = read_banner_lines(child)?;
-    banner_value(&lines, "OpenAI API")
-}
-
-/// Every stdout line up to and including the banner's last line (`Ctrl-C to stop`); `None` if
-/// the process ends first. The rest of stdout is drained in the background.
-pub fn read_banner_lines(child: &mut std::process::Child) -> Option<Vec<String>> {
-    use std::io::{BufRead, BufReader};
-    let mut lines = BufReader::new(child.stdout.take()?).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.ok()?;
-        let done = line.contains("Ctrl-C to stop");
-        seen.push(line);
-        if done {
-            std::thread::spawn(move || lines.for_each(drop));
-            return Some(seen);
-        }
-    }
-    None
-}
-
 /// The value of a banner line `  LABEL   value`.
 pub fn banner_value(lines: &[String], label: &str) -> Option<String> {
     lines
