@@ -104,8 +104,8 @@ async fn chat_text(http: &reqwest::Client, base: &str) -> String {
 async fn published_node(relay: &TestRelay, region: &str) -> TestNode {
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let node = start_node(
-        Some(config()),
+    let node = start_node_fake(
+        fake(),
         cfg,
         Some(discovery(vec![relay.url.clone()], true, Some(region))),
     )
@@ -381,8 +381,8 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
     let relay = start_relay().await;
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let node = start_node(
-        Some(config()),
+    let node = start_node_fake(
+        fake(),
         cfg,
         Some(discovery(vec![relay.url.clone()], false, None)),
     )
@@ -497,9 +497,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     // A node of a *private* mesh whose offer claims the mesh is public: its signature and
     // binding are genuine, but admission without the secret fails.
     let relay = start_relay().await;
-    let private = start_mesh(Some(config()), mesh_config(vec![]))
-        .await
-        .unwrap();
+    let private = start_mesh_fake(fake(), mesh_config(vec![])).await.unwrap();
     let private_mesh = private.node.mesh.as_ref().unwrap();
     let content = mesh::discovery::offer::OfferContent {
         name: "not really public".into(),

@@ -32,6 +32,7 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
     cfg.region = Some("eu-west".into());
+    // The real model: the offer's exact fields (ctx, quant, slots) are the engine's.
     let a = start_node(
         Some(config()),
         cfg,
@@ -335,13 +336,9 @@ async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up(
     let url = nostr::RelayUrl::parse(&format!("ws://127.0.0.1:{port}")).unwrap();
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let a = start_node(
-        Some(config()),
-        cfg,
-        Some(discovery(vec![url.clone()], true, None)),
-    )
-    .await
-    .unwrap();
+    let a = start_node_fake(fake(), cfg, Some(discovery(vec![url.clone()], true, None)))
+        .await
+        .unwrap();
     // The first round fails with a clear per-relay error; the node serves regardless.
     let url_publish = format!("{}/api/publish", a.api);
     let state = eventually_value(

@@ -162,6 +162,15 @@ pub async fn start_mesh_fake(
     start_node_with(Some(local), None, Some(mesh), None).await
 }
 
+/// A mesh node with Nostr discovery, serving `local` instead of a model.
+pub async fn start_node_fake(
+    local: Arc<dyn Generate>,
+    mesh: MeshConfig,
+    discovery: Option<mesh::discovery::DiscoveryConfig>,
+) -> anyhow::Result<TestNode> {
+    start_node_with(Some(local), None, Some(mesh), discovery).await
+}
+
 async fn start_node_with(
     local: Option<Arc<dyn Generate>>,
     engine: Option<EngineConfig>,
