@@ -1,13 +1,13 @@
 //! Download throughput: `mesh`'s hub download (HEAD + redirect + write + sha256 + rename +
 //! snapshot link) against a plain HTTP GET of the same bytes written to a file, both from the
-//! local fake hub (tests/common_hub) on 127.0.0.1. Goal: ratio ≥ 0.9. Results: docs/BENCHMARKS.md.
+//! local fake hub (tests/it/common/hub.rs) on 127.0.0.1. Goal: ratio ≥ 0.9. Results: docs/BENCHMARKS.md.
 //!
 //! ```text
 //! cargo run --release --example bench_download -- [MiB=256] [rounds=3] [MB/s link speed, 0=unlimited]
 //! cargo run --release --example bench_download -- serve [MiB]   # keep a fake hub running
 //! ```
 
-#[path = "../tests/common_hub/mod.rs"]
+#[path = "../tests/it/common/hub.rs"]
 mod common_hub;
 
 use std::io::Write;

@@ -56,7 +56,7 @@ impl Scripted {
                 parallel: 2,
                 threads: 1,
                 queue_capacity: 4,
-                created: 1,
+                created: crate::util::time::unix_secs(),
             },
             script,
             shutting_down: AtomicBool::new(false),

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig};
-use crate::http::generate::LocalSlot;
+use crate::http::generate::{Generate, LocalSlot};
 use crate::http::route;
 use crate::http::{api, openai, serve};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
@@ -75,11 +75,33 @@ impl Node {
 
     /// Starts everything `opts` asks for.
     pub async fn start_with(opts: NodeOptions) -> anyhow::Result<Self> {
+        Self::start_inner(opts, None).await
+    }
+
+    /// Starts everything `opts` asks for, serving `local` (any [`Generate`], e.g. the scripted
+    /// fake of `http::fake`) instead of loading `opts.engine`, which must be `None`.
+    pub async fn start_with_local(
+        opts: NodeOptions,
+        local: Arc<dyn Generate>,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            opts.engine.is_none(),
+            "a node serves either an engine or a given generator"
+        );
+        Self::start_inner(opts, Some(local)).await
+    }
+
+    async fn start_inner(
+        opts: NodeOptions,
+        given: Option<Arc<dyn Generate>>,
+    ) -> anyhow::Result<Self> {
         // Bind first: a busy port should fail fast, before a model load.
         let openai = serve::bind(opts.host, opts.port, "--port").await?;
         let api = serve::bind(opts.host, opts.api_port, "--api-port").await?;
         let local = LocalSlot::default();
-        if let Some(cfg) = opts.engine {
+        if let Some(g) = given {
+            let _ = local.set(g);
+        } else if let Some(cfg) = opts.engine {
             let _ = local.set(Arc::new(load_engine(cfg).await?));
         }
         let mesh = match opts.mesh {

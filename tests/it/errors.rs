@@ -1,8 +1,9 @@
 //! Bad input never panics or drops the connection: each gets its status and OpenAI's error shape.
+//! Checked against the scripted fake generator: validation happens before any model is asked.
 
-mod common;
+use crate::common;
 
-use common::{config, start, MODEL};
+use common::{fake, start_fake, MODEL};
 use serde_json::{json, Value};
 
 fn assert_error_shape(v: &Value) {
@@ -14,7 +15,7 @@ fn assert_error_shape(v: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_input_gets_its_status_and_error_shape() {
-    let n = start(config()).await;
+    let n = start_fake(fake()).await;
     let raw = |path: &'static str, body: Vec<u8>| {
         let req = n
             .http
@@ -69,7 +70,7 @@ async fn each_bad_input_gets_its_status_and_error_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_over_the_limit_is_413() {
-    let n = start(config()).await;
+    let n = start_fake(fake()).await;
     let big = "a".repeat(mesh::http::openai::validate::MAX_BODY_BYTES + 1);
     let body = json!({"model": MODEL, "prompt": big});
     let r = n.post("/v1/completions", &body).await;
@@ -79,7 +80,7 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_405_in_error_shape() {
-    let n = start(config()).await;
+    let n = start_fake(fake()).await;
     let r = n
         .http
         .get(format!("{}/v1/chat/completions", n.base))

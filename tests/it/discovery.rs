@@ -2,9 +2,9 @@
 //! deletion on shutdown, hostile offers rejected and counted, `/api/discover` filters, and a
 //! relay that is down at first (the node keeps running and publishes once it is up).
 
-mod common;
+use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use mesh::discovery::nostr_io::{self, Query};
@@ -16,15 +16,14 @@ use nostr_relay_builder::prelude::NostrDatabase;
 use serde_json::Value;
 
 async fn wait_published(node: &TestNode) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let s = node.get_json(&format!("{}/api/publish", node.api)).await;
-        if s["state"]["published"].as_u64().unwrap_or(0) > 0 {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "never published: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{}/api/publish", node.api);
+    eventually_value(
+        Duration::from_secs(15),
+        "the offer published",
+        || node.get_json(&url),
+        |s| s["state"]["published"].as_u64().unwrap_or(0) > 0,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -33,6 +32,7 @@ async fn publish_then_discover_returns_exact_fields_and_shutdown_deletes_the_off
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
     cfg.region = Some("eu-west".into());
+    // The real model: the offer's exact fields (ctx, quant, slots) are the engine's.
     let a = start_node(
         Some(config()),
         cfg,
@@ -311,49 +311,47 @@ async fn api_discover_filters_by_model_region_and_memory() {
         [pair("alpha", "eu")]
     );
     let big = get("min_memory=1000").await;
-    for o in big["offers"].as_array().unwrap() {
+    let big_offers = big["offers"].as_array().unwrap();
+    assert_eq!(
+        big_offers.len(),
+        3,
+        "excluded offers are still listed: {big}"
+    );
+    for o in big_offers {
         let why = o["excluded"].as_str().unwrap();
         assert!(why.contains("less than asked"), "{why}");
     }
     let fits = get("min_memory=8").await;
-    assert!(fits["offers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|o| o["excluded"].is_null()));
+    let fit_offers = fits["offers"].as_array().unwrap();
+    assert_eq!(fit_offers.len(), 3, "{fits}");
+    assert!(fit_offers.iter().all(|o| o["excluded"].is_null()), "{fits}");
     client.node.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Refuses connections, and stays ours until the relay binds it.
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let url = nostr::RelayUrl::parse(&format!("ws://127.0.0.1:{port}")).unwrap();
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let a = start_node(
-        Some(config()),
-        cfg,
-        Some(discovery(vec![url.clone()], true, None)),
-    )
-    .await
-    .unwrap();
+    let a = start_node_fake(fake(), cfg, Some(discovery(vec![url.clone()], true, None)))
+        .await
+        .unwrap();
     // The first round fails with a clear per-relay error; the node serves regardless.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let state = loop {
-        let s = a.get_json(&format!("{}/api/publish", a.api)).await;
-        if s["state"]["relays"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
-        {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no publish round: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let url_publish = format!("{}/api/publish", a.api);
+    let state = eventually_value(
+        Duration::from_secs(15),
+        "a publish round",
+        || a.get_json(&url_publish),
+        |s| {
+            s["state"]["relays"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await;
     let r = &state["state"]["relays"][0];
     assert_eq!(r["ok"], false, "{state}");
     assert!(
@@ -364,6 +362,7 @@ async fn a_relay_that_is_down_does_not_stop_the_node_and_gets_the_offer_once_up(
     assert_eq!(a.model_ids().await, [MODEL]);
 
     // The relay comes up on that port: the retry with backoff delivers the offer.
+    closed.release();
     let relay = nostr_relay_builder::prelude::LocalRelay::new(
         nostr_relay_builder::prelude::RelayBuilder::default()
             .addr(std::net::Ipv4Addr::LOCALHOST.into())

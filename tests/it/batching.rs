@@ -1,7 +1,7 @@
 //! Continuous batching, proved from the outside: concurrent streams interleave, a client that
 //! goes away frees its slot, and a full queue answers 503 at once.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

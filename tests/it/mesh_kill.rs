@@ -1,9 +1,8 @@
 //! A real crash: a `mesh serve` process killed with SIGKILL (no goodbye, no QUIC close) is out
 //! of the other nodes' routing within 5 s, and its model then answers 503 naming it.
 
-mod common;
+use crate::common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -11,10 +10,9 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_with_sigkill_is_dropped_within_five_seconds() {
     let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
-    let home = std::env::temp_dir().join(format!("mesh-kill-test-{}", std::process::id()));
-    let mut b = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .env("MESH_HOME", &home)
-        .args(["serve", "--model"])
+    let home = temp_home();
+    let mut cmd = mesh_command(home.path());
+    cmd.args(["serve", "--model"])
         .arg(model_path())
         .args([
             "--model-name",
@@ -33,11 +31,8 @@ async fn a_node_killed_with_sigkill_is_dropped_within_five_seconds() {
             "1",
             "--ephemeral",
         ])
-        .args(["--mesh-bind", "127.0.0.1:0", "--join", &a.ticket().encode()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mesh starts");
+        .args(["--mesh-bind", "127.0.0.1:0", "--join", &a.ticket().encode()]);
+    let mut b = MeshProcess::spawn(cmd);
     let peers = a
         .wait_peers(Duration::from_secs(60), "B to join", |p| {
             p.iter().any(|x| x["models"][0]["name"] == "killed-model")
@@ -49,8 +44,7 @@ async fn a_node_killed_with_sigkill_is_dropped_within_five_seconds() {
         .await;
     assert_eq!(status, 200, "{body}");
 
-    b.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
-    b.wait().unwrap();
+    b.kill(); // SIGKILL, and reaped
     let killed = Instant::now();
     a.wait_peers(Duration::from_secs(5), "B to be dropped", |p| {
         !p.iter().any(|x| x["node_id"] == b_id.as_str())
@@ -67,5 +61,4 @@ async fn a_node_killed_with_sigkill_is_dropped_within_five_seconds() {
         .unwrap()
         .contains("'killed-model'"));
     a.node.shutdown().await;
-    let _ = std::fs::remove_dir_all(home);
 }

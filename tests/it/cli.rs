@@ -1,65 +1,54 @@
 //! The `mesh` binary as a user runs it: startup output, the official `openai` Python client,
 //! Ctrl-C during a stream, and clear errors for a missing model or a busy port.
 
-mod common;
+use crate::common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{model_path, SseReader, MODEL};
+use common::{mesh_command, model_path, temp_home, MeshProcess, SseReader, MODEL};
 use serde_json::{json, Value};
+use tempfile::TempDir;
 
+/// A `mesh serve` process and the base URL of its OpenAI API; the home is removed on drop.
 struct Served {
-    child: Child,
+    proc: MeshProcess,
     base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _home: TempDir,
 }
 
 /// The binary, with its home in a temporary directory (never the user's ~/.mesh).
-fn mesh() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.env(
-        "MESH_HOME",
-        std::env::temp_dir().join(format!("mesh-cli-test-{}", std::process::id())),
-    );
-    cmd
+fn mesh(home: &TempDir) -> Command {
+    mesh_command(home.path())
 }
 
 /// Starts `mesh serve` on free ports and reads the API address from its startup lines.
 fn serve() -> Served {
-    let mut child = mesh()
-        .args(["serve", "--model"])
-        .arg(model_path())
-        .args([
-            "--port",
-            "0",
-            "--api-port",
-            "0",
-            "--ctx",
-            "256",
-            "--threads",
-            "1",
-            "--parallel",
-            "2",
-            "--ephemeral",
-            "--mesh-bind",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mesh starts");
-    let base = common::read_banner(&mut child)
-        .expect("startup output names the OpenAI API address")
-        .trim_end_matches("/v1")
-        .to_owned();
-    Served { child, base }
+    let home = temp_home();
+    let mut cmd = mesh(&home);
+    cmd.args(["serve", "--model"]).arg(model_path()).args([
+        "--port",
+        "0",
+        "--api-port",
+        "0",
+        "--ctx",
+        "256",
+        "--threads",
+        "1",
+        "--parallel",
+        "2",
+        "--ephemeral",
+        "--mesh-bind",
+        "127.0.0.1:0",
+    ]);
+    let proc = MeshProcess::start(cmd)
+        .unwrap_or_else(|lines| panic!("no startup output naming the API address: {lines:?}"));
+    let base = proc.base();
+    Served {
+        proc,
+        base,
+        _home: home,
+    }
 }
 
 #[test]
@@ -68,7 +57,7 @@ fn official_openai_python_client_works_streaming_and_not() {
     let out = Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/openai_client.py"
+            "/tests/it/openai_client.py"
         ))
         .arg(format!("{}/v1", s.base))
         .arg(MODEL)
@@ -96,12 +85,7 @@ async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
         .unwrap();
     let mut sse = SseReader::new(resp);
     sse.next().await.expect("stream running");
-    let pid = s.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    s.proc.signal(libc::SIGINT);
     let rest = tokio::time::timeout(Duration::from_secs(20), sse.all())
         .await
         .expect("stream ends after Ctrl-C");
@@ -114,23 +98,17 @@ async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
             .contains("shutting down"),
         "{last}"
     );
-    let start = Instant::now();
-    loop {
-        if let Some(status) = s.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mesh did not exit after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = s
+        .proc
+        .wait_exit(Duration::from_secs(20))
+        .expect("mesh exits after Ctrl-C");
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]
 fn missing_model_file_is_a_clear_error() {
-    let out = mesh()
+    let home = temp_home();
+    let out = mesh(&home)
         .args([
             "serve",
             "--model",
@@ -152,7 +130,8 @@ fn missing_model_file_is_a_clear_error() {
 fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = mesh()
+    let home = temp_home();
+    let out = mesh(&home)
         .args(["serve", "--model"])
         .arg(model_path())
         .args(["--port", &port, "--api-port", "0"])

@@ -3,219 +3,87 @@
 //! starts and publishes a public mesh that an `--auto --client` then joins and chats through;
 //! an unreachable relay gives a clear error in bounded time.
 
-mod common;
-mod common_hub;
+use crate::common;
+use crate::common::hub as common_hub;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
 
 use common::*;
 use mesh::discovery::nostr_io::{self, Query};
 use mesh::util::time::unix_secs;
 use serde_json::{json, Value};
 
-/// A `mesh` child process, interrupted (Ctrl-C) and reaped on drop. `lines` holds its stdout up
-/// to the banner; later lines arrive on `more`.
-struct Proc {
-    child: Child,
-    lines: Vec<String>,
-    more: std::sync::mpsc::Receiver<String>,
+/// The `auto: joining …` line of the startup output.
+fn joining_line(p: &MeshProcess) -> &str {
+    p.lines
+        .iter()
+        .find(|l| l.starts_with("auto: joining"))
+        .unwrap_or_else(|| panic!("no join line: {:?}", p.lines))
 }
 
-impl Proc {
-    /// The `auto: joining …` line of the startup output.
-    fn joining_line(&self) -> &str {
-        self.lines
-            .iter()
-            .find(|l| l.starts_with("auto: joining"))
-            .unwrap_or_else(|| panic!("no join line: {:?}", self.lines))
-    }
-
-    /// Waits (off the runtime) for a later stdout line containing `text`; returns the lines
-    /// read up to and including it.
-    async fn wait_line(&mut self, text: &str, within: Duration) -> Vec<String> {
-        let deadline = Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::task::block_in_place(|| self.more.recv_timeout(left)) {
-                Ok(line) => {
-                    let found = line.contains(text);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no line with {text:?} within {within:?}: {seen:?}"),
-            }
-        }
-    }
-
-    fn value(&self, label: &str) -> String {
-        banner_value(&self.lines, label).unwrap_or_else(|| panic!("no {label}: {:?}", self.lines))
-    }
-
-    fn base(&self) -> String {
-        self.value("OpenAI API").trim_end_matches("/v1").to_owned()
-    }
-
-    fn api(&self) -> String {
-        self.value("management")
-            .trim_end_matches("/api/status")
-            .to_owned()
-    }
-
-    /// Ctrl-C, then the exit status within 20 s.
-    fn interrupt(&mut self) -> std::process::ExitStatus {
-        self.signal("-INT")
-    }
-
-    /// Sends `kill SIGNAL`, then returns the exit status within 20 s.
-    fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args([signal, &pid]).status();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no exit after Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    /// Ctrl-C, and SIGKILL if it is still running 20 s later; never panics (it may run while a
-    /// failed test unwinds).
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn forward_lines(
-    from: impl std::io::Read + Send + 'static,
-    to: std::sync::mpsc::Sender<String>,
-    echo: bool,
-) {
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(from).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("{line}");
-            }
-            let _ = to.send(line);
-        }
-    });
-}
-
-fn home(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "mesh-auto-{tag}-{}-{:x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ))
+/// A temporary home for one test's processes (removed at the end of the test).
+fn home(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("mesh-auto-{tag}-"))
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// The binary with its homes (mesh, Hugging Face cache) under `home`.
-fn mesh(home: &PathBuf) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.env("MESH_HOME", home).env("HF_HOME", home.join("hf"));
-    for var in [
-        "MESH_RELAYS",
-        "HF_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-    ] {
-        cmd.env_remove(var);
-    }
+fn mesh(home: &Path) -> Command {
+    mesh_command(home)
+}
+
+/// `mesh ARGS` on free loopback ports, with an ephemeral identity.
+fn command(home: &Path, args: &[String]) -> Command {
+    let mut cmd = mesh(home);
+    cmd.args(args).args([
+        "--port",
+        "0",
+        "--api-port",
+        "0",
+        "--mesh-bind",
+        "127.0.0.1:0",
+        "--ephemeral",
+    ]);
     cmd
 }
 
-/// Starts `mesh ARGS` on free loopback ports; its output lines arrive on `more`.
-fn start(home: &PathBuf, args: &[String]) -> Proc {
-    let mut child = mesh(home)
-        .args(args)
-        .args([
-            "--port",
-            "0",
-            "--api-port",
-            "0",
-            "--mesh-bind",
-            "127.0.0.1:0",
-            "--ephemeral",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mesh starts");
-    // Stdout and stderr lines in one channel; stderr is also echoed for failing tests.
-    let (tx, more) = std::sync::mpsc::channel();
-    forward_lines(child.stdout.take().unwrap(), tx.clone(), false);
-    forward_lines(child.stderr.take().unwrap(), tx, true);
-    Proc {
-        child,
-        lines: Vec::new(),
-        more,
-    }
+/// Starts `mesh ARGS`; its output lines arrive through [`MeshProcess::wait_line`].
+fn start(home: &Path, args: &[String]) -> MeshProcess {
+    MeshProcess::spawn(command(home, args))
 }
 
 /// [`start`], then reads its startup lines up to the banner's end (off the runtime).
-async fn spawn(home: PathBuf, args: Vec<String>) -> Proc {
-    tokio::task::spawn_blocking(move || {
-        let mut p = start(&home, &args);
-        while let Ok(line) = p.more.recv_timeout(Duration::from_secs(60)) {
-            let done = line.contains("Ctrl-C to stop");
-            p.lines.push(line);
-            if done {
-                return p;
-            }
-        }
-        let lines = std::mem::take(&mut p.lines);
-        panic!("mesh {args:?} ended before its banner: {lines:?}")
-    })
-    .await
-    .unwrap()
+async fn spawn(home: PathBuf, args: Vec<String>) -> MeshProcess {
+    MeshProcess::start_async(command(&home, &args)).await
 }
 
 async fn wait_for_model(http: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ids: Vec<String> = match http.get(format!("{base}/v1/models")).send().await {
+    let ids = || async {
+        match http.get(format!("{base}/v1/models")).send().await {
             Ok(r) => r.json::<Value>().await.ok().and_then(|v| {
                 v["data"].as_array().map(|a| {
                     a.iter()
                         .filter_map(|m| m["id"].as_str().map(String::from))
-                        .collect()
+                        .collect::<Vec<String>>()
                 })
             }),
             Err(_) => None,
         }
-        .unwrap_or_default();
-        if ids.iter().any(|m| m == MODEL) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{MODEL} never listed at {base}: {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        .unwrap_or_default()
+    };
+    eventually_value(
+        Duration::from_secs(60),
+        format_args!("{MODEL} listed at {base}"),
+        ids,
+        |ids| ids.iter().any(|m| m == MODEL),
+    )
+    .await;
 }
 
 async fn chat_text(http: &reqwest::Client, base: &str) -> String {
@@ -236,18 +104,21 @@ async fn chat_text(http: &reqwest::Client, base: &str) -> String {
 async fn published_node(relay: &TestRelay, region: &str) -> TestNode {
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let node = start_node(
-        Some(config()),
+    let node = start_node_fake(
+        fake(),
         cfg,
         Some(discovery(vec![relay.url.clone()], true, Some(region))),
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while node.get_json(&format!("{}/api/publish", node.api)).await["state"]["published"] == 0 {
-        assert!(Instant::now() < deadline, "never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{}/api/publish", node.api);
+    eventually_value(
+        Duration::from_secs(15),
+        "the offer published",
+        || node.get_json(&url),
+        |s| s["state"]["published"] != 0,
+    )
+    .await;
     node
 }
 
@@ -276,8 +147,8 @@ async fn auto_client_joins_the_mesh_the_factors_prefer_and_chats_through_it() {
         .map(String::from)
         .to_vec()
     };
-    let mut a = spawn(dir.clone(), args("us")).await;
-    let joining = a.joining_line();
+    let mut a = spawn(dir.path().to_owned(), args("us")).await;
+    let joining = joining_line(&a);
     assert!(joining.contains(&mesh_id(&us)), "{:?}", a.lines);
     assert!(
         a.lines
@@ -293,13 +164,12 @@ async fn auto_client_joins_the_mesh_the_factors_prefer_and_chats_through_it() {
     assert!(a.interrupt().success());
 
     // Next time the last mesh (`us`) gets +10, but region `eu` is worth +15: it joins `eu`.
-    let mut b = spawn(dir.clone(), args("eu")).await;
-    let joining = b.joining_line();
+    let mut b = spawn(dir.path().to_owned(), args("eu")).await;
+    let joining = joining_line(&b);
     assert!(joining.contains(&mesh_id(&eu)), "{:?}", b.lines);
     assert!(b.interrupt().success());
     eu.node.shutdown().await;
     us.node.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,7 +189,11 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
         "--ctx",
         "512",
     ];
-    let host = spawn(dir.join("host"), host_args.map(String::from).to_vec()).await;
+    let mut host = spawn(
+        dir.path().join("host"),
+        host_args.map(String::from).to_vec(),
+    )
+    .await;
     assert!(
         host.lines
             .iter()
@@ -328,30 +202,36 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
         host.lines
     );
     // The offer is republished as soon as the model is loaded: it then lists the model.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let offer = loop {
-        let found = nostr_io::fetch_offers(
+    let offers = || async {
+        nostr_io::fetch_offers(
             std::slice::from_ref(&relay.url),
             &Query::default(),
             unix_secs(),
         )
-        .await;
-        if let Some(o) = found
-            .offers
-            .into_iter()
-            .find(|o| !o.content.models.is_empty())
-        {
-            break o;
-        }
-        assert!(Instant::now() < deadline, "no offer with the model");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        .await
+        .offers
     };
+    let offer = eventually(
+        Duration::from_secs(60),
+        "an offer with the model",
+        || async {
+            offers()
+                .await
+                .into_iter()
+                .find(|o| !o.content.models.is_empty())
+        },
+    )
+    .await;
     assert_eq!(offer.content.models[0].name, MODEL);
     assert!(offer.content.public);
 
     let client_args = ["--auto", "--client", "--relay", relay.url.as_str()];
-    let client = spawn(dir.join("client"), client_args.map(String::from).to_vec()).await;
-    let joining = client.joining_line();
+    let mut client = spawn(
+        dir.path().join("client"),
+        client_args.map(String::from).to_vec(),
+    )
+    .await;
+    let joining = joining_line(&client);
     assert!(
         joining.contains(&offer.mesh_id.to_string()),
         "{:?}",
@@ -359,9 +239,9 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
     );
     wait_for_model(&http, &client.base()).await;
     assert!(!chat_text(&http, &client.base()).await.is_empty());
-    drop(client);
-    drop(host);
-    // The host deleted its offer on Ctrl-C.
+    client.stop(); // Ctrl-C, as a user stops it
+    host.stop(); // Ctrl-C, as a user stops it
+                 // The host deleted its offer on Ctrl-C.
     let after = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
         &Query::default(),
@@ -369,7 +249,6 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
     )
     .await;
     assert!(after.offers.is_empty(), "{:?}", after.offers);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +258,7 @@ async fn discover_prints_offers_and_fails_clearly_when_no_relay_answers() {
     let dir = home("discover");
     let url = relay.url.to_string();
     let out = tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let dir = dir.path().to_owned();
         move || {
             mesh(&dir)
                 .args(["discover", "--json", "--relay", &url])
@@ -400,15 +279,13 @@ async fn discover_prints_offers_and_fails_clearly_when_no_relay_answers() {
     assert!(v["offers"][0]["score"].as_f64().unwrap() > 0.0);
 
     // Nothing listens on this port: a clear error, well within the connect timeout.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = ClosedPort::new();
+    let port = closed.port;
     let start = Instant::now();
+    let home = dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
-        mesh(&dir)
-            .args(["discover", "--relay", &format!("ws://127.0.0.1:{closed}")])
+        mesh(&home)
+            .args(["discover", "--relay", &format!("ws://127.0.0.1:{port}")])
             .output()
             .unwrap()
     })
@@ -432,8 +309,7 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
 
     // A serving node asked for the mesh's model joins as a replica; its own copy fails to load
     // (a broken file), and its API answers with the mesh's model all the same.
-    let broken = dir.join("broken.gguf");
-    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.path().join("broken.gguf");
     std::fs::write(&broken, b"not a gguf file").unwrap();
     let args = [
         "--auto",
@@ -446,8 +322,8 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
         "--threads",
         "1",
     ];
-    let mut host = spawn(dir.join("host"), args.map(String::from).to_vec()).await;
-    let joining = host.joining_line();
+    let mut host = spawn(dir.path().join("host"), args.map(String::from).to_vec()).await;
+    let joining = joining_line(&host);
     assert!(joining.contains(&mesh_id(&first)), "{:?}", host.lines);
     // Stderr and stdout are read by two threads: this line, printed after the banner, may
     // still have overtaken the banner's last line.
@@ -461,11 +337,11 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
     }
     wait_for_model(&http, &host.base()).await;
     assert!(!chat_text(&http, &host.base()).await.is_empty());
-    drop(host);
+    host.stop(); // Ctrl-C, as a user stops it
 
     // A client in `first`'s mesh: when that mesh empties it finds `second` and joins it.
     let mut client = spawn(
-        dir.join("client"),
+        dir.path().join("client"),
         ["--auto", "--client", "--relay", relay.url.as_str()]
             .map(String::from)
             .to_vec(),
@@ -496,9 +372,8 @@ async fn auto_answers_with_the_meshs_models_without_a_local_one_and_a_client_mov
     assert!(!chat_text(&http, base.trim_end_matches("/v1"))
         .await
         .is_empty());
-    drop(client);
+    client.stop(); // Ctrl-C, as a user stops it
     second.node.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,8 +381,8 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
     let relay = start_relay().await;
     let mut cfg = mesh_config(vec![]);
     cfg.public = true;
-    let node = start_node(
-        Some(config()),
+    let node = start_node_fake(
+        fake(),
         cfg,
         Some(discovery(vec![relay.url.clone()], false, None)),
     )
@@ -515,7 +390,7 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
     .unwrap();
     let dir = home("publish");
     let run = |args: Vec<String>| {
-        let dir = dir.clone();
+        let dir = dir.path().to_owned();
         tokio::task::spawn_blocking(move || mesh(&dir).args(args).output().unwrap())
     };
     let offers = || async {
@@ -594,21 +469,19 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
         "--ctx",
         "256",
     ];
-    let mut node = spawn(dir.clone(), args.map(String::from).to_vec()).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while nostr_io::fetch_offers(
-        std::slice::from_ref(&relay.url),
-        &Query::default(),
-        unix_secs(),
-    )
-    .await
-    .offers
-    .is_empty()
-    {
-        assert!(Instant::now() < deadline, "never published");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let status = tokio::task::block_in_place(|| node.signal("-TERM"));
+    let mut node = spawn(dir.path().to_owned(), args.map(String::from).to_vec()).await;
+    eventually(Duration::from_secs(30), "the offer published", || async {
+        !nostr_io::fetch_offers(
+            std::slice::from_ref(&relay.url),
+            &Query::default(),
+            unix_secs(),
+        )
+        .await
+        .offers
+        .is_empty()
+    })
+    .await;
+    let status = tokio::task::block_in_place(|| node.stop_with(libc::SIGTERM));
     assert!(status.success(), "exit status {status}");
     let after = nostr_io::fetch_offers(
         std::slice::from_ref(&relay.url),
@@ -617,7 +490,6 @@ async fn sigterm_stops_a_publishing_node_cleanly_and_deletes_its_offer() {
     )
     .await;
     assert!(after.offers.is_empty(), "offer deleted on SIGTERM");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,9 +497,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     // A node of a *private* mesh whose offer claims the mesh is public: its signature and
     // binding are genuine, but admission without the secret fails.
     let relay = start_relay().await;
-    let private = start_mesh(Some(config()), mesh_config(vec![]))
-        .await
-        .unwrap();
+    let private = start_mesh_fake(fake(), mesh_config(vec![])).await.unwrap();
     let private_mesh = private.node.mesh.as_ref().unwrap();
     let content = mesh::discovery::offer::OfferContent {
         name: "not really public".into(),
@@ -659,7 +529,7 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     let args = ["--auto", "--client", "--relay", relay.url.as_str()];
     let cmd: Vec<String> = args.map(String::from).to_vec();
     // No banner comes: the warning is read from the output instead.
-    let mut p = tokio::task::block_in_place(|| start(&dir, &cmd));
+    let mut p = tokio::task::block_in_place(|| start(dir.path(), &cmd));
     let seen = p
         .wait_line("cannot join that mesh", Duration::from_secs(30))
         .await;
@@ -671,7 +541,6 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
     );
     assert!(tokio::task::block_in_place(|| p.interrupt()).success());
     private.node.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -689,8 +558,7 @@ async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
         std::fs::read(model_path()).unwrap(),
     );
     let dir = home("download");
-    std::fs::create_dir_all(&dir).unwrap();
-    let catalog_file = dir.join("catalog.toml");
+    let catalog_file = dir.path().join("catalog.toml");
     let one = mesh::catalog::Catalog {
         models: vec![entry],
     };
@@ -710,7 +578,7 @@ async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
         "--ctx",
         "256",
     ];
-    let mut node = spawn(dir.join("node"), args.map(String::from).to_vec()).await;
+    let mut node = spawn(dir.path().join("node"), args.map(String::from).to_vec()).await;
     assert!(
         node.lines
             .iter()
@@ -746,9 +614,8 @@ async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
         "the weights came from the hub, once"
     );
     assert!(
-        dir.join("node/hf/hub").is_dir(),
+        dir.path().join("node/hf/hub").is_dir(),
         "into the Hugging Face cache"
     );
-    drop(node);
-    let _ = std::fs::remove_dir_all(dir);
+    node.stop(); // Ctrl-C, as a user stops it
 }

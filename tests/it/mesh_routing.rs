@@ -2,11 +2,12 @@
 //! wherever it runs, streaming; replicas share load; a killed node leaves routing within the
 //! documented expiry and comes back when it restarts.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::*;
+use mesh::http::fake::Script;
 use serde_json::Value;
 
 /// Expiry (3 s) + sweep (0.25 s) on loopback; the issue asks for removal within 5 s.
@@ -106,8 +107,9 @@ async fn a_client_reaches_replicas_spreads_load_and_survives_a_killed_replica() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_model_that_leaves_the_mesh_is_503_naming_it() {
     let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
-    let c = start_mesh(
-        Some(config_named("second-model")),
+    // C serves the scripted fake: what is checked is routing, not the model.
+    let c = start_mesh_fake(
+        fake_with("second-model", Script::Text(vec!["Hi".into()])),
         mesh_config(vec![a.ticket()]),
     )
     .await

@@ -2,7 +2,7 @@
 //! direct (IP) transport at all, the two nodes still connect, through the relay, and the peer
 //! table says `relay`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

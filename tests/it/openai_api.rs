@@ -1,14 +1,24 @@
-//! The OpenAI-compatible API against the real test model: answers, usage, streaming format,
-//! determinism, stop strings and context limits.
+//! The OpenAI-compatible API: real answers, exact usage, determinism, stop strings, penalties
+//! and the context end against the real test model; the model list, streaming format (role
+//! chunk, usage chunk, `[DONE]`, the error chunk of a generation that breaks off), the
+//! over-long prompt and refusals against the scripted fake generator, which needs no model.
 
-mod common;
+use crate::common;
 
-use common::{chunk_text, config, start, user, SseReader, MODEL};
+use common::{chunk_text, config, fake, fake_with, start, start_fake, user, SseReader, MODEL};
+use mesh::engine::EngineError;
+use mesh::http::fake::{Script, Scripted};
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Ten one-word pieces: enough for `max_tokens` to cut a stream short.
+fn ten_pieces() -> Script {
+    Script::Text((0..10).map(|i| format!(" w{i}")).collect())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_lists_the_served_model() {
-    let n = start(config()).await;
+    let n = start_fake(fake()).await;
     let v: Value = n
         .http
         .get(format!("{}/v1/models", n.base))
@@ -91,7 +101,7 @@ async fn usage_counts_tokens_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_stream_has_openai_chunks_usage_and_done() {
-    let n = start(config()).await;
+    let n = start_fake(fake()).await;
     let body = |stream: bool| {
         json!({"model": MODEL, "messages": user("Name three colours."), "temperature": 0, "max_tokens": 20,
                "stream": stream, "stream_options": {"include_usage": true}})
@@ -131,7 +141,7 @@ async fn chat_stream_has_openai_chunks_usage_and_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_stream_without_usage_option_sends_no_usage_chunk() {
-    let n = start(config()).await;
+    let n = start_fake(fake_with(MODEL, ten_pieces())).await;
     let req = json!({"model": MODEL, "prompt": "Once upon a time", "max_tokens": 6, "ignore_eos": true, "stream": true});
     let data = SseReader::new(n.post("/v1/completions", &req).await)
         .all()
@@ -231,7 +241,7 @@ async fn frequency_penalty_changes_greedy_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_longer_than_context_is_400() {
-    let n = start(common::config()).await; // 512 tokens per sequence
+    let n = start_fake(Arc::new(Scripted::new(MODEL).ctx(512))).await; // as config(): 512 per sequence
     let prompt = "word ".repeat(600);
     let (status, v) = n
         .post_json(
@@ -263,4 +273,127 @@ async fn generation_stops_at_context_end_with_length() {
         v["usage"]["total_tokens"], 64,
         "prompt + completion fill the context exactly"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_stream_without_usage_option_has_role_chunk_text_finish_and_done() {
+    let n = start_fake(fake()).await;
+    let req = json!({"model": MODEL, "messages": user("Hi"), "stream": true});
+    let data = SseReader::new(n.post("/v1/chat/completions", &req).await)
+        .all()
+        .await;
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1);
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "{chunks:?}"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let text: String = chunks.iter().map(chunk_text).collect();
+    assert_eq!(text, "Hello, world!");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_that_breaks_off_ends_the_stream_with_an_error_chunk_and_no_done() {
+    let script = Script::Fail(vec!["Hel".into(), "lo".into()], "decode failed".into());
+    let n = start_fake(fake_with(MODEL, script)).await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": MODEL, "messages": user("Hi"), "stream": true}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "Hi", "stream": true}),
+        ),
+    ] {
+        let data = SseReader::new(n.post(path, &body).await).all().await;
+        assert!(!data.iter().any(|d| d == "[DONE]"), "{path}: {data:?}");
+        let last: Value =
+            serde_json::from_str(data.last().expect("a final chunk")).expect("last chunk is JSON");
+        let e = &last["error"];
+        assert!(
+            e["message"].as_str().unwrap().contains("decode failed"),
+            "{path}: {last}"
+        );
+        assert!(e["type"].is_string() && e["code"].is_string(), "{last}");
+        let text: String = data[..data.len() - 1]
+            .iter()
+            .map(|d| chunk_text(&serde_json::from_str(d).unwrap()))
+            .collect();
+        assert_eq!(text, "Hello", "{path}: the pieces before the break arrive");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_off_generation_without_streaming_is_an_error_in_openai_shape() {
+    let script = Script::Fail(vec!["Hel".into()], "decode failed".into());
+    let n = start_fake(fake_with(MODEL, script)).await;
+    let (status, v) = n
+        .post_json("/v1/completions", &json!({"model": MODEL, "prompt": "Hi"}))
+        .await;
+    assert!(status >= 500, "{status} {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("decode failed"),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_generator_is_503_in_openai_shape() {
+    let script = Script::Refuse(|| EngineError::Overloaded {
+        parallel: 2,
+        queue: 4,
+    });
+    let n = start_fake(fake_with(MODEL, script)).await;
+    for stream in [false, true] {
+        let (status, v) = n
+            .post_json(
+                "/v1/chat/completions",
+                &json!({"model": MODEL, "messages": user("Hi"), "stream": stream}),
+            )
+            .await;
+        assert_eq!(status, 503, "stream {stream}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("overloaded"),
+            "{v}"
+        );
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_reaches_the_generator_and_cuts_with_length() {
+    let g = fake_with(MODEL, ten_pieces());
+    let n = start_fake(g.clone()).await;
+    let (status, v) = n
+        .post_json(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": "Hi", "max_tokens": 4, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], " w0 w1 w2 w3");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        v["usage"]["prompt_tokens"], 2,
+        "the fake counts one token per byte"
+    );
+    assert_eq!(v["usage"]["total_tokens"], 6);
+    assert_eq!(g.last_request().expect("a request").max_tokens, Some(4));
 }

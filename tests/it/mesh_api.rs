@@ -1,7 +1,7 @@
 //! The management API and CLI of a mesh node: status fields, the peer table, joining by ticket
 //! at runtime, the event stream, and `mesh status` / `mesh peers`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -32,7 +32,8 @@ async fn status_peers_events_join_and_the_cli() {
     let first: Value = serde_json::from_str(&events.next().await.unwrap()).unwrap();
     assert_eq!(first["node_id"], a.node_id().as_str());
 
-    let b = start_mesh(Some(config()), mesh_config(vec![a.ticket()]))
+    // B serves the scripted fake: what is checked here is the management API, not a model.
+    let b = start_mesh_fake(fake(), mesh_config(vec![a.ticket()]))
         .await
         .unwrap();
     let b_id = b.node_id();
@@ -90,7 +91,8 @@ async fn status_peers_events_join_and_the_cli() {
     }
 
     // The CLI reads the same API.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let home = temp_home();
+    let out = mesh_command(home.path())
         .args(["peers", "--api", &a.api])
         .output()
         .unwrap();
@@ -101,7 +103,7 @@ async fn status_peers_events_join_and_the_cli() {
         table.contains(&b_id[..10]) && table.contains("direct"),
         "{table}"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let out = mesh_command(home.path())
         .args(["status", "--json", "--api", &a.api])
         .output()
         .unwrap();

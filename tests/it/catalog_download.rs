@@ -1,7 +1,7 @@
 //! Downloads against a local fake hub (tests/common_hub): cache layout, resume, retry,
 //! verification, errors, offline mode, split models, and reuse of a `huggingface_hub` cache.
 
-mod common_hub;
+use crate::common::hub as common_hub;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

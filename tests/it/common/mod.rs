@@ -1,13 +1,23 @@
-//! Shared helpers for the integration tests: the test model, an in-process node on port 0,
-//! and a small SSE reader. Every test talks real HTTP to a real model.
+//! Shared helpers for the integration tests: the test model or the scripted fake generator,
+//! an in-process node on port 0, a small SSE reader, [`eventually`], the fake hub ([`hub`]),
+//! and the one way to run the `mesh` binary ([`process`]).
 #![allow(dead_code)]
+
+pub mod hub;
+pub mod process;
+
+pub use process::{mesh_command, temp_home, MeshProcess};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use mesh::engine::EngineConfig;
+use mesh::http::fake::{Script, Scripted};
+use mesh::http::generate::Generate;
 use mesh::node::Node;
 use serde_json::Value;
 
@@ -58,6 +68,135 @@ pub struct TestNode {
     pub http: reqwest::Client,
 }
 
+/// What [`eventually`] accepts from its check: `true`, or `Some(value)`.
+pub trait Outcome {
+    type Value;
+    fn value(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn value(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn value(self) -> Option<T> {
+        self
+    }
+}
+
+/// Runs `check` every 50 ms until it returns `true` / `Some(v)` (and returns `v`); panics
+/// naming `what` after `limit`.
+pub async fn eventually<O: Outcome, F: std::future::Future<Output = O>>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    mut check: impl FnMut() -> F,
+) -> O::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await.value() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Fetches a value every 50 ms until `pred` holds for it, and returns it; panics naming `what`
+/// and showing the last value fetched after `limit`.
+pub async fn eventually_value<T: std::fmt::Debug + Clone, F: std::future::Future<Output = T>>(
+    limit: Duration,
+    what: impl std::fmt::Display,
+    mut fetch: impl FnMut() -> F,
+    pred: impl Fn(&T) -> bool,
+) -> T {
+    let last = std::sync::Mutex::new(None::<T>);
+    let (last_ref, pred) = (&last, &pred);
+    let fetch = &mut fetch;
+    eventually(
+        limit,
+        format_args!("{what}; last seen {}", Shown(last_ref)),
+        || {
+            let next = fetch();
+            async move {
+                let v = next.await;
+                let ok = pred(&v);
+                if let Ok(mut l) = last_ref.lock() {
+                    *l = Some(v.clone());
+                }
+                ok.then_some(v)
+            }
+        },
+    )
+    .await
+}
+
+/// The scripted fake generator under the test model's name ("Hello, world!" in three pieces).
+pub fn fake() -> Arc<Scripted> {
+    Arc::new(Scripted::new(MODEL))
+}
+
+/// A fake generator under `name` answering with `script`.
+pub fn fake_with(name: &str, script: Script) -> Arc<Scripted> {
+    Arc::new(Scripted::with_script(name, script))
+}
+
+/// A single node (no mesh) serving `local` instead of a model.
+pub async fn start_fake(local: Arc<dyn Generate>) -> TestNode {
+    start_node_with(Some(local), None, None, None)
+        .await
+        .expect("node starts")
+}
+
+/// A mesh node serving `local` instead of a model.
+pub async fn start_mesh_fake(
+    local: Arc<dyn Generate>,
+    mesh: MeshConfig,
+) -> anyhow::Result<TestNode> {
+    start_node_with(Some(local), None, Some(mesh), None).await
+}
+
+/// A mesh node with Nostr discovery, serving `local` instead of a model.
+pub async fn start_node_fake(
+    local: Arc<dyn Generate>,
+    mesh: MeshConfig,
+    discovery: Option<mesh::discovery::DiscoveryConfig>,
+) -> anyhow::Result<TestNode> {
+    start_node_with(Some(local), None, Some(mesh), discovery).await
+}
+
+async fn start_node_with(
+    local: Option<Arc<dyn Generate>>,
+    engine: Option<EngineConfig>,
+    mesh: Option<MeshConfig>,
+    discovery: Option<mesh::discovery::DiscoveryConfig>,
+) -> anyhow::Result<TestNode> {
+    let opts = NodeOptions {
+        engine,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        port: 0,
+        api_port: 0,
+        mesh,
+        discovery,
+    };
+    let node = match local {
+        Some(g) => Node::start_with_local(opts, g).await?,
+        None => Node::start_with(opts).await?,
+    };
+    Ok(TestNode {
+        base: format!("http://{}", node.openai_addr),
+        api: format!("http://{}", node.api_addr),
+        node,
+        http: http_client(),
+    })
+}
+
 pub async fn start(cfg: EngineConfig) -> TestNode {
     let node = Node::start(cfg, IpAddr::V4(Ipv4Addr::LOCALHOST), 0, 0)
         .await
@@ -104,18 +243,7 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.status().await;
-            if pred(&s) {
-                return s;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out waiting for {what}; last status {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_value(limit, what, || self.status(), |s| pred(s)).await
     }
 }
 
@@ -230,21 +358,7 @@ pub async fn start_node(
     mesh: MeshConfig,
     discovery: Option<mesh::discovery::DiscoveryConfig>,
 ) -> anyhow::Result<TestNode> {
-    let node = Node::start_with(NodeOptions {
-        engine,
-        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        port: 0,
-        api_port: 0,
-        mesh: Some(mesh),
-        discovery,
-    })
-    .await?;
-    Ok(TestNode {
-        base: format!("http://{}", node.openai_addr),
-        api: format!("http://{}", node.api_addr),
-        node,
-        http: http_client(),
-    })
+    start_node_with(None, engine, Some(mesh), discovery).await
 }
 
 /// The engine config of the test model under another model name.
@@ -296,18 +410,7 @@ impl TestNode {
         what: &str,
         pred: impl Fn(&[Value]) -> bool,
     ) -> Vec<Value> {
-        let start = Instant::now();
-        loop {
-            let p = self.peers().await;
-            if pred(&p) {
-                return p;
-            }
-            assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}; peers {p:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_value(limit, what, || self.peers(), |p| pred(p)).await
     }
 }
 
@@ -329,32 +432,6 @@ pub fn chat(model: &str, stream: bool) -> Value {
         "temperature": 0,
         "stream": stream,
     })
-}
-
-/// Reads `mesh serve`'s startup lines from a child started with piped stdout and returns the
-/// OpenAI API base URL (`http://ADDR/v1`), or `None` if the process ends before its banner is
-/// complete. Stdout is then drained in the background so the child never blocks on a full pipe.
-pub fn read_banner(child: &mut std::process::Child) -> Option<String> {
-    let lines = read_banner_lines(child)?;
-    banner_value(&lines, "OpenAI API")
-}
-
-/// Every stdout line up to and including the banner's last line (`Ctrl-C to stop`); `None` if
-/// the process ends first. The rest of stdout is drained in the background.
-pub fn read_banner_lines(child: &mut std::process::Child) -> Option<Vec<String>> {
-    use std::io::{BufRead, BufReader};
-    let mut lines = BufReader::new(child.stdout.take()?).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.ok()?;
-        let done = line.contains("Ctrl-C to stop");
-        seen.push(line);
-        if done {
-            std::thread::spawn(move || lines.for_each(drop));
-            return Some(seen);
-        }
-    }
-    None
 }
 
 /// The value of a banner line `  LABEL   value`.
@@ -426,5 +503,69 @@ pub fn discovery(
         },
         iroh_relay: None,
         publish,
+    }
+}
+
+/// Shows the latest value a check saw, when its wait times out.
+struct Shown<'a, T>(&'a std::sync::Mutex<T>);
+
+impl<T: std::fmt::Debug> std::fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.lock() {
+            Ok(v) => write!(f, "{:?}", *v),
+            Err(_) => f.write_str("?"),
+        }
+    }
+}
+
+/// A loopback TCP port that refuses connections and that no one else can take while this is
+/// held: a socket bound to it that never listens. (Binding port 0, reading the number and
+/// closing the socket would let another process take the port in between.)
+pub struct ClosedPort {
+    fd: i32,
+    pub port: u16,
+}
+
+impl ClosedPort {
+    pub fn new() -> Self {
+        // SAFETY: plain socket(2)/bind(2)/getsockname(2) on a socket this function owns; the
+        // address structs are fully initialised and their sizes passed exactly.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket");
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            addr.sin_port = 0;
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+            assert_eq!(rc, 0, "bind");
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut got_len = len;
+            let rc = libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
+            assert_eq!(rc, 0, "getsockname");
+            Self {
+                fd,
+                port: u16::from_be(got.sin_port),
+            }
+        }
+    }
+
+    /// Frees the port (for a server about to bind it at once).
+    pub fn release(self) -> u16 {
+        self.port
+    }
+}
+
+impl Default for ClosedPort {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ClosedPort {
+    fn drop(&mut self) {
+        // SAFETY: closing the socket this value owns, once.
+        unsafe { libc::close(self.fd) };
     }
 }

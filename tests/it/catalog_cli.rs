@@ -1,7 +1,8 @@
 //! The `mesh models` / `mesh download` commands end to end: the real binary against the fake
 //! hub, with HF_HOME in a temp dir.
 
-mod common_hub;
+use crate::common::hub as common_hub;
+use crate::common::{eventually, mesh_command, MeshProcess};
 
 use std::path::Path;
 use std::process::Output;
@@ -14,20 +15,8 @@ const FILE: &str = "tiny.Q4_0.gguf";
 
 /// Runs `mesh args…` with a clean Hugging Face environment rooted at `home`.
 async fn mesh(home: &Path, args: &[&str]) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.args(args)
-        .env("HOME", home)
-        .env("HF_HOME", home.join("hf"))
-        .env("RUST_LOG", "warn");
-    for var in [
-        "HF_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = mesh_command(home);
+    cmd.args(args).env("HOME", home).env("RUST_LOG", "warn");
     tokio::task::spawn_blocking(move || cmd.output().expect("run mesh"))
         .await
         .unwrap()
@@ -202,25 +191,16 @@ async fn killed_download_resumes_from_the_bytes_on_disk() {
     ));
 
     // Start a download and kill the process (SIGKILL: no cleanup) once some bytes are on disk.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["download", &spec, "--hf-endpoint", &endpoint])
-        .env("HF_HOME", home.path().join("hf"))
-        .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 300_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "download made no progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let mut cmd = mesh_command(home.path());
+    cmd.args(["download", &spec, "--hf-endpoint", &endpoint]);
+    let mut child = MeshProcess::spawn(cmd);
+    eventually(
+        std::time::Duration::from_secs(20),
+        "download progress (300 kB on disk)",
+        || async { std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 300_000 },
+    )
+    .await;
+    child.kill(); // SIGKILL: no cleanup
     let kept = std::fs::metadata(&partial).unwrap().len();
     assert!(
         kept >= 300_000 && kept < content.len() as u64,

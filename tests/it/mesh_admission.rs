@@ -2,13 +2,15 @@
 //! gossip or HTTP is exchanged, a node that skips admission is closed out, and garbage tickets
 //! are clear errors.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use common::*;
-use iroh::endpoint::{presets, ConnectionError};
+use iroh::endpoint::{presets, ConnectError, ConnectingError, ConnectionError};
+use mesh::mesh::net::gate::NOT_ADMITTED;
 use mesh::mesh::proto::ticket::{MeshSecret, Ticket, TicketError};
+use mesh::mesh::MeshError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_secret_is_refused_and_learns_nothing() {
@@ -27,6 +29,11 @@ async fn wrong_or_missing_secret_is_refused_and_learns_nothing() {
             .expect("a node with the wrong secret must not start");
         let msg = format!("{err:#}");
         assert!(msg.contains("mesh secret does not match"), "{msg}");
+        // A refusal by the peer, not a failure to reach it.
+        match err.chain().find_map(|e| e.downcast_ref::<MeshError>()) {
+            Some(MeshError::Refused(e)) => assert!(e.is_refusal(), "{e:?}"),
+            other => panic!("not a refusal: {other:?} ({msg})"),
+        }
     }
     assert!(a.peers().await.is_empty());
 
@@ -53,20 +60,35 @@ async fn a_node_that_skips_admission_is_closed_out() {
         .await
         .unwrap();
     for alpn in [&b"mesh/http/1"[..], iroh_gossip::ALPN] {
-        let refused = async {
-            let conn = match outsider.connect(addr.clone(), alpn).await {
-                Ok(c) => c,
-                Err(_) => return true,
-            };
-            match conn.closed().await {
-                ConnectionError::ApplicationClosed(c) => u64::from(c.error_code) == 403,
-                _ => true,
+        // The gate closes the connection right after the TLS handshake: the close may surface
+        // from `connect` itself or from the connection it returned. Either way it must be the
+        // gate's own 403, not some network failure.
+        let closed = async {
+            match outsider.connect(addr.clone(), alpn).await {
+                Ok(conn) => conn.closed().await,
+                Err(ConnectError::Connection { source, .. })
+                | Err(ConnectError::Connecting {
+                    source: ConnectingError::ConnectionError { source, .. },
+                    ..
+                }) => source,
+                Err(other) => panic!("connect failed before the gate answered: {other:#}"),
             }
         };
-        let refused = tokio::time::timeout(Duration::from_secs(10), refused)
+        let closed = tokio::time::timeout(Duration::from_secs(10), closed)
             .await
             .expect("the connection is closed, not left open");
-        assert!(refused, "ALPN {}", String::from_utf8_lossy(alpn));
+        match closed {
+            ConnectionError::ApplicationClosed(c) => assert_eq!(
+                u64::from(c.error_code),
+                u64::from(NOT_ADMITTED),
+                "ALPN {}: {c:?}",
+                String::from_utf8_lossy(alpn)
+            ),
+            other => panic!(
+                "ALPN {}: closed by {other:?}, not by the gate",
+                String::from_utf8_lossy(alpn)
+            ),
+        }
     }
     outsider.close().await;
     a.node.shutdown().await;
@@ -89,7 +111,8 @@ fn garbage_tickets_are_typed_errors() {
 
 #[test]
 fn serve_with_a_garbage_ticket_exits_with_a_clear_error() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+    let home = temp_home();
+    let out = mesh_command(home.path())
         .args(["serve", "--client", "--ephemeral", "--join", "garbage"])
         .output()
         .unwrap();

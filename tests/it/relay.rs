@@ -4,9 +4,9 @@
 //! refuses once exceeded; connections over the limit get 503; `--db` keeps events across
 //! restarts; Ctrl-C exits 0.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use crate::common::{mesh_command, temp_home, MeshProcess};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tempfile::TempDir;
 
 use futures::{SinkExt, StreamExt};
 use mesh::discovery::nostr_io::{self, Query};
@@ -17,43 +17,29 @@ use nostr::nips::nip09::EventDeletionRequest;
 use nostr::{ClientMessage, Event, EventBuilder, JsonUtil, Keys, Kind, RelayMessage, RelayUrl};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A `mesh relay` process; killed when dropped.
+/// A `mesh relay` process (SIGKILLed when dropped) and the URL from its banner.
 struct Relay {
-    child: Child,
+    proc: MeshProcess,
     url: RelayUrl,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _home: TempDir,
 }
 
 /// Starts `mesh relay --port 0 ARGS…` and reads its URL from the banner.
 fn relay(args: &[&str]) -> Relay {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["relay", "--port", "0"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mesh relay starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
-    for line in lines.by_ref() {
-        let line = line.expect("banner line");
-        if let Some(u) = line.strip_prefix("relay ") {
-            url = Some(RelayUrl::parse(u.trim()).expect("relay URL in the banner"));
-        }
-        if line.contains("Ctrl-C to stop") {
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.for_each(drop));
+    let home = temp_home();
+    let mut cmd = mesh_command(home.path());
+    cmd.args(["relay", "--port", "0"]).args(args);
+    let proc = MeshProcess::start(cmd).unwrap_or_else(|lines| panic!("no banner: {lines:?}"));
+    let url = proc
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("relay "))
+        .map(|u| RelayUrl::parse(u.trim()).expect("relay URL in the banner"))
+        .unwrap_or_else(|| panic!("banner names the relay URL: {:?}", proc.lines));
     Relay {
-        child,
-        url: url.expect("banner names the relay URL"),
+        proc,
+        url,
+        _home: home,
     }
 }
 
@@ -242,16 +228,12 @@ async fn db_keeps_events_across_restarts() {
 
 /// Sends SIGINT and asserts a clean exit within 10 s.
 fn interrupt(r: &mut Relay) {
-    // SAFETY: kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) }, 0);
-    for _ in 0..100 {
-        if let Some(status) = r.child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("relay still running 10 s after SIGINT");
+    r.proc.signal(libc::SIGINT);
+    let status = r
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("relay exits within 10 s of SIGINT");
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

@@ -1,0 +1,22 @@
+//! Every integration test, in one binary: each former `tests/*.rs` file is a module here, so
+//! llama.cpp is linked once instead of once per file (nextest still runs each test in its own
+//! process and shows it as `it module::test`). Shared helpers live in `common`.
+
+mod common;
+
+mod auto;
+mod batching;
+mod catalog_cli;
+mod catalog_download;
+mod cli;
+mod discovery;
+mod errors;
+mod mesh_admission;
+mod mesh_api;
+mod mesh_forwarding;
+mod mesh_kill;
+mod mesh_relay;
+mod mesh_routing;
+mod openai_api;
+mod relay;
+mod serve_catalog;
