@@ -171,6 +171,7 @@ impl<'m> Scheduler<'m> {
             .map(|s| s.as_ref().map_or(SlotView::Idle, Active::view))
             .collect();
         let plan = batch::plan(&views, self.n_batch);
+        debug_assert!(plan.n_tokens() <= self.n_batch);
         for a in self.slots.iter_mut().flatten() {
             a.logits_at = None;
         }
