@@ -480,3 +480,70 @@ async fn join_topic(
         .map_err(|e| MeshError::Gossip(e.to_string()))?;
     Ok(topic.split())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> MeshConfig {
+        let mut cfg = MeshConfig::new(SecretKey::generate());
+        cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
+        cfg.name = "test".into();
+        cfg
+    }
+
+    /// Waits (at most 10 s) until `rx` has seen a change past `since`.
+    async fn bumped(rx: &mut watch::Receiver<u64>, since: u64) {
+        let wait = rx.wait_for(|n| *n != since);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .is_ok_and(|r| r.is_ok()),
+            "roster watch did not fire"
+        );
+    }
+
+    #[tokio::test]
+    async fn roster_watch_fires_on_joins_and_on_own_and_peer_models_changing() {
+        let models: Arc<Mutex<Vec<ModelOffer>>> = Arc::default();
+        let serving: ServingFn = {
+            let models = models.clone();
+            Arc::new(move || Serving {
+                models: models.lock().unwrap().clone(),
+                ..Serving::default()
+            })
+        };
+        let nothing: ServingFn = Arc::new(Serving::default);
+        let a = Mesh::start(config(), serving, axum::Router::new())
+            .await
+            .unwrap();
+        let mut own = a.watch_roster();
+        let mut cfg = config();
+        cfg.join = vec![a.ticket()];
+        let b = Mesh::start(cfg, nothing, axum::Router::new())
+            .await
+            .unwrap();
+        let mut peer = b.watch_roster();
+        // B sees A join.
+        bumped(&mut peer, 0).await;
+        assert_eq!(b.peers().len(), 1);
+        let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
+        // A loads a model after joining: A notices it at its heartbeat, B from A's announcement.
+        models.lock().unwrap().push(ModelOffer {
+            name: "m".into(),
+            free_slots: 1,
+            slots: 1,
+            ctx: 512,
+        });
+        bumped(&mut own, own_before).await;
+        bumped(&mut peer, peer_before).await;
+        assert_eq!(b.remote_models(), ["m"]);
+        // Load alone (free slots) is not a change of the roster.
+        let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
+        models.lock().unwrap()[0].free_slots = 0;
+        tokio::time::sleep(a.shared.timers.heartbeat * 3).await;
+        assert_eq!((*own.borrow(), *peer.borrow()), (own_before, peer_before));
+        b.abort().await;
+        a.abort().await;
+    }
+}
