@@ -250,176 +250,121 @@ mod tests {
 
     type A = Action<&'static str>;
 
-    fn client() -> Policy {
-        Policy::new(Config {
-            client: true,
-            publish: false,
-        })
+    fn policy(client: bool, publish: bool) -> Policy {
+        Policy::new(Config { client, publish })
     }
 
-    fn serving() -> Policy {
-        Policy::new(Config {
-            client: false,
-            publish: false,
-        })
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
     }
 
-    fn secs(t0: Instant, s: u64) -> Instant {
-        t0 + Duration::from_secs(s)
+    fn found(p: &mut Policy, best: Option<&'static str>, now: Instant) -> Vec<A> {
+        p.handle(Event::Found { best, now })
     }
 
-    /// A policy that has joined the offer "m" and started with `peers` other nodes at `t0`.
-    fn joined(mut p: Policy, peers: usize, t0: Instant) -> Policy {
-        p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        p.handle::<&str>(Event::Started { peers, now: t0 });
-        p
+    fn started(p: &mut Policy, peers: usize, now: Instant) -> Vec<A> {
+        p.handle(Event::Started { peers, now })
     }
 
-    /// A serving node that started its own (published) mesh at `t0`, alone.
-    fn own_mesh(t0: Instant) -> Policy {
-        let mut p = serving();
-        p.handle::<&str>(Event::Found {
-            best: None,
-            now: t0,
-        });
-        p.handle::<&str>(Event::Started { peers: 0, now: t0 });
+    fn refused(p: &mut Policy, mesh_refused: bool, now: Instant) -> Vec<A> {
+        p.handle(Event::StartFailed { mesh_refused, now })
+    }
+
+    fn peers(p: &mut Policy, count: usize, now: Instant) -> Vec<A> {
+        p.handle(Event::PeersChanged { count, now })
+    }
+
+    fn timer(p: &mut Policy, now: Instant) -> Vec<A> {
+        p.handle(Event::Timer { now })
+    }
+
+    /// A policy that joined the offer "m" at `t0` and saw `n` other nodes then.
+    fn joined(mut p: Policy, n: usize, t0: Instant) -> Policy {
+        found(&mut p, Some("m"), t0);
+        started(&mut p, n, t0);
         p
     }
 
     #[test]
     fn a_run_starts_by_browsing() {
-        assert_eq!(client().start::<&str>(), vec![A::Browse]);
-        assert_eq!(client().deadline(), None);
+        assert_eq!(policy(true, false).start::<&str>(), vec![A::Browse]);
+        assert_eq!(policy(true, false).deadline(), None);
     }
 
     #[test]
     fn an_offer_found_is_joined_without_publishing_unless_asked() {
         let t0 = Instant::now();
-        let mut p = client();
-        let acts = p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        assert_eq!(
-            acts,
-            vec![A::Join {
-                offer: "m",
-                publish: false
-            }]
-        );
-        let mut p = Policy::new(Config {
-            client: false,
-            publish: true,
-        });
-        let acts = p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        assert_eq!(
-            acts,
-            vec![A::Join {
-                offer: "m",
-                publish: true
-            }]
-        );
+        for publish in [false, true] {
+            let mut p = policy(false, publish);
+            let offer = "m";
+            assert_eq!(
+                found(&mut p, Some(offer), t0),
+                vec![A::Join { offer, publish }]
+            );
+        }
     }
 
     #[test]
     fn a_client_with_no_offer_waits_retry_and_looks_again() {
         let t0 = Instant::now();
-        let mut p = client();
-        let acts = p.handle::<&str>(Event::Found {
-            best: None,
-            now: t0,
-        });
-        assert_eq!(acts, vec![A::Say(Message::NoMeshYet { retry: RETRY })]);
-        assert_eq!(p.deadline(), Some(t0 + RETRY));
-        // Early: nothing yet.
-        let early = t0 + RETRY - Duration::from_millis(1);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: early }), vec![]);
+        let mut p = policy(true, false);
+        let retry = RETRY;
         assert_eq!(
-            p.handle::<&str>(Event::Timer { now: t0 + RETRY }),
-            vec![A::Browse]
+            found(&mut p, None, t0),
+            vec![A::Say(Message::NoMeshYet { retry })]
         );
+        assert_eq!(p.deadline(), Some(t0 + RETRY));
+        assert_eq!(timer(&mut p, t0 + RETRY - Duration::from_millis(1)), vec![]);
+        assert_eq!(timer(&mut p, t0 + RETRY), vec![A::Browse]);
         assert_eq!(p.deadline(), None);
     }
 
     #[test]
     fn a_serving_node_with_no_offer_starts_a_public_mesh_and_publishes_it() {
         let t0 = Instant::now();
-        let mut p = serving();
-        let acts = p.handle::<&str>(Event::Found {
-            best: None,
-            now: t0,
-        });
+        let mut p = policy(false, false);
+        let acts = found(&mut p, None, t0);
         assert_eq!(acts, vec![A::Say(Message::NoMeshFits), A::StartNewMesh]);
-        let acts = p.handle::<&str>(Event::Started { peers: 0, now: t0 });
-        assert_eq!(acts, vec![A::ChooseAndLoadModel]);
-        // Already published: being alone is no reason to act.
+        assert_eq!(started(&mut p, 0, t0), vec![A::ChooseAndLoadModel]);
+        // Published from the start: being alone in its own mesh is no reason to act.
         assert_eq!(p.deadline(), None);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 60) }), vec![]);
+        assert_eq!(peers(&mut p, 0, at(t0, 60)), vec![]);
+        assert_eq!(timer(&mut p, at(t0, 60)), vec![]);
+        assert!(!p.stopped());
     }
 
     #[test]
     fn a_joined_client_loads_nothing_and_a_serving_node_chooses_a_model() {
         let t0 = Instant::now();
-        let mut p = client();
-        p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        assert_eq!(
-            p.handle::<&str>(Event::Started { peers: 1, now: t0 }),
-            vec![]
-        );
-        let mut p = serving();
-        p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        assert_eq!(
-            p.handle::<&str>(Event::Started { peers: 1, now: t0 }),
-            vec![A::ChooseAndLoadModel]
-        );
+        let mut p = policy(true, false);
+        found(&mut p, Some("m"), t0);
+        assert_eq!(started(&mut p, 1, t0), vec![]);
+        let mut p = policy(false, false);
+        found(&mut p, Some("m"), t0);
+        assert_eq!(started(&mut p, 1, t0), vec![A::ChooseAndLoadModel]);
     }
 
     #[test]
     fn a_refusal_by_the_mesh_pauses_and_looks_again() {
         let t0 = Instant::now();
-        let mut p = client();
-        p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        let acts = p.handle::<&str>(Event::StartFailed {
-            mesh_refused: true,
-            now: t0,
-        });
-        assert_eq!(acts, vec![A::Say(Message::CannotJoin { retry: RETRY })]);
-        assert_eq!(p.deadline(), Some(t0 + RETRY));
+        let mut p = policy(true, false);
+        found(&mut p, Some("m"), t0);
+        let retry = RETRY;
         assert_eq!(
-            p.handle::<&str>(Event::Timer { now: t0 + RETRY }),
-            vec![A::Browse]
+            refused(&mut p, true, t0),
+            vec![A::Say(Message::CannotJoin { retry })]
         );
+        assert_eq!(p.deadline(), Some(t0 + RETRY));
+        assert_eq!(timer(&mut p, t0 + RETRY), vec![A::Browse]);
         assert!(!p.stopped());
     }
 
     #[test]
     fn a_local_failure_to_join_ends_the_run() {
         let t0 = Instant::now();
-        let mut p = serving();
-        p.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        let acts = p.handle::<&str>(Event::StartFailed {
-            mesh_refused: false,
-            now: t0,
-        });
-        assert_eq!(acts, vec![A::Fail]);
+        let mut p = policy(false, false);
+        found(&mut p, Some("m"), t0);
+        assert_eq!(refused(&mut p, false, t0), vec![A::Fail]);
         assert!(p.stopped());
         assert_eq!(p.deadline(), None);
     }
@@ -427,214 +372,121 @@ mod tests {
     #[test]
     fn any_failure_to_start_a_mesh_of_its_own_ends_the_run() {
         let t0 = Instant::now();
-        let mut p = serving();
-        p.handle::<&str>(Event::Found {
-            best: None,
-            now: t0,
-        });
-        let acts = p.handle::<&str>(Event::StartFailed {
-            mesh_refused: true,
-            now: t0,
-        });
-        assert_eq!(acts, vec![A::Fail]);
+        let mut p = policy(false, false);
+        found(&mut p, None, t0);
+        assert_eq!(refused(&mut p, true, t0), vec![A::Fail]);
         assert!(p.stopped());
     }
 
     #[test]
     fn a_client_alone_for_the_grace_leaves_and_looks_again() {
         let t0 = Instant::now();
-        let mut p = joined(client(), 1, t0);
+        let mut p = joined(policy(true, false), 1, t0);
         assert_eq!(p.deadline(), None);
-        assert_eq!(
-            p.handle::<&str>(Event::PeersChanged {
-                count: 0,
-                now: secs(t0, 5)
-            }),
-            vec![]
-        );
-        assert_eq!(p.deadline(), Some(secs(t0, 5) + EMPTY_GRACE));
+        assert_eq!(peers(&mut p, 0, at(t0, 5)), vec![]);
+        assert_eq!(p.deadline(), Some(at(t0, 5) + EMPTY_GRACE));
         // A later event while still alone keeps the first moment.
-        p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 8),
-        });
-        assert_eq!(p.deadline(), Some(secs(t0, 5) + EMPTY_GRACE));
-        let early = secs(t0, 5) + EMPTY_GRACE - Duration::from_millis(1);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: early }), vec![]);
-        let acts = p.handle::<&str>(Event::Timer {
-            now: secs(t0, 5) + EMPTY_GRACE,
-        });
+        peers(&mut p, 0, at(t0, 8));
+        assert_eq!(p.deadline(), Some(at(t0, 5) + EMPTY_GRACE));
+        let early = at(t0, 5) + EMPTY_GRACE - Duration::from_millis(1);
+        assert_eq!(timer(&mut p, early), vec![]);
+        let acts = timer(&mut p, at(t0, 5) + EMPTY_GRACE);
         assert_eq!(acts, vec![A::Leave, A::Say(Message::Emptied), A::Browse]);
         assert_eq!(p.deadline(), None);
-        // Late mesh events after leaving change nothing.
-        assert_eq!(
-            p.handle::<&str>(Event::PeersChanged {
-                count: 0,
-                now: secs(t0, 60)
-            }),
-            vec![]
-        );
+        // Mesh events that arrive after leaving change nothing.
+        assert_eq!(peers(&mut p, 0, at(t0, 60)), vec![]);
     }
 
     #[test]
-    fn a_client_that_joins_and_sees_no_one_counts_the_grace_from_the_join() {
+    fn a_client_that_sees_no_one_on_joining_counts_the_grace_from_the_join() {
         let t0 = Instant::now();
-        let mut p = joined(client(), 0, t0);
+        let mut p = joined(policy(true, false), 0, t0);
         assert_eq!(p.deadline(), Some(t0 + EMPTY_GRACE));
-        assert_eq!(
-            p.handle::<&str>(Event::Timer {
-                now: t0 + EMPTY_GRACE
-            })[0],
-            A::Leave
-        );
+        assert_eq!(timer(&mut p, t0 + EMPTY_GRACE)[0], A::Leave);
     }
 
     #[test]
     fn a_peer_back_within_the_grace_cancels_the_leave() {
         let t0 = Instant::now();
-        let mut p = joined(client(), 0, t0);
-        let acts = p.handle::<&str>(Event::PeersChanged {
-            count: 1,
-            now: secs(t0, 9),
-        });
-        assert_eq!(acts, vec![]);
+        let mut p = joined(policy(true, false), 0, t0);
+        assert_eq!(peers(&mut p, 1, at(t0, 9)), vec![]);
         assert_eq!(p.deadline(), None);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 10) }), vec![]);
+        assert_eq!(timer(&mut p, at(t0, 10)), vec![]);
         // Alone again: the grace starts over.
-        p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 12),
-        });
-        assert_eq!(p.deadline(), Some(secs(t0, 12) + EMPTY_GRACE));
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 21) }), vec![]);
-        assert_eq!(
-            p.handle::<&str>(Event::Timer { now: secs(t0, 22) })[0],
-            A::Leave
-        );
+        peers(&mut p, 0, at(t0, 12));
+        assert_eq!(p.deadline(), Some(at(t0, 12) + EMPTY_GRACE));
+        assert_eq!(timer(&mut p, at(t0, 21)), vec![]);
+        assert_eq!(timer(&mut p, at(t0, 22))[0], A::Leave);
     }
 
     #[test]
-    fn a_peer_count_event_past_the_grace_acts_at_once() {
+    fn a_peer_count_that_arrives_past_the_grace_acts_at_once() {
         let t0 = Instant::now();
-        let mut p = joined(client(), 0, t0);
-        let acts = p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 11),
-        });
-        assert_eq!(acts[0], A::Leave);
+        let mut p = joined(policy(true, false), 0, t0);
+        assert_eq!(peers(&mut p, 0, at(t0, 11))[0], A::Leave);
     }
 
     #[test]
     fn a_serving_node_left_alone_publishes_its_mesh_exactly_once() {
         let t0 = Instant::now();
-        let mut p = joined(serving(), 1, t0);
-        p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 1),
-        });
-        assert_eq!(p.deadline(), Some(secs(t0, 1) + EMPTY_GRACE));
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 10) }), vec![]);
-        let acts = p.handle::<&str>(Event::Timer { now: secs(t0, 11) });
-        assert_eq!(acts, vec![A::StartPublishing]);
-        // Published now: no more deadlines, and nothing more when alone again.
+        let mut p = joined(policy(false, false), 1, t0);
+        peers(&mut p, 0, at(t0, 1));
+        assert_eq!(p.deadline(), Some(at(t0, 1) + EMPTY_GRACE));
+        assert_eq!(timer(&mut p, at(t0, 10)), vec![]);
+        assert_eq!(timer(&mut p, at(t0, 11)), vec![A::StartPublishing]);
+        // Published now: no more deadlines, nothing more when alone again, and it stays.
         assert_eq!(p.deadline(), None);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 30) }), vec![]);
-        p.handle::<&str>(Event::PeersChanged {
-            count: 1,
-            now: secs(t0, 31),
-        });
-        p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 32),
-        });
+        assert_eq!(timer(&mut p, at(t0, 30)), vec![]);
+        peers(&mut p, 1, at(t0, 31));
+        assert_eq!(peers(&mut p, 0, at(t0, 32)), vec![]);
         assert_eq!(p.deadline(), None);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 60) }), vec![]);
+        assert_eq!(peers(&mut p, 0, at(t0, 60)), vec![]);
         assert!(!p.stopped());
     }
 
     #[test]
     fn a_serving_node_that_joined_with_publish_never_publishes_again() {
         let t0 = Instant::now();
-        let p = Policy::new(Config {
-            client: false,
-            publish: true,
-        });
-        let mut p = joined(p, 0, t0);
+        let mut p = joined(policy(false, true), 0, t0);
         assert_eq!(p.deadline(), None);
-        assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 60) }), vec![]);
-    }
-
-    #[test]
-    fn a_serving_node_in_its_own_mesh_stays_when_alone() {
-        let t0 = Instant::now();
-        let mut p = own_mesh(t0);
-        let acts = p.handle::<&str>(Event::PeersChanged {
-            count: 0,
-            now: secs(t0, 60),
-        });
-        assert_eq!(acts, vec![]);
-        assert!(!p.stopped());
+        assert_eq!(timer(&mut p, at(t0, 60)), vec![]);
     }
 
     #[test]
     fn ctrl_c_stops_in_every_state() {
         let t0 = Instant::now();
-        let mut looking = client();
-        let mut pausing = client();
-        pausing.handle::<&str>(Event::Found {
-            best: None,
-            now: t0,
-        });
-        let mut starting = client();
-        starting.handle(Event::Found {
-            best: Some("m"),
-            now: t0,
-        });
-        let joined_client = joined(client(), 0, t0);
-        let joined_serving = joined(serving(), 0, t0);
-        for p in [
-            &mut looking,
-            &mut pausing,
-            &mut starting,
-            &mut joined_client.clone(),
-            &mut joined_serving.clone(),
-        ] {
+        let looking = policy(true, false);
+        let mut pausing = policy(true, false);
+        found(&mut pausing, None, t0);
+        let mut starting = policy(true, false);
+        found(&mut starting, Some("m"), t0);
+        let joined_client = joined(policy(true, false), 0, t0);
+        let joined_serving = joined(policy(false, false), 0, t0);
+        for mut p in [looking, pausing, starting, joined_client, joined_serving] {
             assert_eq!(p.handle::<&str>(Event::CtrlC), vec![A::Stop]);
             assert!(p.stopped());
             assert_eq!(p.deadline(), None);
             // Nothing after the end, not even a second Ctrl-C.
             assert_eq!(p.handle::<&str>(Event::CtrlC), vec![]);
-            assert_eq!(p.handle::<&str>(Event::Timer { now: secs(t0, 99) }), vec![]);
+            assert_eq!(timer(&mut p, at(t0, 99)), vec![]);
         }
     }
 
     #[test]
     fn events_out_of_turn_are_ignored() {
         let t0 = Instant::now();
-        let mut p = client();
-        // Looking: no timer, no start result, no peer count means anything.
-        assert_eq!(p.handle::<&str>(Event::Timer { now: t0 }), vec![]);
-        assert_eq!(
-            p.handle::<&str>(Event::Started { peers: 0, now: t0 }),
-            vec![]
-        );
-        assert_eq!(
-            p.handle::<&str>(Event::PeersChanged { count: 0, now: t0 }),
-            vec![]
-        );
-        // Joined: a second browse result does not join again.
-        let mut p = joined(client(), 1, t0);
-        assert_eq!(
-            p.handle(Event::Found {
-                best: Some("other"),
-                now: t0
-            }),
-            vec![]
-        );
+        let mut p = policy(true, false);
+        // Looking: no timer, start result or peer count means anything.
+        assert_eq!(timer(&mut p, t0), vec![]);
+        assert_eq!(started(&mut p, 0, t0), vec![]);
+        assert_eq!(peers(&mut p, 0, t0), vec![]);
+        // Joined: a stray browse result does not join again.
+        let mut p = joined(policy(true, false), 1, t0);
+        assert_eq!(found(&mut p, Some("other"), t0), vec![]);
     }
 
     #[test]
-    fn the_grace_and_retry_stay_ten_seconds() {
+    fn the_grace_and_the_retry_stay_ten_seconds() {
         assert_eq!(EMPTY_GRACE, Duration::from_secs(10));
         assert_eq!(RETRY, Duration::from_secs(10));
     }
