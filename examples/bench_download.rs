@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use mesh::catalog::hub::RetryPolicy;
-use mesh::catalog::progress::{ProgressMode, Quiet};
+use mesh::catalog::progress::{Progress, Quiet};
 use mesh::catalog::spec::parse_spec;
 use mesh::catalog::{resolve_with, ResolveOptions};
 
@@ -100,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
             token: None,
             offline: false,
             cache_dir: work.path().join(format!("hf-{round}")),
-            progress: ProgressMode::Quiet,
+            progress: Progress::quiet(),
             retry: RetryPolicy::default(),
             verify: false,
         };

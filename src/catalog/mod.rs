@@ -35,7 +35,7 @@ pub use data::{Catalog, CatalogEntry};
 pub use error::DownloadError;
 pub use fit::{plan_context, FitError, ModelMemory};
 pub use memory::available_memory;
-pub use progress::ProgressMode;
+pub use progress::Progress;
 
 pub use fetch::{expand_split, fetch_entry, installed_paths};
 
@@ -59,8 +59,8 @@ pub struct ResolveOptions {
     pub offline: bool,
     /// The hub cache root (`…/huggingface/hub`).
     pub cache_dir: PathBuf,
-    /// How to show download progress.
-    pub progress: ProgressMode,
+    /// Where download progress goes (quiet unless the caller gives a sink).
+    pub progress: Progress,
     /// Retries of transient errors.
     pub retry: RetryPolicy,
     /// Re-hash files already in the cache before using them.
@@ -92,7 +92,7 @@ impl ResolveOptions {
             token,
             offline: env("HF_HUB_OFFLINE").is_some_and(|v| is_truthy(&v)),
             cache_dir,
-            progress: ProgressMode::Auto,
+            progress: Progress::quiet(),
             retry: RetryPolicy::default(),
             verify: false,
         }
@@ -166,8 +166,7 @@ impl ResolvedModel {
 /// local file, downloading into the Hugging Face cache if needed.
 pub async fn resolve(spec: &str, opts: &ResolveOptions) -> anyhow::Result<ResolvedModel> {
     let parsed = parse_spec(spec, |p| p.is_file())?;
-    let sink = progress::sink_for(opts.progress);
-    resolve_with(parsed, opts, sink.as_ref()).await
+    resolve_with(parsed, opts, opts.progress.sink()).await
 }
 
 /// [`resolve`] with a parsed spec and a given progress sink.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use iroh::RelayUrl;
 
+use super::progress::ProgressMode;
 use crate::catalog::ResolveOptions;
 use crate::mesh::Ticket;
 use crate::relay;
@@ -149,13 +150,16 @@ pub struct HubArgs {
 }
 
 impl HubArgs {
-    /// The environment's hub settings with these flags on top.
+    /// The environment's hub settings with these flags on top; download progress on the
+    /// terminal (bars, or plain lines when stdout is not one).
     pub fn resolve_options(&self) -> ResolveOptions {
-        ResolveOptions::from_env().with_overrides(
+        let mut opts = ResolveOptions::from_env().with_overrides(
             self.catalog.as_deref(),
             self.hf_endpoint.as_deref(),
             self.offline,
-        )
+        );
+        opts.progress = super::progress::progress(ProgressMode::Auto);
+        opts
     }
 }
 

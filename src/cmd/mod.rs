@@ -9,6 +9,7 @@ pub mod args;
 pub mod auto;
 pub mod discover;
 pub mod models;
+pub mod progress;
 pub mod publish;
 pub mod relay;
 pub mod serve;

@@ -4,12 +4,12 @@
 use anyhow::Context;
 
 use super::args::{DownloadArgs, ModelsAction, ModelsArgs};
+use super::progress::{progress, ProgressMode};
 use crate::catalog::cache::HubCache;
 use crate::catalog::data::CatalogEntry;
 use crate::catalog::error::DownloadError;
 use crate::catalog::fit::{human_bytes, ModelMemory};
 use crate::catalog::listing::{rows, ModelRow};
-use crate::catalog::progress::ProgressMode;
 use crate::catalog::{installed_paths, memory, names, resolve, ResolveOptions};
 
 /// `mesh models …`.
@@ -166,7 +166,7 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     let mut opts = args.hub.resolve_options();
     opts.verify = args.verify;
     if args.json {
-        opts.progress = ProgressMode::Json;
+        opts.progress = progress(ProgressMode::Json);
     }
     let resolved = resolve(&args.model, &opts).await?;
     if !args.json {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common_hub::{synthetic, FakeHub, COMMIT};
 use mesh::catalog::hub::RetryPolicy;
-use mesh::catalog::progress::{ProgressEvent, ProgressMode, Recorder};
+use mesh::catalog::progress::{Progress, ProgressEvent, Recorder};
 use mesh::catalog::spec::parse_spec;
 use mesh::catalog::{resolve_with, DownloadError, ResolveOptions, ResolvedModel};
 use tempfile::TempDir;
@@ -24,7 +24,7 @@ fn options(hub: &FakeHub, cache: &TempDir) -> ResolveOptions {
         token: None,
         offline: false,
         cache_dir: cache.path().join("hub"),
-        progress: ProgressMode::Quiet,
+        progress: Progress::quiet(),
         retry: RetryPolicy {
             max_attempts: 4,
             base_delay: Duration::from_millis(10),
