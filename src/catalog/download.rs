@@ -20,6 +20,7 @@ use super::hasher::BackgroundHasher;
 use super::error::{is_disk_full, DownloadError};
 use super::hub::{check_status, RetryPolicy};
 use super::progress::{ProgressEvent, ProgressSink};
+use crate::util::backoff::{Retry, Verdict};
 
 /// How often byte counts are reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -87,12 +88,26 @@ impl Partial {
         Ok(Self { file, hasher, len })
     }
 
+    /// [`Partial::open`] on the blocking pool: a resumed partial file may hold gigabytes.
+    async fn open_in_background(path: PathBuf) -> std::io::Result<Self> {
+        blocking(move || Self::open(&path)).await
+    }
+
     fn restart(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.hasher.reset();
         self.len = 0;
         Ok(())
     }
+}
+
+/// Runs blocking file work (reading, hashing) on tokio's blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Fetches `t.url` into `t.dest`, resuming and retrying as needed.
@@ -105,20 +120,8 @@ pub async fn fetch(t: &Transfer, progress: &dyn ProgressSink) -> Result<Fetched,
             sha256: None,
         });
     }
-    if let Some(parent) = t.partial.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| DownloadError::io(parent.display(), e))?;
-    }
-    let mut partial =
-        Partial::open(&t.partial).map_err(|e| DownloadError::io(t.partial.display(), e))?;
+    let mut partial = open_partial(t).await?;
     let mut size = t.expected_size;
-    if size.is_some_and(|s| partial.len > s) {
-        partial
-            .restart()
-            .map_err(|e| DownloadError::io(t.partial.display(), e))?;
-    }
-    if let (Some(s), Some(dir)) = (size, t.partial.parent()) {
-        check_space(&t.file, s.saturating_sub(partial.len), dir)?;
-    }
     progress.event(&ProgressEvent::FileStart {
         part: t.part,
         file: t.file.clone(),
@@ -128,50 +131,79 @@ pub async fn fetch(t: &Transfer, progress: &dyn ProgressSink) -> Result<Fetched,
     if partial.len > 0 {
         tracing::info!(file = %t.file, bytes = partial.len, "resuming partial download");
     }
-
-    let mut attempt = 1;
-    loop {
-        match transfer_once(t, &mut partial, &mut size, progress).await {
-            Ok(()) => break,
-            Err(e) if e.is_transient() && attempt < t.retry.max_attempts => {
-                let delay = t.retry.delay(attempt);
-                tracing::warn!(file = %t.file, attempt, error = %e, "download interrupted, resuming after backoff");
-                progress.event(&ProgressEvent::Retry {
-                    part: t.part,
-                    file: t.file.clone(),
-                    attempt,
-                    delay_ms: delay.as_millis() as u64,
-                    error: e.to_string(),
-                });
+    let mut retry = Retry::new(t.retry);
+    while let Err(e) = transfer_once(t, &mut partial, &mut size, progress).await {
+        match retry.failed(e.is_transient()) {
+            Verdict::RetryAfter { attempt, delay } => {
+                announce_retry(t, attempt, delay, &e, progress);
                 tokio::time::sleep(delay).await;
-                attempt += 1;
             }
-            Err(e @ DownloadError::Network { .. }) => {
-                return Err(match e {
-                    DownloadError::Network { url, source, .. } => DownloadError::Network {
-                        url,
-                        attempts: attempt,
-                        source,
-                    },
-                    other => other,
-                })
-            }
-            Err(e) => return Err(e),
+            Verdict::GiveUp { attempts } => return Err(with_attempts(e, attempts)),
         }
     }
-    finish(t, partial, progress)
+    finish(t, partial, progress).await
+}
+
+/// The partial file, its existing bytes hashed; emptied when longer than the file can be.
+/// Refuses to start when the disk cannot hold the rest.
+async fn open_partial(t: &Transfer) -> Result<Partial, DownloadError> {
+    let io = |e| DownloadError::io(t.partial.display(), e);
+    if let Some(parent) = t.partial.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| DownloadError::io(parent.display(), e))?;
+    }
+    let mut partial = Partial::open_in_background(t.partial.clone())
+        .await
+        .map_err(io)?;
+    if t.expected_size.is_some_and(|s| partial.len > s) {
+        partial.restart().map_err(io)?;
+    }
+    if let (Some(s), Some(dir)) = (t.expected_size, t.partial.parent()) {
+        check_space(&t.file, s.saturating_sub(partial.len), dir)?;
+    }
+    Ok(partial)
+}
+
+/// Try number `attempt` failed; the next one, from where it stopped, follows after `delay`.
+fn announce_retry(
+    t: &Transfer,
+    attempt: u32,
+    delay: Duration,
+    e: &DownloadError,
+    progress: &dyn ProgressSink,
+) {
+    tracing::warn!(file = %t.file, attempt, error = %e, "download interrupted, resuming after backoff");
+    progress.event(&ProgressEvent::Retry {
+        part: t.part,
+        file: t.file.clone(),
+        attempt,
+        delay_ms: delay.as_millis() as u64,
+        error: e.to_string(),
+    });
+}
+
+/// A network error that ended the retries says how many tries were made.
+fn with_attempts(e: DownloadError, attempts: u32) -> DownloadError {
+    match e {
+        DownloadError::Network { url, source, .. } => DownloadError::Network {
+            url,
+            attempts,
+            source,
+        },
+        other => other,
+    }
 }
 
 /// Verifies the bytes and moves them into place; deletes them on a mismatch.
-fn finish(
+async fn finish(
     t: &Transfer,
     partial: Partial,
     progress: &dyn ProgressSink,
 ) -> Result<Fetched, DownloadError> {
     let Partial { file, hasher, len } = partial;
     drop(file);
-    let actual = hasher
-        .finalize()
+    // Waits for the hashing thread to catch up with the last chunks.
+    let actual = blocking(move || hasher.finalize())
+        .await
         .map_err(|e| DownloadError::io(&t.file, e))?;
     if let Some(want) = t
         .expected_sha256
@@ -199,6 +231,15 @@ fn finish(
     })
 }
 
+/// What a response means for the partial file.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// Its body continues (or, after a restart, replaces) the partial file.
+    Body,
+    /// Nothing is left to fetch: the partial file already holds every byte.
+    Complete,
+}
+
 /// One HTTP request, appending to `partial` from its current length.
 async fn transfer_once(
     t: &Transfer,
@@ -206,39 +247,47 @@ async fn transfer_once(
     size: &mut Option<u64>,
     progress: &dyn ProgressSink,
 ) -> Result<(), DownloadError> {
-    let network = |source| DownloadError::Network {
+    let resp = request(t, partial.len).await?;
+    if accept(t, &resp, partial, size)? == Reply::Complete {
+        return Ok(());
+    }
+    receive(t, resp, partial, *size, progress).await?;
+    check_complete(t, partial.len, *size)
+}
+
+fn network(t: &Transfer, source: reqwest::Error) -> DownloadError {
+    DownloadError::Network {
         url: t.url.clone(),
         attempts: 1,
         source,
-    };
-    let io = |e: std::io::Error| DownloadError::io(t.partial.display(), e);
+    }
+}
+
+/// `GET t.url`, asking for the bytes from `from` on when there are some already.
+async fn request(t: &Transfer, from: u64) -> Result<reqwest::Response, DownloadError> {
     let mut req = t
         .client
         .get(&t.url)
         .headers(t.headers.clone())
         .header(ACCEPT_ENCODING, "identity");
-    if partial.len > 0 {
-        req = req.header(RANGE, format!("bytes={}-", partial.len));
+    if from > 0 {
+        req = req.header(RANGE, format!("bytes={from}-"));
     }
-    let resp = req.send().await.map_err(network)?;
+    req.send().await.map_err(|e| network(t, e))
+}
+
+/// Checks the status and size headers against what we have and expect; restarts `partial`
+/// when the server sends the whole file again.
+fn accept(
+    t: &Transfer,
+    resp: &reqwest::Response,
+    partial: &mut Partial,
+    size: &mut Option<u64>,
+) -> Result<Reply, DownloadError> {
+    let io = |e: std::io::Error| DownloadError::io(t.partial.display(), e);
     let status = resp.status().as_u16();
     match status {
-        206 => {
-            let range = resp
-                .headers()
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok());
-            let (start, total) = range
-                .and_then(parse_content_range)
-                .ok_or_else(|| bad(t, "206 without a valid Content-Range"))?;
-            if start != partial.len {
-                return Err(bad(
-                    t,
-                    &format!("asked for bytes from {} but got from {start}", partial.len),
-                ));
-            }
-            check_total(t, size, total)?;
-        }
+        206 => check_range(t, resp.headers(), partial.len, size).map(|()| Reply::Body),
         200 => {
             if partial.len > 0 {
                 tracing::info!(file = %t.file, "server ignored the Range header, starting over");
@@ -248,70 +297,117 @@ async fn transfer_once(
                 .headers()
                 .get(CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok());
-            if let Some(len) = len {
-                check_total(t, size, len)?;
+            match len {
+                Some(len) => check_total(t, size, len).map(|()| Reply::Body),
+                None => Ok(Reply::Body),
             }
         }
-        416 if *size == Some(partial.len) => return Ok(()),
+        416 if *size == Some(partial.len) => Ok(Reply::Complete),
         416 => {
             partial.restart().map_err(io)?;
-            return Err(DownloadError::Http {
+            Err(DownloadError::Http {
                 status,
                 url: t.url.clone(),
-            });
+            })
         }
         _ => {
-            check_status(
-                resp.status(),
-                &t.url,
-                &t.file,
-                t.headers.contains_key("authorization"),
-            )?;
-            return Err(bad(t, &format!("unexpected HTTP {status}")));
+            let had_token = t.headers.contains_key("authorization");
+            check_status(resp.status(), &t.url, &t.file, had_token)?;
+            Err(bad(t, &format!("unexpected HTTP {status}")))
         }
     }
+}
 
+/// A 206 must start where we asked and agree on the total size.
+fn check_range(
+    t: &Transfer,
+    headers: &HeaderMap,
+    from: u64,
+    size: &mut Option<u64>,
+) -> Result<(), DownloadError> {
+    let range = headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok());
+    let (start, total) = range
+        .and_then(parse_content_range)
+        .ok_or_else(|| bad(t, "206 without a valid Content-Range"))?;
+    if start != from {
+        return Err(bad(
+            t,
+            &format!("asked for bytes from {from} but got from {start}"),
+        ));
+    }
+    check_total(t, size, total)
+}
+
+/// Streams the body into `partial`, reporting progress every [`PROGRESS_EVERY`] and at the end.
+async fn receive(
+    t: &Transfer,
+    resp: reqwest::Response,
+    partial: &mut Partial,
+    size: Option<u64>,
+    progress: &dyn ProgressSink,
+) -> Result<(), DownloadError> {
     let mut stream = resp.bytes_stream();
     let mut last_report = Instant::now();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(network)?;
-        if let Some(s) = *size {
-            if partial.len + chunk.len() as u64 > s {
-                let _ = std::fs::remove_file(&t.partial);
-                return Err(DownloadError::Corrupt {
-                    what: t.file.clone(),
-                    kind: "size",
-                    expected: s.to_string(),
-                    actual: format!("more than {s}"),
-                });
-            }
-        }
-        partial.file.write_all(&chunk).map_err(|e| {
-            if is_disk_full(&e) {
-                let dir = t.partial.parent().unwrap_or(Path::new(".")).to_path_buf();
-                DownloadError::DiskFull {
-                    what: t.file.clone(),
-                    need: size.unwrap_or(0).saturating_sub(partial.len),
-                    free: free_space(&dir).unwrap_or(0),
-                    dir,
-                }
-            } else {
-                io(e)
-            }
-        })?;
-        partial.len += chunk.len() as u64;
-        partial.hasher.update(chunk);
+        append(t, partial, size, chunk.map_err(|e| network(t, e))?)?;
         if last_report.elapsed() >= PROGRESS_EVERY {
             last_report = Instant::now();
-            report(t, partial.len, *size, progress);
+            report(t, partial.len, size, progress);
         }
     }
-    report(t, partial.len, *size, progress);
-    match *size {
-        Some(s) if partial.len < s => Err(DownloadError::Truncated {
+    report(t, partial.len, size, progress);
+    Ok(())
+}
+
+/// Writes and hashes one chunk; more bytes than the file has deletes the download.
+fn append(
+    t: &Transfer,
+    partial: &mut Partial,
+    size: Option<u64>,
+    chunk: bytes::Bytes,
+) -> Result<(), DownloadError> {
+    if let Some(s) = size {
+        if partial.len + chunk.len() as u64 > s {
+            let _ = std::fs::remove_file(&t.partial);
+            return Err(DownloadError::Corrupt {
+                what: t.file.clone(),
+                kind: "size",
+                expected: s.to_string(),
+                actual: format!("more than {s}"),
+            });
+        }
+    }
+    partial
+        .file
+        .write_all(&chunk)
+        .map_err(|e| write_error(t, e, size.unwrap_or(0).saturating_sub(partial.len)))?;
+    partial.len += chunk.len() as u64;
+    partial.hasher.update(chunk);
+    Ok(())
+}
+
+/// A failed write, as [`DownloadError::DiskFull`] when that is why (`need`: bytes still to come).
+fn write_error(t: &Transfer, e: std::io::Error, need: u64) -> DownloadError {
+    if is_disk_full(&e) {
+        let dir = t.partial.parent().unwrap_or(Path::new(".")).to_path_buf();
+        DownloadError::DiskFull {
+            what: t.file.clone(),
+            need,
+            free: free_space(&dir).unwrap_or(0),
+            dir,
+        }
+    } else {
+        DownloadError::io(t.partial.display(), e)
+    }
+}
+
+/// The body ended: short of the expected size is a truncation (transient: resume).
+fn check_complete(t: &Transfer, got: u64, size: Option<u64>) -> Result<(), DownloadError> {
+    match size {
+        Some(want) if got < want => Err(DownloadError::Truncated {
             url: t.url.clone(),
-            got: partial.len,
-            want: s,
+            got,
+            want,
         }),
         _ => Ok(()),
     }
@@ -434,6 +530,11 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     }
 }
 
+/// [`sha256_file`] on the blocking pool, for async callers: the file may be gigabytes.
+pub async fn sha256_file_in_background(path: PathBuf) -> std::io::Result<String> {
+    blocking(move || sha256_file(&path)).await
+}
+
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -480,6 +581,56 @@ mod tests {
             sha256_file(&path).unwrap(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[tokio::test]
+    async fn resuming_and_verifying_hash_off_the_async_workers_like_the_sync_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.incomplete");
+        std::fs::write(&path, b"hello ").unwrap();
+        let p = Partial::open_in_background(path.clone()).await.unwrap();
+        assert_eq!(p.len, 6);
+        assert_eq!(p.hasher.finalize().unwrap(), sha256_file(&path).unwrap());
+        assert_eq!(
+            sha256_file_in_background(path.clone()).await.unwrap(),
+            sha256_file(&path).unwrap()
+        );
+        assert!(sha256_file_in_background(dir.path().join("missing"))
+            .await
+            .is_err());
+    }
+
+    #[test]
+    fn short_bodies_are_truncations_and_full_ones_complete() {
+        let t = Transfer {
+            client: crate::catalog::hub::http_client(0).unwrap(),
+            url: "http://127.0.0.1:1/f".into(),
+            headers: HeaderMap::new(),
+            file: "f".into(),
+            part: 0,
+            expected_size: None,
+            expected_sha256: Vec::new(),
+            partial: "/nonexistent/f.incomplete".into(),
+            dest: "/nonexistent/f".into(),
+            lock: "/nonexistent/f.lock".into(),
+            retry: RetryPolicy::default(),
+        };
+        let short = check_complete(&t, 5, Some(10)).unwrap_err();
+        assert!(short.is_transient(), "{short}");
+        assert!(matches!(
+            short,
+            DownloadError::Truncated {
+                got: 5,
+                want: 10,
+                ..
+            }
+        ));
+        assert!(check_complete(&t, 10, Some(10)).is_ok());
+        assert!(check_complete(&t, 5, None).is_ok());
+        let mut size = None;
+        check_total(&t, &mut size, 10).unwrap();
+        assert_eq!(size, Some(10), "the first total learnt is kept");
+        assert!(check_total(&t, &mut size, 11).is_err());
     }
 
     #[test]

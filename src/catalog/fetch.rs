@@ -8,7 +8,7 @@ use super::cache::HubCache;
 use super::data::{self, CatalogEntry};
 use super::download::{self, Transfer};
 use super::error::DownloadError;
-use super::hub::{self, Hub};
+use super::hub::{self, FileMeta, Hub};
 use super::progress::{FileSize, ProgressEvent, ProgressSink};
 use super::spec::HubFile;
 use super::ResolveOptions;
@@ -68,117 +68,25 @@ pub(crate) async fn fetch_hub_files(
     opts: &ResolveOptions,
     sink: &dyn ProgressSink,
 ) -> Result<Vec<PathBuf>, DownloadError> {
-    let (repo, revision) = (hub_file.repo.as_str(), hub_file.revision.as_str());
-    let cache = opts.hub_cache();
-    let catalog_sha = entry
-        .filter(|e| e.files.len() == 1)
-        .and_then(|e| e.sha256.clone());
-    let exact_size = entry
-        .filter(|e| e.files.len() == 1 && !e.approx_size)
-        .map(|e| e.size);
-
+    let job = HubFetch {
+        repo: &hub_file.repo,
+        revision: &hub_file.revision,
+        files,
+        cache: opts.hub_cache(),
+        checks: CatalogChecks::of(entry),
+        opts,
+        sink,
+    };
     // 1. Everything cached: no request at all (also how `huggingface_hub`'s files are reused).
-    let cached: Option<Vec<PathBuf>> = files
-        .iter()
-        .map(|f| cache.cached_file(repo, revision, f))
-        .collect();
-    if let Some(paths) = cached {
-        for (part, (file, path)) in files.iter().zip(&paths).enumerate() {
-            let size = verify_cached(file, path, exact_size, catalog_sha.as_deref(), opts.verify)?;
-            sink.event(&ProgressEvent::Cached {
-                part,
-                file: file.clone(),
-                size,
-            });
+    let paths = match job.cached().await? {
+        Some(paths) => paths,
+        None if opts.offline => return Err(job.not_cached()),
+        None => {
+            let endpoint = hub_file.endpoint.as_deref().unwrap_or(&opts.endpoint);
+            job.download(&Hub::new(endpoint, opts.token.clone(), opts.retry)?, label)
+                .await?
         }
-        sink.event(&ProgressEvent::Done {
-            model: label.to_string(),
-            path: paths[0].display().to_string(),
-        });
-        return Ok(paths);
-    }
-    if opts.offline {
-        let missing = files
-            .iter()
-            .find(|f| cache.cached_file(repo, revision, f).is_none())
-            .unwrap_or(&files[0]);
-        return Err(DownloadError::OfflineNotCached {
-            what: format!("{repo}/{missing}"),
-            cache: cache.root().to_path_buf(),
-        });
-    }
-
-    // 2. Metadata for all parts first: 404/401 and sizes are known before any byte moves.
-    let endpoint = hub_file.endpoint.as_deref().unwrap_or(&opts.endpoint);
-    let hub = Hub::new(endpoint, opts.token.clone(), opts.retry)?;
-    let mut metas = Vec::with_capacity(files.len());
-    for f in files {
-        metas.push(hub.file_meta(repo, revision, f).await?);
-    }
-    if let (Some(want), Some(got)) = (exact_size, metas[0].size) {
-        if want != got {
-            tracing::warn!(file = %files[0], catalog = want, hub = got, "catalog size differs from the hub's");
-        }
-    }
-    let sizes: Vec<FileSize> = files
-        .iter()
-        .zip(&metas)
-        .map(|(f, m)| FileSize {
-            file: f.clone(),
-            size: m.size.unwrap_or(0),
-        })
-        .collect();
-    sink.event(&ProgressEvent::Start {
-        model: label.to_string(),
-        total_bytes: sizes.iter().map(|s| s.size).sum(),
-        files: sizes,
-    });
-
-    // 3. Each part: reuse its blob if present, else transfer, then link the snapshot.
-    let mut paths = Vec::with_capacity(files.len());
-    for (part, (file, meta)) in files.iter().zip(&metas).enumerate() {
-        let dest = cache.blob_path(repo, &meta.etag);
-        if dest.exists() {
-            sink.event(&ProgressEvent::Cached {
-                part,
-                file: file.clone(),
-                size: meta.size.unwrap_or(0),
-            });
-        } else {
-            let expected_sha256 = meta
-                .sha256()
-                .map(str::to_string)
-                .into_iter()
-                .chain(catalog_sha.clone())
-                .collect();
-            let transfer = Transfer {
-                client: hub.http.clone(),
-                url: hub.resolve_url(repo, revision, file),
-                headers: hub.auth(),
-                file: file.clone(),
-                part,
-                expected_size: meta.size,
-                expected_sha256,
-                partial: cache.incomplete_path(repo, &meta.etag),
-                dest: dest.clone(),
-                lock: cache.lock_path(repo, &meta.etag),
-                retry: opts.retry,
-            };
-            download::fetch(&transfer, sink).await?;
-        }
-        let pointer = cache
-            .link_snapshot(repo, &meta.commit, file, &meta.etag)
-            .map_err(|e| DownloadError::io(format!("linking {file} into the cache snapshot"), e))?;
-        cache
-            .write_ref(repo, revision, &meta.commit)
-            .map_err(|e| DownloadError::io(format!("writing refs/{revision}"), e))?;
-        sink.event(&ProgressEvent::FileDone {
-            part,
-            file: file.clone(),
-            path: pointer.display().to_string(),
-        });
-        paths.push(pointer);
-    }
+    };
     sink.event(&ProgressEvent::Done {
         model: label.to_string(),
         path: paths[0].display().to_string(),
@@ -186,13 +94,185 @@ pub(crate) async fn fetch_hub_files(
     Ok(paths)
 }
 
+/// What the catalog adds to the hub's checks (single-file entries only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CatalogChecks {
+    /// sha256 the file must have.
+    sha256: Option<String>,
+    /// Exact size of the file, unless the catalog marks its size approximate.
+    size: Option<u64>,
+}
+
+impl CatalogChecks {
+    fn of(entry: Option<&CatalogEntry>) -> Self {
+        let single = entry.filter(|e| e.files.len() == 1);
+        Self {
+            sha256: single.and_then(|e| e.sha256.clone()),
+            size: single.filter(|e| !e.approx_size).map(|e| e.size),
+        }
+    }
+}
+
+/// One call of [`fetch_hub_files`]: which files, where they go, what they must match.
+struct HubFetch<'a> {
+    repo: &'a str,
+    revision: &'a str,
+    files: &'a [String],
+    cache: HubCache,
+    checks: CatalogChecks,
+    opts: &'a ResolveOptions,
+    sink: &'a dyn ProgressSink,
+}
+
+impl HubFetch<'_> {
+    /// The snapshot paths if every file is cached, each checked and reported as cached.
+    async fn cached(&self) -> Result<Option<Vec<PathBuf>>, DownloadError> {
+        let cached: Option<Vec<PathBuf>> = self
+            .files
+            .iter()
+            .map(|f| self.cache.cached_file(self.repo, self.revision, f))
+            .collect();
+        let Some(paths) = cached else {
+            return Ok(None);
+        };
+        for (part, (file, path)) in self.files.iter().zip(&paths).enumerate() {
+            let size = verify_cached(file, path, &self.checks, self.opts.verify).await?;
+            self.sink.event(&ProgressEvent::Cached {
+                part,
+                file: file.clone(),
+                size,
+            });
+        }
+        Ok(Some(paths))
+    }
+
+    /// Offline, and a file is missing from the cache.
+    fn not_cached(&self) -> DownloadError {
+        let missing = self
+            .files
+            .iter()
+            .find(|f| {
+                self.cache
+                    .cached_file(self.repo, self.revision, f)
+                    .is_none()
+            })
+            .unwrap_or(&self.files[0]);
+        DownloadError::OfflineNotCached {
+            what: format!("{}/{missing}", self.repo),
+            cache: self.cache.root().to_path_buf(),
+        }
+    }
+
+    /// 2. Metadata for all parts first: 404/401 and sizes are known before any byte moves.
+    /// 3. Then each part in turn. Returns the snapshot paths.
+    async fn download(&self, hub: &Hub, label: &str) -> Result<Vec<PathBuf>, DownloadError> {
+        let mut metas = Vec::with_capacity(self.files.len());
+        for f in self.files {
+            metas.push(hub.file_meta(self.repo, self.revision, f).await?);
+        }
+        if let (Some(want), Some(got)) = (self.checks.size, metas[0].size) {
+            if want != got {
+                tracing::warn!(file = %self.files[0], catalog = want, hub = got, "catalog size differs from the hub's");
+            }
+        }
+        self.announce(label, &metas);
+        let mut paths = Vec::with_capacity(self.files.len());
+        for (part, (file, meta)) in self.files.iter().zip(&metas).enumerate() {
+            paths.push(self.fetch_part(hub, part, file, meta).await?);
+        }
+        Ok(paths)
+    }
+
+    /// The `Start` event: every part with its size, and the total.
+    fn announce(&self, label: &str, metas: &[FileMeta]) {
+        let sizes: Vec<FileSize> = self
+            .files
+            .iter()
+            .zip(metas)
+            .map(|(f, m)| FileSize {
+                file: f.clone(),
+                size: m.size.unwrap_or(0),
+            })
+            .collect();
+        self.sink.event(&ProgressEvent::Start {
+            model: label.to_string(),
+            total_bytes: sizes.iter().map(|s| s.size).sum(),
+            files: sizes,
+        });
+    }
+
+    /// One part: reuse its blob if present, else transfer it; then link the snapshot to it.
+    async fn fetch_part(
+        &self,
+        hub: &Hub,
+        part: usize,
+        file: &str,
+        meta: &FileMeta,
+    ) -> Result<PathBuf, DownloadError> {
+        let (repo, revision) = (self.repo, self.revision);
+        let dest = self.cache.blob_path(repo, &meta.etag);
+        if dest.exists() {
+            self.sink.event(&ProgressEvent::Cached {
+                part,
+                file: file.to_string(),
+                size: meta.size.unwrap_or(0),
+            });
+        } else {
+            download::fetch(&self.transfer(hub, part, file, meta, dest), self.sink).await?;
+        }
+        let pointer = self
+            .cache
+            .link_snapshot(repo, &meta.commit, file, &meta.etag)
+            .map_err(|e| DownloadError::io(format!("linking {file} into the cache snapshot"), e))?;
+        self.cache
+            .write_ref(repo, revision, &meta.commit)
+            .map_err(|e| DownloadError::io(format!("writing refs/{revision}"), e))?;
+        self.sink.event(&ProgressEvent::FileDone {
+            part,
+            file: file.to_string(),
+            path: pointer.display().to_string(),
+        });
+        Ok(pointer)
+    }
+
+    /// The transfer of one part into `dest`, checked against the hub's and the catalog's sha256.
+    fn transfer(
+        &self,
+        hub: &Hub,
+        part: usize,
+        file: &str,
+        meta: &FileMeta,
+        dest: PathBuf,
+    ) -> Transfer {
+        let expected_sha256 = meta
+            .sha256()
+            .map(str::to_string)
+            .into_iter()
+            .chain(self.checks.sha256.clone())
+            .collect();
+        Transfer {
+            client: hub.http.clone(),
+            url: hub.resolve_url(self.repo, self.revision, file),
+            headers: hub.auth(),
+            file: file.to_string(),
+            part,
+            expected_size: meta.size,
+            expected_sha256,
+            partial: self.cache.incomplete_path(self.repo, &meta.etag),
+            dest,
+            lock: self.cache.lock_path(self.repo, &meta.etag),
+            retry: self.opts.retry,
+        }
+    }
+}
+
 /// Checks a cached file: its size against the catalog's exact size; with `rehash`, its sha256
-/// against the blob name (an LFS sha256) and the catalog. Deletes it on a mismatch.
-fn verify_cached(
+/// against the blob name (an LFS sha256) and the catalog (hashed off the async workers).
+/// Deletes it on a mismatch.
+async fn verify_cached(
     file: &str,
     pointer: &Path,
-    exact_size: Option<u64>,
-    sha: Option<&str>,
+    checks: &CatalogChecks,
     rehash: bool,
 ) -> Result<u64, DownloadError> {
     let blob =
@@ -210,17 +290,18 @@ fn verify_cached(
             actual,
         }
     };
-    if let Some(want) = exact_size.filter(|w| *w != size) {
+    if let Some(want) = checks.size.filter(|w| *w != size) {
         return Err(corrupt("size", want.to_string(), size.to_string()));
     }
     if rehash {
-        let actual =
-            download::sha256_file(&blob).map_err(|e| DownloadError::io(blob.display(), e))?;
+        let actual = download::sha256_file_in_background(blob.clone())
+            .await
+            .map_err(|e| DownloadError::io(blob.display(), e))?;
         let blob_name = blob
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| data::is_sha256_hex(n));
-        for want in blob_name.into_iter().chain(sha) {
+        for want in blob_name.into_iter().chain(checks.sha256.as_deref()) {
             if want != actual {
                 return Err(corrupt("sha256", want.to_string(), actual));
             }

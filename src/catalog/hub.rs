@@ -17,6 +17,7 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 const MAX_RELATIVE_REDIRECTS: usize = 5;
 
 pub use crate::util::backoff::RetryPolicy;
+use crate::util::backoff::{Retry, Verdict};
 
 /// What `HEAD …/resolve/{rev}/{file}` says about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,15 +109,18 @@ impl Hub {
     ) -> Result<FileMeta, DownloadError> {
         let url = self.resolve_url(repo, revision, file);
         let what = format!("{repo}/{file}@{revision}");
-        let mut attempt = 1;
+        let mut retry = Retry::new(self.retry);
         loop {
-            match self.head_once(&url, &what).await {
-                Err(e) if e.is_transient() && attempt < self.retry.max_attempts => {
+            let e = match self.head_once(&url, &what).await {
+                Err(e) => e,
+                done => return done,
+            };
+            match retry.failed(e.is_transient()) {
+                Verdict::RetryAfter { attempt, delay } => {
                     tracing::warn!(%url, attempt, error = %e, "HEAD failed, retrying");
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                    attempt += 1;
+                    tokio::time::sleep(delay).await;
                 }
-                other => return other,
+                Verdict::GiveUp { .. } => return Err(e),
             }
         }
     }

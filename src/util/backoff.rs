@@ -1,5 +1,9 @@
-//! Exponential backoff, the one schedule used wherever `mesh` retries: downloads (with a bounded
-//! number of attempts, [`RetryPolicy`]) and offer publication (forever, [`Backoff`]).
+//! Exponential backoff, the one schedule used wherever `mesh` retries: downloads and hub
+//! metadata (a bounded number of tries, [`RetryPolicy`], counted by [`Retry`]) and offer
+//! publication (forever, [`Backoff`]).
+//!
+//! All of it is plain data and functions: callers await their tries and sleep the pauses.
+//! Imports nothing beyond std.
 
 use std::time::Duration;
 
@@ -53,6 +57,55 @@ impl RetryPolicy {
     pub fn may_retry(&self, attempt: u32) -> bool {
         attempt < self.max_attempts
     }
+
+    /// Try number `attempt` (1-based) failed: the pause before the next try, or `None` to give
+    /// up (the error is not `transient`, or the tries are used up).
+    pub fn after_failure(&self, attempt: u32, transient: bool) -> Option<Duration> {
+        (transient && self.may_retry(attempt)).then(|| self.delay(attempt))
+    }
+}
+
+/// What to do after a failed try (see [`Retry::failed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try number `attempt` failed: pause for `delay`, then try again.
+    RetryAfter { attempt: u32, delay: Duration },
+    /// Stop: the error is permanent or the tries are used up; `attempts` were made.
+    GiveUp { attempts: u32 },
+}
+
+/// The tries of one operation under a [`RetryPolicy`], as plain data: the caller's loop runs
+/// the try, tells [`Retry::failed`] how it went, and sleeps or stops as the [`Verdict`] says.
+/// (A state rather than an async `retry(op)` helper: the download's tries share `&mut` state,
+/// which an async closure cannot lend to a `Send` future.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    policy: RetryPolicy,
+    attempt: u32,
+}
+
+impl Retry {
+    pub fn new(policy: RetryPolicy) -> Self {
+        Self { policy, attempt: 1 }
+    }
+
+    /// The try under way (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The try under way failed with a `transient` error or not: retry (the next try counts
+    /// one more) or give up.
+    pub fn failed(&mut self, transient: bool) -> Verdict {
+        let attempt = self.attempt;
+        match self.policy.after_failure(attempt, transient) {
+            Some(delay) => {
+                self.attempt += 1;
+                Verdict::RetryAfter { attempt, delay }
+            }
+            None => Verdict::GiveUp { attempts: attempt },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +124,65 @@ mod tests {
         assert_eq!(p.delay(3), Duration::from_millis(350));
         assert_eq!(p.delay(99), Duration::from_millis(350));
         assert!(p.may_retry(4) && !p.may_retry(5));
+    }
+
+    #[test]
+    fn after_failure_retries_transient_errors_until_the_tries_run_out() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        assert_eq!(p.after_failure(1, true), Some(Duration::from_millis(100)));
+        assert_eq!(p.after_failure(2, true), Some(Duration::from_millis(200)));
+        assert_eq!(p.after_failure(3, true), None);
+        assert_eq!(p.after_failure(1, false), None);
+    }
+
+    #[test]
+    fn retry_counts_tries_and_backs_off_until_they_run_out() {
+        let mut r = Retry::new(RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        });
+        assert_eq!(r.attempt(), 1);
+        let ms = Duration::from_millis;
+        assert_eq!(
+            r.failed(true),
+            Verdict::RetryAfter {
+                attempt: 1,
+                delay: ms(100)
+            }
+        );
+        assert_eq!(r.attempt(), 2);
+        assert_eq!(
+            r.failed(true),
+            Verdict::RetryAfter {
+                attempt: 2,
+                delay: ms(200)
+            }
+        );
+        assert_eq!(r.failed(true), Verdict::GiveUp { attempts: 3 });
+        assert_eq!(r.attempt(), 3, "giving up does not count another try");
+    }
+
+    #[test]
+    fn retry_gives_up_at_once_on_a_permanent_error() {
+        let mut r = Retry::new(RetryPolicy::default());
+        assert_eq!(r.failed(false), Verdict::GiveUp { attempts: 1 });
+        let mut r = Retry::new(RetryPolicy::default());
+        assert!(matches!(r.failed(true), Verdict::RetryAfter { .. }));
+        assert_eq!(r.failed(false), Verdict::GiveUp { attempts: 2 });
+    }
+
+    #[test]
+    fn a_single_try_policy_never_retries() {
+        let mut r = Retry::new(RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        });
+        assert_eq!(r.failed(true), Verdict::GiveUp { attempts: 1 });
     }
 
     #[test]
