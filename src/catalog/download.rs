@@ -524,7 +524,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     loop {
         let n = file.read(&mut buf)?;
         if n == 0 {
-            return Ok(hex(&hasher.finalize()));
+            return Ok(super::hasher::hex(&hasher.finalize()));
         }
         hasher.update(&buf[..n]);
     }
@@ -533,17 +533,6 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 /// [`sha256_file`] on the blocking pool, for async callers: the file may be gigabytes.
 pub async fn sha256_file_in_background(path: PathBuf) -> std::io::Result<String> {
     blocking(move || sha256_file(&path)).await
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ pub(crate) async fn fetch_url(
         .filter(|n| data::is_valid_repo_path(n))
         .unwrap_or("model.gguf")
         .to_string();
-    let key = download::hex(&sha2::Sha256::digest(url.as_bytes()))[..16].to_string();
+    let key = super::hasher::hex(&sha2::Sha256::digest(url.as_bytes()))[..16].to_string();
     let base = opts.cache_dir.parent().unwrap_or(&opts.cache_dir);
     let dir = base.join("mesh").join("url").join(key);
     let dest = dir.join(&name);

@@ -81,8 +81,19 @@ impl BackgroundHasher {
             .handle
             .join()
             .map_err(|_| std::io::Error::other("sha256 thread panicked"))?;
-        Ok(super::download::hex(&hasher.finalize()))
+        Ok(hex(&hasher.finalize()))
     }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
