@@ -10,7 +10,8 @@
 //! - [`resolve`](resolve()) (here): spec in, local GGUF path out, downloading if needed.
 //! - [`listing`]: catalog rows with installed / fits, as `mesh models` and `--auto` see them.
 //!
-//! No clap and no printing here: `cmd::models` is the command side.
+//! A domain module: it imports only `util` (no engine, mesh, HTTP, clap or printing);
+//! `cmd::models` and `cmd::progress` are its command side.
 
 pub mod cache;
 pub mod data;

@@ -5,6 +5,10 @@
 //! pieces: `nostr_io` (talking to relays), `publish` (the publisher and its driver), `probe` (RTT
 //! over iroh), `browse` (fetch + score + probe). The Nostr relay server is `crate::relay`.
 //! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
+//!
+//! A domain module: it imports `mesh` (offers describe a mesh and bind its node key) and
+//! `util` (and may import `catalog` or `engine`); never `relay`, `http`, `node` or `cmd`, and
+//! it prints nothing.
 
 pub mod browse;
 pub mod demand;
