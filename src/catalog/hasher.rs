@@ -81,7 +81,7 @@ impl BackgroundHasher {
             .handle
             .join()
             .map_err(|_| std::io::Error::other("sha256 thread panicked"))?;
-        Ok(super::download::hex(&hasher.finalize()))
+        Ok(super::disk::hex(&hasher.finalize()))
     }
 }
 
