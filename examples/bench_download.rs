@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         }
         drop(file);
         anyhow::ensure!(
-            mesh::catalog::hasher::hex(&sha2::Digest::finalize(hasher)) == sha,
+            mesh::catalog::disk::hex(&sha2::Digest::finalize(hasher)) == sha,
             "bad hash"
         );
         hashed.push(t.elapsed());

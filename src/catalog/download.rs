@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
-use sha2::{Digest, Sha256};
 
+use super::disk::{blocking, check_space, free_space, lock};
+// Where they were before `disk` was split out (examples use them from here).
+pub use super::disk::sha256_file;
 use super::hasher::BackgroundHasher;
 
 use super::error::{is_disk_full, DownloadError};
@@ -99,15 +101,6 @@ impl Partial {
         self.len = 0;
         Ok(())
     }
-}
-
-/// Runs blocking file work (reading, hashing) on tokio's blocking pool, off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// Fetches `t.url` into `t.dest`, resuming and retrying as needed.
@@ -457,87 +450,10 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     (start <= end && end < total).then_some((start, total))
 }
 
-/// Refuses to start when the disk cannot hold the rest of the file.
-fn check_space(file: &str, need: u64, dir: &Path) -> Result<(), DownloadError> {
-    match free_space(dir) {
-        Some(free) if free < need => Err(DownloadError::DiskFull {
-            what: file.to_string(),
-            need,
-            free,
-            dir: dir.to_path_buf(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// Bytes available to unprivileged users on the file system holding `dir`.
-#[cfg(unix)]
-pub fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized, writable struct.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    #[allow(clippy::unnecessary_cast)] // field widths differ between platforms
-    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
-}
-
-#[cfg(not(unix))]
-pub fn free_space(_dir: &Path) -> Option<u64> {
-    None
-}
-
-/// Takes the exclusive lock on `path` (waiting for another process if needed).
-async fn lock(path: &Path) -> Result<File, DownloadError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| DownloadError::io(parent.display(), e))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| DownloadError::io(path.display(), e))?;
-    let mut waited = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if !waited {
-                    tracing::info!(lock = %path.display(), "another download of this file is running; waiting");
-                    waited = true;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(DownloadError::io(path.display(), e))
-            }
-        }
-    }
-}
-
-/// sha256 of a whole file (for `--verify` of cached files).
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(super::hasher::hex(&hasher.finalize()));
-        }
-        hasher.update(&buf[..n]);
-    }
-}
-
-/// [`sha256_file`] on the blocking pool, for async callers: the file may be gigabytes.
-pub async fn sha256_file_in_background(path: PathBuf) -> std::io::Result<String> {
-    blocking(move || sha256_file(&path)).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::disk::sha256_file_in_background;
 
     #[test]
     fn content_range_parsing() {
@@ -559,17 +475,6 @@ mod tests {
         p.file.write_all(b"world").unwrap();
         p.hasher.update(bytes::Bytes::from_static(b"world"));
         assert_eq!(p.hasher.finalize().unwrap(), sha256_file(&path).unwrap());
-    }
-
-    #[test]
-    fn sha256_of_known_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("abc");
-        std::fs::write(&path, b"abc").unwrap();
-        assert_eq!(
-            sha256_file(&path).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[tokio::test]
@@ -620,15 +525,5 @@ mod tests {
         check_total(&t, &mut size, 10).unwrap();
         assert_eq!(size, Some(10), "the first total learnt is kept");
         assert!(check_total(&t, &mut size, 11).is_err());
-    }
-
-    #[test]
-    fn space_check_refuses_impossible_downloads() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(check_space("f", 1, dir.path()).is_ok());
-        assert!(matches!(
-            check_space("f", u64::MAX, dir.path()),
-            Err(DownloadError::DiskFull { .. })
-        ));
     }
 }

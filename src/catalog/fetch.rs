@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::cache::HubCache;
 use super::data::{self, CatalogEntry};
+use super::disk;
 use super::download::{self, Transfer};
 use super::error::DownloadError;
 use super::hub::{self, FileMeta, Hub};
@@ -294,7 +295,7 @@ async fn verify_cached(
         return Err(corrupt("size", want.to_string(), size.to_string()));
     }
     if rehash {
-        let actual = download::sha256_file_in_background(blob.clone())
+        let actual = disk::sha256_file_in_background(blob.clone())
             .await
             .map_err(|e| DownloadError::io(blob.display(), e))?;
         let blob_name = blob
@@ -325,7 +326,7 @@ pub(crate) async fn fetch_url(
         .filter(|n| data::is_valid_repo_path(n))
         .unwrap_or("model.gguf")
         .to_string();
-    let key = super::hasher::hex(&sha2::Sha256::digest(url.as_bytes()))[..16].to_string();
+    let key = disk::hex(&sha2::Sha256::digest(url.as_bytes()))[..16].to_string();
     let base = opts.cache_dir.parent().unwrap_or(&opts.cache_dir);
     let dir = base.join("mesh").join("url").join(key);
     let dest = dir.join(&name);

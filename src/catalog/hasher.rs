@@ -81,19 +81,8 @@ impl BackgroundHasher {
             .handle
             .join()
             .map_err(|_| std::io::Error::other("sha256 thread panicked"))?;
-        Ok(hex(&hasher.finalize()))
+        Ok(super::disk::hex(&hasher.finalize()))
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`cache`]: the standard Hugging Face cache layout, shared with Python's `huggingface_hub`.
 //! - [`hub`], [`download`], [`progress`]: metadata, resumable verified transfers, progress.
 //! - [`hasher`]: sha256 on its own thread, overlapping the transfer.
+//! - [`disk`]: the lock file, free space, whole-file sha256, blocking file work off the workers.
 //! - [`fetch`]: a model's file set into the cache (or found there), part by part.
 //! - [`resolve`](resolve()) (here): spec in, local GGUF path out, downloading if needed.
 //! - [`listing`]: catalog rows with installed / fits, as `mesh models` and `--auto` see them.
@@ -15,6 +16,7 @@
 
 pub mod cache;
 pub mod data;
+pub mod disk;
 pub mod download;
 pub mod error;
 pub mod fetch;
