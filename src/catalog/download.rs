@@ -16,7 +16,6 @@ use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
 
 use super::disk::{blocking, check_space, free_space, lock};
 // Where they were before `disk` was split out (examples use them from here).
-pub use super::disk::sha256_file;
 use super::hasher::BackgroundHasher;
 
 use super::error::{is_disk_full, DownloadError};
@@ -453,7 +452,7 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::disk::sha256_file_in_background;
+    use crate::catalog::disk::{sha256_file, sha256_file_in_background};
 
     #[test]
     fn content_range_parsing() {
