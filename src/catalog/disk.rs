@@ -4,7 +4,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -60,21 +59,18 @@ pub async fn lock(path: &Path) -> Result<File, DownloadError> {
         .write(true)
         .open(path)
         .map_err(|e| DownloadError::io(path.display(), e))?;
-    let mut waited = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                if !waited {
-                    tracing::info!(lock = %path.display(), "another download of this file is running; waiting");
-                    waited = true;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(DownloadError::io(path.display(), e))
-            }
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            tracing::info!(lock = %path.display(), "another download of this file is running; waiting");
+            // The kernel wakes a blocking lock when the other process lets go: wait for that on
+            // the blocking pool instead of polling. Dropped early, the thread still takes the
+            // lock and releases it at once by dropping the file.
+            blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(|e| DownloadError::io(path.display(), e))
         }
+        Err(std::fs::TryLockError::Error(e)) => Err(DownloadError::io(path.display(), e)),
     }
 }
 
@@ -111,6 +107,25 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_held_lock_is_waited_for_and_taken_when_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = lock(&path).await.unwrap();
+        let waiting = tokio::spawn({
+            let path = path.clone();
+            async move { lock(&path).await.map(|_| ()) }
+        });
+        // While the first holder keeps it, the second waits (a 300 ms look is enough to see
+        // it has not been handed a lock it should not have).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "took a lock someone else holds");
+        drop(held);
+        let taken = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(matches!(taken, Ok(Ok(Ok(())))), "{taken:?}");
+    }
 
     #[test]
     fn sha256_of_known_input() {
