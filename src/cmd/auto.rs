@@ -12,7 +12,6 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -30,7 +29,7 @@ use crate::discovery::score::{self, Preferences, Scored};
 use crate::discovery::{load_last_mesh, save_last_mesh};
 use crate::mesh::{MeshConfig, MeshError, MeshEvent};
 use crate::node::auto::{Action, Config, Event, Message, Policy};
-use crate::node::{load_engine, Node};
+use crate::node::{load_engine, Node, ServeLater};
 use crate::util::signals::CtrlC;
 use crate::util::time::unix_secs;
 
@@ -228,8 +227,8 @@ impl Auto {
                  without serving, or pick one with --model",
             )?;
         println!("auto: serving {model} ({reason}); loading it in the background");
-        let slot = session.node.local.clone();
-        session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, slot)));
+        let node = session.node.serve_later();
+        session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, node)));
         Ok(())
     }
 
@@ -322,7 +321,7 @@ impl Auto {
 
 /// Resolves (downloading if needed) and loads `model`, then serves it: peers see it at the next
 /// heartbeat. A failure leaves the node in the mesh as a client.
-async fn load_and_serve(args: ServeArgs, model: String, slot: crate::http::generate::LocalSlot) {
+async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
     let started = Instant::now();
     let loaded = async {
         let cfg = serve::engine_config(&args, &model).await?;
@@ -331,7 +330,7 @@ async fn load_and_serve(args: ServeArgs, model: String, slot: crate::http::gener
     match loaded.await {
         Ok(engine) => {
             let name = engine.info().name.clone();
-            if slot.set(Arc::new(engine)).is_ok() {
+            if node.serve(engine) {
                 println!(
                     "auto: {name} loaded in {:.1}s; serving it to the mesh",
                     started.elapsed().as_secs_f64()

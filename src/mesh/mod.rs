@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     roster: watch::Sender<u64>,
     /// Model names this node announced last, to notice when its own serving changes.
     own_models: Mutex<Vec<String>>,
+    /// Asks the membership driver to announce now instead of at the next heartbeat.
+    announce_now: tokio::sync::Notify,
     memory_bytes: u64,
 }
 
@@ -221,6 +223,7 @@ impl Mesh {
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
             own_models: Mutex::default(),
+            announce_now: tokio::sync::Notify::new(),
             memory_bytes: cfg.memory_bytes,
         });
         let membership = tokio::spawn(membership::run(
@@ -353,8 +356,15 @@ impl Mesh {
         self.shared.events.subscribe()
     }
 
+    /// What this node serves has changed (a model was loaded after the node started): peers
+    /// and roster watchers hear of it now rather than at the next heartbeat.
+    pub fn serving_changed(&self) {
+        self.shared.announce_now.notify_one();
+    }
+
     /// Wakes (the value counts changes) when a node joins or leaves, or when what some member
-    /// serves changes — the models of a peer, or this node's own, noticed at its next heartbeat.
+    /// serves changes — the models of a peer, or this node's own, noticed at its next heartbeat
+    /// (at once after [`Mesh::serving_changed`]).
     /// Unlike [`Mesh::subscribe`]'s events this also covers a peer that starts serving a model
     /// already in the mesh, and this node loading its model (`mesh --auto`); it is how
     /// discovery's publisher follows the mesh without polling. Load and free slots do not count.
@@ -544,6 +554,37 @@ mod tests {
         tokio::time::sleep(a.shared.timers.heartbeat * 3).await;
         assert_eq!((*own.borrow(), *peer.borrow()), (own_before, peer_before));
         b.abort().await;
+        a.abort().await;
+    }
+
+    #[tokio::test]
+    async fn serving_changed_announces_at_once_not_at_the_next_heartbeat() {
+        let models: Arc<Mutex<Vec<ModelOffer>>> = Arc::default();
+        let serving: ServingFn = {
+            let models = models.clone();
+            Arc::new(move || Serving {
+                models: models.lock().unwrap().clone(),
+                ..Serving::default()
+            })
+        };
+        let mut cfg = config();
+        // A heartbeat far longer than the wait below: only serving_changed can make it in time.
+        cfg.timers.heartbeat = Duration::from_secs(600);
+        let a = Mesh::start(cfg, serving, axum::Router::new())
+            .await
+            .unwrap();
+        let mut own = a.watch_roster();
+        // The first heartbeat ticks at start; let it pass, then load a model.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = *own.borrow_and_update();
+        models.lock().unwrap().push(ModelOffer {
+            name: "m".into(),
+            free_slots: 1,
+            slots: 1,
+            ctx: 512,
+        });
+        a.serving_changed();
+        bumped(&mut own, before).await;
         a.abort().await;
     }
 }

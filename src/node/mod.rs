@@ -148,6 +148,14 @@ impl Node {
         })
     }
 
+    /// A handle that serves a model loaded later (see [`ServeLater`]).
+    pub fn serve_later(&self) -> ServeLater {
+        ServeLater {
+            local: self.local.clone(),
+            mesh: self.mesh.clone(),
+        }
+    }
+
     /// Ends in-flight requests with an error, stops accepting connections, waits a little.
     pub async fn shutdown(self) {
         if let Some(d) = &self.discovery {
@@ -164,6 +172,28 @@ impl Node {
         if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing anyway");
         }
+    }
+}
+
+/// Lets a task serve a model the node loads after it started (`mesh --auto` joins first, then
+/// downloads and loads).
+#[derive(Clone)]
+pub struct ServeLater {
+    local: LocalSlot,
+    mesh: Option<Mesh>,
+}
+
+impl ServeLater {
+    /// Serves `engine` from now on; the mesh announces it at once. False when the node serves
+    /// a model already.
+    pub fn serve(&self, engine: Engine) -> bool {
+        if self.local.set(Arc::new(engine)).is_err() {
+            return false;
+        }
+        if let Some(mesh) = &self.mesh {
+            mesh.serving_changed();
+        }
+        true
     }
 }
 

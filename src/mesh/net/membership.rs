@@ -26,6 +26,8 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
+            // What this node serves changed: announce it now (the tick below does).
+            _ = shared.announce_now.notified() => heartbeat.reset_immediately(),
             _ = heartbeat.tick() => {
                 let msg = Message::Announce(shared.announcement());
                 if let Err(e) = sender.broadcast(announce::encode(&shared.secret_key, &msg).into()).await {
