@@ -202,15 +202,7 @@ async fn auto_node_starts_a_public_mesh_when_none_fits_and_an_auto_client_joins_
         host.lines
     );
     // The offer is republished as soon as the model is loaded: it then lists the model.
-    let offers = || async {
-        nostr_io::fetch_offers(
-            std::slice::from_ref(&relay.url),
-            &Query::default(),
-            unix_secs(),
-        )
-        .await
-        .offers
-    };
+    let offers = || offers_on(&relay.url);
     let offer = eventually(
         Duration::from_secs(60),
         "an offer with the model",
@@ -393,15 +385,7 @@ async fn mesh_publish_advertises_a_running_node_and_stop_deletes_the_offer() {
         let dir = dir.path().to_owned();
         tokio::task::spawn_blocking(move || mesh(&dir).args(args).output().unwrap())
     };
-    let offers = || async {
-        nostr_io::fetch_offers(
-            std::slice::from_ref(&relay.url),
-            &Query::default(),
-            unix_secs(),
-        )
-        .await
-        .offers
-    };
+    let offers = || offers_on(&relay.url);
     assert!(
         offers().await.is_empty(),
         "not published before `mesh publish`"
@@ -618,4 +602,11 @@ async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
         "into the Hugging Face cache"
     );
     node.stop(); // Ctrl-C, as a user stops it
+}
+
+/// The valid offers a relay holds now.
+async fn offers_on(relay: &nostr::RelayUrl) -> Vec<mesh::discovery::offer::Offer> {
+    nostr_io::fetch_offers(std::slice::from_ref(relay), &Query::default(), unix_secs())
+        .await
+        .offers
 }

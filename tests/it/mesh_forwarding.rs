@@ -53,11 +53,7 @@ async fn a_client_node_gets_answers_and_streams_from_a_generator_on_another_node
     let data = SseReader::new(a.post("/v1/chat/completions", &chat(MODEL, true)).await)
         .all()
         .await;
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = done_chunks(&data);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert!(chunks
         .iter()

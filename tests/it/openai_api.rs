@@ -5,7 +5,9 @@
 
 use crate::common;
 
-use common::{chunk_text, config, fake, fake_with, start, start_fake, user, SseReader, MODEL};
+use common::{
+    chunk_text, config, done_chunks, fake, fake_with, start, start_fake, user, SseReader, MODEL,
+};
 use mesh::engine::EngineError;
 use mesh::http::fake::{Script, Scripted};
 use serde_json::{json, Value};
@@ -110,11 +112,7 @@ async fn chat_stream_has_openai_chunks_usage_and_done() {
     let data = SseReader::new(n.post("/v1/chat/completions", &body(true)).await)
         .all()
         .await;
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = done_chunks(&data);
     let id = chunks[0]["id"].as_str().unwrap();
     assert!(chunks
         .iter()
@@ -146,11 +144,7 @@ async fn completion_stream_without_usage_option_sends_no_usage_chunk() {
     let data = SseReader::new(n.post("/v1/completions", &req).await)
         .all()
         .await;
-    assert_eq!(data.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = done_chunks(&data);
     assert!(chunks
         .iter()
         .all(|c| c["object"] == "text_completion" && c.get("usage").is_none()));
@@ -282,12 +276,8 @@ async fn chat_stream_without_usage_option_has_role_chunk_text_finish_and_done() 
     let data = SseReader::new(n.post("/v1/chat/completions", &req).await)
         .all()
         .await;
-    assert_eq!(data.last().unwrap(), "[DONE]");
     assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1);
-    let chunks: Vec<Value> = data[..data.len() - 1]
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect();
+    let chunks = done_chunks(&data);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     assert!(
         chunks.iter().all(|c| c.get("usage").is_none()),

@@ -304,6 +304,15 @@ impl SseReader {
     }
 }
 
+/// The chunks of a stream that must end with `data: [DONE]` (asserted), parsed as JSON.
+pub fn done_chunks(data: &[String]) -> Vec<Value> {
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 /// Text of a chat chunk or completion chunk.
 pub fn chunk_text(chunk: &Value) -> String {
     let c = &chunk["choices"][0];
