@@ -31,7 +31,7 @@ def spawn(binary, args, home):
     """Starts `mesh ARGS` on free ports; returns (process, lines up to the banner's end)."""
     cmd = [binary, *args, "--port", "0", "--api-port", "0", "--ephemeral", "--mesh-bind", "127.0.0.1:0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "MESH_HOME": home})
+                            env={**os.environ, "MESH_HOME": home, "MESH_OFFLINE": "1"})
     lines = []
     for line in proc.stdout:
         lines.append(line.rstrip())

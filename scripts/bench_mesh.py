@@ -27,7 +27,7 @@ def start(binary, args, home):
     cmd = [binary, "serve", *args, "--port", str(port), "--api-port", str(api), "--ephemeral",
            "--mesh-bind", "127.0.0.1:0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "MESH_HOME": home})
+                            env={**os.environ, "MESH_HOME": home, "MESH_OFFLINE": "1"})
     info = {}
     for line in proc.stdout:
         m = re.match(r"mesh \S+ serving (\S+)", line)

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mesh=${MESH_BIN:-target/debug/mesh}
+# Everything on 127.0.0.1: no iroh relays, LAN (loopback) addresses in the public offer.
+export MESH_OFFLINE=1
 model=${MESH_TEST_MODEL:-$HOME/.cache/mesh-test/SmolLM2-135M-Instruct.Q4_1.gguf}
 [ -x "$mesh" ] || { echo "demo: $mesh not built (cargo build)"; exit 1; }
 [ -f "$model" ] || { echo "demo: no test model at $model (scripts/fetch-test-model.sh)"; exit 1; }

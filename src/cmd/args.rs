@@ -50,13 +50,62 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run a Nostr relay (ws://127.0.0.1:7447) for offers on a private network or in tests.
     Relay(RelayServerArgs),
+    /// How this machine looks from outside: public address, NAT type, relay latencies, and
+    /// whether peers will reach it directly or through a relay.
+    Network(NetworkArgs),
+}
+
+/// How the node reaches others and is reached (iroh relays, port mapping, which addresses it
+/// tells and dials). Shared by `serve`, `discover` and `network`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NetArgs {
+    /// iroh relay to use instead of iroh's public relays (repeat for several): a private relay.
+    #[arg(long = "iroh-relay", value_name = "URL")]
+    pub iroh_relays: Vec<RelayUrl>,
+
+    /// PEM file with the certificate (or its CA) of a private iroh relay to trust.
+    #[arg(long, value_name = "FILE", env = "MESH_IROH_RELAY_CA")]
+    pub iroh_relay_ca: Option<PathBuf>,
+
+    /// No iroh relays: direct addresses only, LAN addresses included (networks without
+    /// internet). Wins over --iroh-relay.
+    #[arg(long, env = "MESH_OFFLINE")]
+    pub no_iroh_relay: bool,
+
+    /// Ask the home router to forward a port (UPnP / NAT-PMP / PCP): more direct connections
+    /// from home networks. Sends packets to the LAN gateway and multicast groups.
+    #[arg(long)]
+    pub portmap: bool,
+
+    /// Tell and dial LAN addresses (private ranges, loopback) in public meshes too.
+    #[arg(long, env = "MESH_ADVERTISE_LAN")]
+    pub advertise_lan: bool,
+
+    /// Dial iroh relays that tickets and offers name even when they are not in this node's list.
+    #[arg(long)]
+    pub allow_any_iroh_relay: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Longest wait for the relays' answers, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    pub timeout: f64,
+
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// `mesh --auto …` is `mesh serve --auto …`: inserts `serve` when no subcommand is named and
 /// `--auto` is given.
 pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let names = [
-        "serve", "models", "download", "status", "peers", "discover", "publish", "relay", "help",
+        "serve", "models", "download", "status", "peers", "discover", "publish", "relay",
+        "network", "help",
     ];
     let has_command = args.iter().skip(1).any(|a| names.iter().any(|n| a == n));
     if !has_command && args.iter().skip(1).any(|a| a == "--auto") {
@@ -107,9 +156,8 @@ pub struct DiscoverArgs {
     #[arg(long)]
     pub no_probe: bool,
 
-    /// iroh relay the round-trip probes may use besides direct addresses.
-    #[arg(long, value_name = "URL")]
-    pub iroh_relay: Option<RelayUrl>,
+    #[command(flatten)]
+    pub net: NetArgs,
 
     #[command(flatten)]
     pub relay: RelayArgs,
@@ -275,10 +323,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub mesh_bind: Option<SocketAddr>,
 
-    /// iroh relay server for peers that cannot reach each other directly (default: none, direct
-    /// addresses only).
-    #[arg(long, value_name = "URL")]
-    pub iroh_relay: Option<RelayUrl>,
+    #[command(flatten)]
+    pub net: NetArgs,
 
     /// Name shown to peers (default: the host name).
     #[arg(long)]

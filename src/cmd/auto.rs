@@ -381,7 +381,7 @@ async fn discover(
         query: Default::default(),
         prefs,
         probe: true,
-        iroh_relay: args.iroh_relay.clone(),
+        net: args.net.resolve().unwrap_or_default(),
     })
     .await;
     if let Some(w) = found.relay_warning() {

@@ -22,7 +22,7 @@ pub async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
         query: filters.query(),
         prefs: filters.prefs(unix_secs(), last),
         probe: !args.no_probe,
-        iroh_relay: args.iroh_relay.clone(),
+        net: args.net.resolve()?,
     })
     .await;
     if let Some(w) = found.relay_warning() {

@@ -9,6 +9,7 @@ pub mod args;
 pub mod auto;
 pub mod discover;
 pub mod models;
+pub mod network;
 pub mod progress;
 pub mod publish;
 pub mod relay;
@@ -30,5 +31,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Discover(args) => discover::discover(args).await,
         Command::Publish(args) => publish::publish(args).await,
         Command::Relay(args) => relay::run(args).await,
+        Command::Network(args) => network::run(args).await,
     }
 }

@@ -27,11 +27,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let discovery = discovery_config(&args, &mesh, args.publish)?;
     let mut ctrl_c = CtrlC::listen();
     let node = Node::start_with(node_options(&args, engine, mesh, discovery)).await?;
+    // The APIs answer already; the banner waits a moment so its ticket names the relay.
+    if let Some(mesh) = &node.mesh {
+        mesh.wait_online(BANNER_RELAY_WAIT).await;
+    }
     print_banner(&node);
     wait_ctrl_c(&mut ctrl_c).await?;
     node.shutdown().await;
     Ok(())
 }
+
+/// Longest the banner waits for the home relay, so that the ticket it prints names it.
+pub const BANNER_RELAY_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Waits for Ctrl-C (or SIGTERM), then says so.
 pub async fn wait_ctrl_c(ctrl_c: &mut CtrlC) -> anyhow::Result<()> {
@@ -69,7 +76,7 @@ pub fn mesh_config(args: &ServeArgs) -> anyhow::Result<MeshConfig> {
     mesh.join = args.join.clone();
     mesh.public = args.public;
     mesh.bind = args.mesh_bind;
-    mesh.relay = args.iroh_relay.clone();
+    mesh.net = args.net.resolve()?;
     mesh.region = args.region.clone();
     if let Some(name) = &args.name {
         mesh.name = name.clone();
@@ -103,7 +110,7 @@ pub fn discovery_config(
             interval: publish::REPUBLISH,
             ttl: publish::OFFER_TTL,
         },
-        iroh_relay: args.iroh_relay.clone(),
+        net: mesh.net.clone(),
         publish,
     })
 }
@@ -133,7 +140,19 @@ pub fn print_banner(node: &Node) {
         };
         println!("  node id      {}", mesh.node_id());
         println!("  mesh         {} ({kind})", mesh.mesh_id());
-        println!("  ticket       {}", mesh.ticket().encode());
+        let ticket = mesh.ticket();
+        let own = &ticket.peers[0];
+        match own.relay_urls().next() {
+            Some(url) => println!("  iroh relay   {url}"),
+            None => println!("  iroh relay   none (direct addresses only)"),
+        }
+        let addrs: Vec<String> = own.ip_addrs().map(|a| a.to_string()).collect();
+        if addrs.is_empty() {
+            println!("  addresses    none public yet (`mesh status` shows the ticket once known)");
+        } else {
+            println!("  addresses    {}", addrs.join(" "));
+        }
+        println!("  ticket       {}", ticket.encode());
         if mesh.is_public() {
             println!("  others join with: mesh serve --join <ticket>");
         } else {

@@ -111,6 +111,18 @@ pub fn format_status(s: &StatusDoc) -> String {
         },
     );
     line("peers", mesh.map_or(0, |m| m.peers.len()).to_string());
+    if let Some(m) = mesh {
+        line("relay", or_dash(m.home_relay.as_deref()));
+        let addrs: Vec<String> = m.addrs.iter().map(|a| clean(a)).collect();
+        line(
+            "addresses",
+            if addrs.is_empty() {
+                "-".into()
+            } else {
+                addrs.join(" ")
+            },
+        );
+    }
     line("ticket", or_dash(mesh.map(|m| m.ticket.as_str())));
     out
 }
@@ -132,7 +144,11 @@ pub fn format_peers(peers: &[PeerView]) -> String {
                 p.node_id.chars().take(10).collect(),
                 clean(&p.name),
                 p.role.as_str().into(),
-                p.connection.as_str().into(),
+                if p.trying_direct {
+                    format!("{} (trying direct)", p.connection.as_str())
+                } else {
+                    p.connection.as_str().into()
+                },
                 p.rtt_ms.map_or("-".into(), |r| format!("{r:.1} ms")),
                 if models.is_empty() {
                     "-".into()
@@ -164,6 +180,7 @@ mod tests {
             }],
             connection: crate::mesh::ConnType::Relay,
             rtt_ms: Some(1.25),
+            trying_direct: false,
             queue_depth: 0,
             tokens_per_second: 0.0,
             memory_bytes: 0,
@@ -183,6 +200,11 @@ mod tests {
             "{t}"
         );
         assert_eq!(format_peers(&[]), "no peers\n");
+        let punching = PeerView {
+            trying_direct: true,
+            ..peer("c")
+        };
+        assert!(format_peers(&[punching]).contains("relay (trying direct)"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use iroh::RelayUrl as IrohRelayUrl;
 use nostr::{RelayUrl, ToBech32};
 use serde_json::{json, Value};
 
@@ -11,6 +10,7 @@ use super::nostr_io::{self, FetchReport, Query};
 use super::offer::Offer;
 use super::probe;
 use super::score::{self, Preferences, Probe, Scored};
+use crate::mesh::NetConfig;
 
 /// Offers, their scores (best first) and what the relays said.
 #[derive(Debug, Clone)]
@@ -29,8 +29,8 @@ pub struct BrowseOptions {
     pub prefs: Preferences,
     /// Measure RTT to the top offers (off: every rtt term is "not measured").
     pub probe: bool,
-    /// iroh relay the probes may use besides direct addresses.
-    pub iroh_relay: Option<IrohRelayUrl>,
+    /// How the probes reach offers' nodes (relays, which addresses to dial).
+    pub net: NetConfig,
 }
 
 pub async fn browse(opts: &BrowseOptions) -> Browse {
@@ -44,7 +44,7 @@ pub async fn browse(opts: &BrowseOptions) -> Browse {
             .filter_map(|i| report.offers[i].ticket.as_ref())
             .flat_map(|t| t.peers.iter().cloned())
             .collect();
-        probes = probe::probe_all(addrs, opts.iroh_relay.clone()).await;
+        probes = probe::probe_all(addrs, &opts.net).await;
         ranked = score::rank(&report.offers, &probes, &opts.prefs);
     }
     Browse {

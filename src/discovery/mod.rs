@@ -36,8 +36,8 @@ pub struct DiscoveryConfig {
     pub keys: Keys,
     /// Relays, offer fields and timing (`settings.relays` is where offers go and come from).
     pub settings: PublishSettings,
-    /// iroh relay the RTT probes may use.
-    pub iroh_relay: Option<iroh::RelayUrl>,
+    /// How the RTT probes reach offers' nodes (relays, which addresses to dial).
+    pub net: crate::mesh::NetConfig,
     /// Publish as soon as the node is up (`mesh serve --publish`).
     pub publish: bool,
 }
@@ -106,7 +106,7 @@ impl Discovery {
             query,
             prefs,
             probe,
-            iroh_relay: self.cfg.iroh_relay.clone(),
+            net: self.cfg.net.clone(),
         })
         .await
     }

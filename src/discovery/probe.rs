@@ -1,32 +1,28 @@
 //! Measures the round trip to the nodes behind the best offers, in parallel and in bounded
-//! time, over `mesh/ping/1` from a throwaway iroh endpoint (this node is in no mesh yet).
+//! time, over `mesh/ping/1` from a throwaway iroh endpoint (this node is in no mesh yet). Only
+//! the addresses a public offer may name are dialled (no private ranges unless
+//! `--advertise-lan`, no relay outside this node's list unless allowed).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use iroh::endpoint::presets;
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl};
+use iroh::{EndpointAddr, EndpointId, SecretKey};
 
 use super::score::Probe;
-use crate::mesh::net::ping;
+use crate::mesh::net::{endpoint as mesh_endpoint, ping};
+use crate::mesh::NetConfig;
 
 /// The most a whole round of probes takes; a node that has not answered by then is unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Pings every address at once. `relay`: the relay to use as well as direct addresses.
-pub async fn probe_all(
-    addrs: Vec<EndpointAddr>,
-    relay: Option<RelayUrl>,
-) -> HashMap<EndpointId, Probe> {
+/// Pings every address at once, through `net`'s relays as well as direct addresses.
+pub async fn probe_all(addrs: Vec<EndpointAddr>, net: &NetConfig) -> HashMap<EndpointId, Probe> {
     if addrs.is_empty() {
         return HashMap::new();
     }
-    let relay_mode = match relay {
-        Some(url) => RelayMode::custom([url]),
-        None => RelayMode::Disabled,
-    };
-    let endpoint = match Endpoint::builder(presets::Minimal)
-        .relay_mode(relay_mode)
+    let policy = net.dial_policy(true);
+    let addrs: Vec<EndpointAddr> = addrs.iter().map(|a| policy.tidy(a)).collect();
+    let endpoint = match mesh_endpoint::builder(net, SecretKey::generate())
         .bind()
         .await
     {

@@ -1,11 +1,13 @@
-//! How to start the mesh side of a node, and the mesh keys a configuration implies (pure).
+//! How to start the mesh side of a node, and what a configuration implies (pure): the mesh keys,
+//! the relay list, and the address policies for what a node tells and what it dials.
 
 use std::net::SocketAddr;
 
 use iroh::tls::CaTlsConfig;
-use iroh::{RelayUrl, SecretKey};
+use iroh::{RelayMode, RelayUrl, SecretKey};
 
 use super::error::MeshError;
+use super::proto::addrs::{AddrPolicy, RelayPolicy};
 use super::proto::admission::MeshKeys;
 use super::proto::announce::MAX_NAME_CHARS;
 use super::proto::ticket::{MeshId, MeshSecret, Ticket};
@@ -21,10 +23,8 @@ pub struct MeshConfig {
     pub public: bool,
     /// UDP address for iroh; `None` binds all interfaces on a random port.
     pub bind: Option<SocketAddr>,
-    /// Relay server to use; `None` disables relays (direct addresses only).
-    pub relay: Option<RelayUrl>,
-    /// TLS roots for a private relay's certificate.
-    pub relay_tls: Option<CaTlsConfig>,
+    /// Relays, port mapping, and which addresses are told and dialled.
+    pub net: NetConfig,
     /// Use no direct (IP) transport at all: everything goes through the relay.
     pub relay_only: bool,
     /// Display name and region announced to peers.
@@ -43,8 +43,7 @@ impl MeshConfig {
             join: Vec::new(),
             public: false,
             bind: None,
-            relay: None,
-            relay_tls: None,
+            net: NetConfig::default(),
             relay_only: false,
             name: default_name(),
             region: None,
@@ -71,6 +70,95 @@ impl MeshConfig {
             mesh_id: first.mesh_id,
             secret: first.secret,
         })
+    }
+}
+
+/// Which relays a node uses (its home relay is the nearest of them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Relays {
+    /// iroh's public relays, or the list in `$MESH_DEFAULT_IROH_RELAYS` (how tests point the
+    /// default at a local relay through the same code path).
+    #[default]
+    Default,
+    /// These relays only (`--iroh-relay`, a private relay).
+    Custom(Vec<RelayUrl>),
+    /// No relays: direct addresses only (`--no-iroh-relay`, `MESH_OFFLINE=1`).
+    Disabled,
+}
+
+/// Overrides the default relay list (comma-separated URLs).
+pub const DEFAULT_RELAYS_ENV: &str = "MESH_DEFAULT_IROH_RELAYS";
+
+impl Relays {
+    /// The relay URLs this resolves to (empty when disabled).
+    pub fn urls(&self) -> Vec<RelayUrl> {
+        match self {
+            Self::Disabled => Vec::new(),
+            Self::Custom(urls) => urls.clone(),
+            Self::Default => match std::env::var(DEFAULT_RELAYS_ENV) {
+                Ok(list) if !list.trim().is_empty() => list
+                    .split(',')
+                    .filter_map(|u| u.trim().parse().ok())
+                    .collect(),
+                _ => iroh::defaults::prod::default_relay_map().urls(),
+            },
+        }
+    }
+
+    /// The iroh relay mode: every relay also answers QUIC address discovery (its default port).
+    pub fn mode(&self) -> RelayMode {
+        match self.urls() {
+            urls if urls.is_empty() => RelayMode::Disabled,
+            urls => RelayMode::custom(urls),
+        }
+    }
+}
+
+/// How a node reaches others and is reached: relays, their TLS roots, port mapping, and which
+/// addresses it tells and dials.
+#[derive(Debug, Clone, Default)]
+pub struct NetConfig {
+    pub relays: Relays,
+    /// Extra TLS roots (a private relay's certificate); `None`: the built-in web roots.
+    pub relay_tls: Option<CaTlsConfig>,
+    /// Ask the home router for a port mapping (UPnP / NAT-PMP / PCP). Off by default: it sends
+    /// packets to the LAN gateway and multicast groups.
+    pub portmap: bool,
+    /// Tell and dial loopback, link-local and private addresses in public meshes too.
+    pub advertise_lan: bool,
+    /// Dial relay URLs others name even when they are not in this node's relay list.
+    pub allow_any_relay: bool,
+}
+
+impl NetConfig {
+    /// Direct addresses only, private ranges included: one machine or one LAN, no internet.
+    pub fn offline() -> Self {
+        Self {
+            relays: Relays::Disabled,
+            advertise_lan: true,
+            ..Self::default()
+        }
+    }
+
+    /// What this node tells of itself in a mesh (`public`: tickets and offers anyone may read).
+    pub fn tell_policy(&self, public: bool) -> AddrPolicy {
+        AddrPolicy {
+            lan: !public || self.advertise_lan,
+            relays: RelayPolicy::Any,
+        }
+    }
+
+    /// What this node dials of what others tell it (tickets, offers, announcements).
+    pub fn dial_policy(&self, public: bool) -> AddrPolicy {
+        let relays = if self.allow_any_relay {
+            RelayPolicy::Any
+        } else {
+            RelayPolicy::Known(self.relays.urls().into_iter().collect())
+        };
+        AddrPolicy {
+            lan: !public || self.advertise_lan,
+            relays,
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::MeshConfig;
+pub use config::{MeshConfig, NetConfig, Relays, DEFAULT_RELAYS_ENV};
 pub use error::MeshError;
 pub use proto::announce::{ModelOffer, Role};
 pub use proto::ticket::{MeshId, Ticket};
@@ -45,6 +45,7 @@ use net::admit::{self, Admission};
 use net::gate::{self, Gate};
 use net::tunnel::{self, Tunnel, TunnelServer};
 use net::{endpoint, membership, ping};
+use proto::addrs::AddrPolicy;
 use proto::admission::{self, MeshKeys};
 use proto::announce::{self, Announcement, Message};
 use state::peers::{PeerTable, Timers};
@@ -97,6 +98,11 @@ pub(crate) struct Shared {
     /// Asks the membership driver to announce now instead of at the next heartbeat.
     announce_now: tokio::sync::Notify,
     memory_bytes: u64,
+    /// Which of this node's addresses it tells others.
+    tell: AddrPolicy,
+    /// Which addresses others tell of themselves this node dials.
+    dial: AddrPolicy,
+    relays_configured: bool,
 }
 
 impl Shared {
@@ -151,7 +157,7 @@ impl Shared {
             memory_bytes: self.memory_bytes,
             queue_depth,
             tokens_per_second,
-            addr: self.endpoint.addr(),
+            addr: self.tell.tidy(&self.endpoint.addr()),
         }
     }
 }
@@ -175,7 +181,15 @@ impl Mesh {
         serving: ServingFn,
         tunnel_app: axum::Router,
     ) -> Result<Self, MeshError> {
+        let mut cfg = cfg;
         let keys = cfg.keys()?;
+        let (tell, dial) = (
+            cfg.net.tell_policy(keys.is_public()),
+            cfg.net.dial_policy(keys.is_public()),
+        );
+        for t in &mut cfg.join {
+            *t = dialable(t, &dial);
+        }
         let gate = Gate::default();
         let (hooks, admit_requests) = gate::hooks(gate.clone());
         let lookup = MemoryLookup::new();
@@ -225,6 +239,9 @@ impl Mesh {
             own_models: Mutex::default(),
             announce_now: tokio::sync::Notify::new(),
             memory_bytes: cfg.memory_bytes,
+            tell,
+            dial,
+            relays_configured: !cfg.net.relays.urls().is_empty(),
         });
         let membership = tokio::spawn(membership::run(
             shared.clone(),
@@ -266,13 +283,33 @@ impl Mesh {
         &self.shared.endpoint
     }
 
-    /// A ticket inviting others to this mesh through this node.
+    /// A ticket inviting others to this mesh through this node: its relay URL and the addresses
+    /// it may tell (no private ones in a public mesh unless `--advertise-lan`), as known now.
     pub fn ticket(&self) -> Ticket {
         Ticket {
             mesh_id: self.shared.keys.mesh_id,
             secret: self.shared.keys.secret,
-            peers: vec![self.shared.endpoint.addr()],
+            peers: vec![self.shared.tell.tidy(&self.shared.endpoint.addr())],
         }
+    }
+
+    /// Waits at most `within` for this node to be reachable from outside its LAN: its home relay
+    /// connected (when relays are configured). `false` when that did not happen in time; the
+    /// node works on regardless and its tickets gain the relay URL once it is known.
+    pub async fn wait_online(&self, within: Duration) -> bool {
+        if self.shared.relays_configured {
+            tokio::time::timeout(within, self.shared.endpoint.online())
+                .await
+                .is_ok()
+        } else {
+            false
+        }
+    }
+
+    /// Wakes when this node's addresses change (home relay chosen, public address learned):
+    /// tickets and offers made before are out of date.
+    pub fn watch_addr(&self) -> impl iroh::Watcher<Value = iroh::EndpointAddr> + use<> {
+        self.shared.endpoint.watch_addr()
     }
 
     pub fn peers(&self) -> Vec<PeerView> {
@@ -287,6 +324,7 @@ impl Mesh {
                     models: p.ann.models.clone(),
                     connection: p.conn,
                     rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    trying_direct: p.trying_direct,
                     queue_depth: p.ann.queue_depth,
                     tokens_per_second: p.ann.tokens_per_second,
                     memory_bytes: p.ann.memory_bytes,
@@ -380,12 +418,13 @@ impl Mesh {
                 theirs: ticket.mesh_id,
             });
         }
+        let ticket = dialable(ticket, &self.shared.dial);
         for addr in &ticket.peers {
             self.shared.lookup.add_endpoint_info(addr.clone());
         }
         let ids = admit::admit_to_tickets(
             &self.shared.endpoint,
-            std::slice::from_ref(ticket),
+            std::slice::from_ref(&ticket),
             &self.shared.keys,
             &self.shared.gate,
         )
@@ -448,6 +487,14 @@ impl Drop for Outstanding {
     }
 }
 
+/// `ticket` with only the addresses `policy` lets this node dial.
+fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
+    Ticket {
+        peers: ticket.peers.iter().map(|a| policy.tidy(a)).collect(),
+        ..ticket.clone()
+    }
+}
+
 /// The four protocols on iroh's router, one ALPN each.
 fn protocols(
     endpoint: &Endpoint,
@@ -497,6 +544,7 @@ mod tests {
 
     fn config() -> MeshConfig {
         let mut cfg = MeshConfig::new(SecretKey::generate());
+        cfg.net = NetConfig::offline();
         cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
         cfg.name = "test".into();
         cfg

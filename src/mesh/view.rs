@@ -10,10 +10,26 @@ use super::state::peers::ConnType;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MeshEvent {
-    PeerJoined { node_id: String },
-    PeerLeft { node_id: String, reason: String },
-    ModelAdded { model: String },
-    ModelRemoved { model: String },
+    PeerJoined {
+        node_id: String,
+    },
+    PeerLeft {
+        node_id: String,
+        reason: String,
+    },
+    ModelAdded {
+        model: String,
+    },
+    ModelRemoved {
+        model: String,
+    },
+    /// The connection to a peer switched between relay and direct (e.g. hole punching worked).
+    PathChanged {
+        node_id: String,
+        from: ConnType,
+        to: ConnType,
+        rtt_ms: Option<f64>,
+    },
 }
 
 impl MeshEvent {
@@ -24,6 +40,7 @@ impl MeshEvent {
             Self::PeerLeft { .. } => "peer_left",
             Self::ModelAdded { .. } => "model_added",
             Self::ModelRemoved { .. } => "model_removed",
+            Self::PathChanged { .. } => "path_changed",
         }
     }
 }
@@ -38,6 +55,9 @@ pub struct PeerView {
     pub models: Vec<ModelOffer>,
     pub connection: ConnType,
     pub rtt_ms: Option<f64>,
+    /// Relayed now, with a direct path being tried (hole punching).
+    #[serde(default)]
+    pub trying_direct: bool,
     pub queue_depth: u32,
     pub tokens_per_second: f32,
     pub memory_bytes: u64,
@@ -60,6 +80,12 @@ mod tests {
             },
             MeshEvent::ModelAdded { model: "m".into() },
             MeshEvent::ModelRemoved { model: "m".into() },
+            MeshEvent::PathChanged {
+                node_id: "a".into(),
+                from: ConnType::Relay,
+                to: ConnType::Direct,
+                rtt_ms: Some(1.5),
+            },
         ] {
             let v = serde_json::to_value(&ev).unwrap();
             assert_eq!(v["type"], ev.name());

@@ -17,6 +17,7 @@ mod mesh_forwarding;
 mod mesh_kill;
 mod mesh_relay;
 mod mesh_routing;
+mod netns;
 mod openai_api;
 mod relay;
 mod serve_catalog;

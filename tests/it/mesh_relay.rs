@@ -8,18 +8,24 @@ use std::time::Duration;
 
 use common::*;
 use iroh::tls::CaTlsConfig;
+use mesh::mesh::Relays;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_without_direct_addresses_connect_through_the_relay() {
     let (_map, url, _server) = iroh::test_utils::run_relay_server().await.unwrap();
     let with_relay = |join| {
         let mut cfg = mesh_config(join);
-        cfg.relay = Some(url.clone());
+        cfg.net.relays = Relays::Custom(vec![url.clone()]);
         // The test relay has a self-signed certificate.
-        cfg.relay_tls = Some(CaTlsConfig::insecure_skip_verify());
+        cfg.net.relay_tls = Some(CaTlsConfig::insecure_skip_verify());
         cfg
     };
     let a = start_mesh(None, with_relay(vec![])).await.unwrap();
+    let mesh = a.node.mesh.as_ref().unwrap();
+    assert!(
+        mesh.wait_online(Duration::from_secs(20)).await,
+        "A reaches its relay"
+    );
     let ticket = a.ticket();
     assert!(
         ticket.peers[0].relay_urls().next().is_some(),

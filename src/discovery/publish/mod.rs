@@ -17,6 +17,7 @@ pub mod summary;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use iroh::Watcher as _;
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
 use nostr::{Event, EventBuilder, Keys, Kind, RelayUrl};
@@ -186,8 +187,11 @@ async fn run(
     cancel: CancellationToken,
 ) {
     let mut roster = mesh.watch_roster();
+    // Its relay URL and public address join the ticket when known: a new offer then.
+    let mut addr = mesh.watch_addr();
     // A closed watch (the mesh is gone) leaves only the timer.
     let mut roster_open = true;
+    let mut addr_open = true;
     let mut schedule = Schedule::new(settings.interval, tokio::time::Instant::now().into_std());
     let mut action = schedule.start();
     loop {
@@ -207,6 +211,13 @@ async fn run(
                         Ok(()) => schedule::Event::Mesh(Shape::of(&content(&mesh, &settings))),
                         Err(_) => {
                             roster_open = false;
+                            schedule::Event::Timer
+                        }
+                    },
+                    changed = addr.updated(), if addr_open => match changed {
+                        Ok(_) => schedule::Event::Mesh(Shape::of(&content(&mesh, &settings))),
+                        Err(_) => {
+                            addr_open = false;
                             schedule::Event::Timer
                         }
                     },

@@ -139,6 +139,7 @@ mod tests {
             models: vec![("m".into(), nodes)],
             nodes,
             clients: 0,
+            ticket: None,
         }
     }
 

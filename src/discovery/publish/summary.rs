@@ -95,6 +95,8 @@ pub struct Shape {
     pub models: Vec<(String, u32)>,
     pub nodes: u32,
     pub clients: u32,
+    /// The ticket: it changes when this node learns its relay or public address.
+    pub ticket: Option<String>,
 }
 
 impl Shape {
@@ -103,6 +105,7 @@ impl Shape {
             models: c.models.iter().map(|m| (m.name.clone(), m.hosts)).collect(),
             nodes: c.nodes,
             clients: c.clients,
+            ticket: c.ticket.clone(),
         }
     }
 }

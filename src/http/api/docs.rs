@@ -60,6 +60,12 @@ pub struct MeshStatus {
     pub mesh_public: bool,
     /// Invites others; a private mesh's ticket holds its secret.
     pub ticket: String,
+    /// The relay this node is reachable through, once connected (in the ticket too).
+    #[serde(default)]
+    pub home_relay: Option<String>,
+    /// The direct addresses the ticket tells (public ones; LAN ones in a private mesh).
+    #[serde(default)]
+    pub addrs: Vec<String>,
     pub peers: Vec<PeerView>,
     /// Models served by peers (not counting this node's own).
     pub mesh_models: Vec<String>,
@@ -171,6 +177,8 @@ mod tests {
                 mesh_id: "id".into(),
                 mesh_public: true,
                 ticket: "mesh1x".into(),
+                home_relay: Some("https://relay.example./".into()),
+                addrs: vec!["198.51.100.7:4000".into()],
                 peers: Vec::new(),
                 mesh_models: vec!["other".into()],
             }),

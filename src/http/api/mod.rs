@@ -83,13 +83,23 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
             shutting_down: g.is_shutting_down(),
         }
     });
-    let mesh = state.mesh.as_ref().map(|mesh| MeshStatus {
-        node_id: mesh.node_id().to_string(),
-        mesh_id: mesh.mesh_id().to_string(),
-        mesh_public: mesh.is_public(),
-        ticket: mesh.ticket().encode(),
-        peers: mesh.peers(),
-        mesh_models: mesh.remote_models(),
+    let mesh = state.mesh.as_ref().map(|mesh| {
+        let ticket = mesh.ticket();
+        let own = ticket.peers.first();
+        MeshStatus {
+            node_id: mesh.node_id().to_string(),
+            mesh_id: mesh.mesh_id().to_string(),
+            mesh_public: mesh.is_public(),
+            ticket: ticket.encode(),
+            home_relay: own
+                .and_then(|a| a.relay_urls().next())
+                .map(|u| u.to_string()),
+            addrs: own
+                .map(|a| a.ip_addrs().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
+            peers: mesh.peers(),
+            mesh_models: mesh.remote_models(),
+        }
     });
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").into(),

@@ -1,37 +1,67 @@
-//! Building the node's iroh endpoint: identity, relays, bind address, TLS roots, and the gate's
-//! hooks. Start-up waits for a configured relay at most [`RELAY_ONLINE_TIMEOUT`].
+//! Building iroh endpoints: the node's (identity, bind address, the gate's hooks) and the
+//! throwaway ones discovery's probes and `mesh network` use, all from one [`NetConfig`]: relays
+//! (each also does QUIC address discovery), their TLS roots, port mapping.
+//!
+//! Start-up never waits for a relay: the endpoint is returned at once and its relay URL and
+//! public address appear in [`Endpoint::addr`] when known (tickets, offers and announcements
+//! read it each time). With relays configured but unreachable one warning is logged after
+//! [`RELAY_WARN_AFTER`].
 
 use std::time::Duration;
 
 use iroh::address_lookup::memory::MemoryLookup;
-use iroh::endpoint::presets;
-use iroh::{Endpoint, RelayMode};
+use iroh::endpoint::{presets, Builder, PortmapperConfig};
+use iroh::tls::CaTlsConfig;
+use iroh::{Endpoint, SecretKey};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 use super::gate::GateHooks;
-use crate::mesh::{MeshConfig, MeshError};
+use crate::mesh::{MeshConfig, MeshError, NetConfig};
 
-/// How long `online()` may take when a relay is configured.
-pub const RELAY_ONLINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long after start an unreachable relay list is worth one warning.
+pub const RELAY_WARN_AFTER: Duration = Duration::from_secs(5);
 
-/// Binds the endpoint `cfg` describes.
+/// An endpoint builder with `net`'s relays, TLS roots and port mapping. No DNS address lookup
+/// (pkarr): peers are dialled with the addresses tickets, offers and gossip carry.
+pub fn builder(net: &NetConfig, secret_key: SecretKey) -> Builder {
+    let portmap = if net.portmap {
+        PortmapperConfig::default()
+    } else {
+        PortmapperConfig::Disabled
+    };
+    let mut builder = Endpoint::builder(presets::Minimal)
+        .secret_key(secret_key)
+        .relay_mode(net.relays.mode())
+        .portmapper_config(portmap);
+    if let Some(tls) = &net.relay_tls {
+        builder = builder.ca_tls_config(tls.clone());
+    }
+    builder
+}
+
+/// TLS roots for relays: the built-in web roots plus the certificates in the PEM file `path`
+/// (a private relay's self-signed certificate, or its CA).
+pub fn relay_ca(path: &std::path::Path) -> Result<CaTlsConfig, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(CaTlsConfig::embedded().with_extra_roots(certs))
+}
+
+/// Binds the node's endpoint `cfg` describes.
 pub async fn bind(
     cfg: &MeshConfig,
     hooks: GateHooks,
     lookup: MemoryLookup,
 ) -> Result<Endpoint, MeshError> {
     let bind_err = |e: &dyn std::fmt::Display| MeshError::Bind(e.to_string());
-    let relay_mode = match &cfg.relay {
-        Some(url) => RelayMode::custom([url.clone()]),
-        None => RelayMode::Disabled,
-    };
-    let mut builder = Endpoint::builder(presets::Minimal)
-        .secret_key(cfg.secret_key.clone())
-        .relay_mode(relay_mode)
+    let mut builder = builder(&cfg.net, cfg.secret_key.clone())
         .hooks(hooks)
         .address_lookup(lookup);
-    if let Some(tls) = &cfg.relay_tls {
-        builder = builder.ca_tls_config(tls.clone());
-    }
     if cfg.relay_only {
         builder = builder.clear_ip_transports();
     } else if let Some(addr) = cfg.bind {
@@ -41,14 +71,19 @@ pub async fn bind(
             .map_err(|e| bind_err(&e))?;
     }
     let endpoint = builder.bind().await.map_err(|e| bind_err(&e))?;
-    if cfg.relay.is_some()
-        && tokio::time::timeout(RELAY_ONLINE_TIMEOUT, endpoint.online())
-            .await
-            .is_err()
-    {
-        tracing::warn!(
-            "relay not reachable after {RELAY_ONLINE_TIMEOUT:?}; going on with direct addresses"
-        );
+    if !cfg.net.relays.urls().is_empty() {
+        tokio::spawn(warn_if_offline(endpoint.clone()));
     }
     Ok(endpoint)
+}
+
+/// Logs one warning when no relay has answered [`RELAY_WARN_AFTER`] after start.
+async fn warn_if_offline(endpoint: Endpoint) {
+    let online = tokio::time::timeout(RELAY_WARN_AFTER, endpoint.online()).await;
+    if online.is_err() && !endpoint.is_closed() {
+        tracing::warn!(
+            "no iroh relay reachable after {RELAY_WARN_AFTER:?}: only direct addresses work \
+             (offline? use --no-iroh-relay or MESH_OFFLINE=1 to skip relays)"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
 use tokio_util::sync::CancellationToken;
 
 use crate::mesh::proto::announce::{self, Message};
-use crate::mesh::state::peers::{Change, ConnType, LeftBecause};
+use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
 use crate::mesh::{MeshEvent, Shared};
 
 pub(crate) async fn run(
@@ -78,7 +78,7 @@ fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, dire
         return;
     }
     if let Message::Announce(a) = &msg {
-        shared.lookup.add_endpoint_info(a.addr.clone());
+        shared.lookup.add_endpoint_info(shared.dial.tidy(&a.addr));
     }
     let node = msg.node();
     let served = |t: &crate::mesh::state::peers::PeerTable| {
@@ -144,21 +144,42 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
     }
 }
 
-/// Reads the selected path of each peer's tunnel connection: direct or relayed, and its RTT.
+/// Reads the selected path of each peer's tunnel connection: direct or relayed, its RTT, and
+/// whether a direct path is being tried beside a relayed one. A switch between relay and direct
+/// becomes a [`MeshEvent::PathChanged`].
 fn refresh_paths(shared: &Shared) {
     let ids: Vec<_> = shared.with_table(|t| t.peers().map(|p| p.ann.node).collect());
     for id in ids {
-        let (conn, rtt) = match shared.tunnel.cached(&id) {
-            None => (ConnType::None, None),
-            Some(c) => {
-                let paths = c.paths();
-                match paths.iter().find(|p| p.is_selected()) {
-                    Some(p) if p.is_relay() => (ConnType::Relay, Some(p.rtt())),
-                    Some(p) => (ConnType::Direct, Some(p.rtt())),
-                    None => (ConnType::None, None),
-                }
-            }
+        let path = match shared.tunnel.cached(&id) {
+            None => PathState {
+                conn: ConnType::None,
+                rtt: None,
+                trying_direct: false,
+            },
+            Some(c) => path_state(&c.paths()),
         };
-        shared.with_table(|t| t.set_path(&id, conn, rtt));
+        if let Some(from) = shared.with_table(|t| t.set_path(&id, path)) {
+            tracing::info!(peer = %id.fmt_short(), from = from.as_str(), to = path.conn.as_str(), "path changed");
+            let _ = shared.events.send(MeshEvent::PathChanged {
+                node_id: id.to_string(),
+                from,
+                to: path.conn,
+                rtt_ms: path.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            });
+        }
+    }
+}
+
+fn path_state(paths: &iroh::endpoint::PathList<'_>) -> PathState {
+    let selected = paths.iter().find(|p| p.is_selected());
+    let conn = match &selected {
+        Some(p) if p.is_relay() => ConnType::Relay,
+        Some(_) => ConnType::Direct,
+        None => ConnType::None,
+    };
+    PathState {
+        conn,
+        rtt: selected.map(|p| p.rtt()),
+        trying_direct: conn == ConnType::Relay && paths.iter().any(|p| p.is_ip()),
     }
 }

@@ -6,10 +6,12 @@
 //! - [`membership`]: the iroh-gossip driver (heartbeats, receive, sweep, path refresh).
 //! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
+//! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
 pub mod endpoint;
 pub mod gate;
 pub(crate) mod membership;
 pub mod ping;
+pub mod report;
 pub mod tunnel;

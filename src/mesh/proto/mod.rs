@@ -1,8 +1,10 @@
 //! The mesh's wire formats and handshakes, sans IO: bytes in, bytes or decisions out.
+//! - [`addrs`]: which addresses a node tells and dials (public vs. LAN, caps, relay list).
 //! - [`ticket`]: `mesh1…` join tickets (text format).
 //! - [`admission`]: `mesh/admit/1`, the HMAC challenge-response that gates every other protocol.
 //! - [`announce`]: signed gossip messages (announcements, leaves) and their limits.
 
+pub mod addrs;
 pub mod admission;
 pub mod announce;
 pub mod ticket;

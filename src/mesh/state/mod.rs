@@ -1,6 +1,8 @@
 //! The mesh's state as plain data, with timers passed in as `Instant`s (no IO, no clocks read):
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
 //! - [`routing`]: which replica of a model a request goes to.
+//! - [`network`]: what this machine looks like from outside, and the verdict on connections.
 
+pub mod network;
 pub mod peers;
 pub mod routing;

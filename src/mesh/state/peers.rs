@@ -52,12 +52,22 @@ impl ConnType {
     }
 }
 
+/// A connection's paths as iroh reports them, reduced to what the table keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PathState {
+    pub conn: ConnType,
+    pub rtt: Option<Duration>,
+    pub trying_direct: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub ann: Announcement,
     pub last_seen: Instant,
     pub conn: ConnType,
     pub rtt: Option<Duration>,
+    /// Relayed now, with a direct path being tried (hole punching).
+    pub trying_direct: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +118,7 @@ impl PeerTable {
                             last_seen: now,
                             conn: ConnType::None,
                             rtt: None,
+                            trying_direct: false,
                         },
                     );
                     changes.push(Change::Joined(node));
@@ -141,12 +152,16 @@ impl PeerTable {
         changes
     }
 
-    /// Records how we reach a peer (from iroh's path list).
-    pub fn set_path(&mut self, id: &EndpointId, conn: ConnType, rtt: Option<Duration>) {
-        if let Some(p) = self.peers.get_mut(id) {
-            p.conn = conn;
-            p.rtt = rtt;
-        }
+    /// Records how we reach a peer (from iroh's path list). Returns the path type before, when
+    /// it changed between direct and relay (not to or from "no connection yet").
+    pub fn set_path(&mut self, id: &EndpointId, path: PathState) -> Option<ConnType> {
+        let p = self.peers.get_mut(id)?;
+        let before = p.conn;
+        p.conn = path.conn;
+        p.rtt = path.rtt;
+        p.trying_direct = path.trying_direct;
+        (before != path.conn && before != ConnType::None && path.conn != ConnType::None)
+            .then_some(before)
     }
 
     pub fn get(&self, id: &EndpointId) -> Option<&Peer> {
@@ -223,6 +238,33 @@ mod tests {
             ]
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_switch_between_relay_and_direct_is_reported_but_a_first_path_is_not() {
+        let mut t = PeerTable::default();
+        let k = SecretKey::generate();
+        t.apply(
+            Message::Announce(announcement(&k, &["m"], 1)),
+            Instant::now(),
+        );
+        let path = |conn, trying_direct| PathState {
+            conn,
+            rtt: Some(Duration::from_millis(3)),
+            trying_direct,
+        };
+        let id = k.public();
+        assert_eq!(t.set_path(&id, path(ConnType::Relay, true)), None);
+        assert!(t.get(&id).unwrap().trying_direct);
+        assert_eq!(t.set_path(&id, path(ConnType::Relay, true)), None);
+        assert_eq!(
+            t.set_path(&id, path(ConnType::Direct, false)),
+            Some(ConnType::Relay)
+        );
+        assert_eq!(t.get(&id).unwrap().conn, ConnType::Direct);
+        assert_eq!(t.set_path(&id, path(ConnType::None, false)), None);
+        let stranger = SecretKey::generate().public();
+        assert_eq!(t.set_path(&stranger, path(ConnType::Direct, false)), None);
     }
 
     #[test]

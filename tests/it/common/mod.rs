@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hub;
+pub mod lab;
 pub mod process;
 
 pub use process::{mesh_command, temp_home, MeshProcess};
@@ -347,6 +348,7 @@ use mesh::node::NodeOptions;
 /// Mesh settings for tests: a throwaway key, loopback only, no relays.
 pub fn mesh_config(join: Vec<Ticket>) -> MeshConfig {
     let mut cfg = MeshConfig::new(iroh::SecretKey::generate());
+    cfg.net = mesh::mesh::NetConfig::offline();
     cfg.join = join;
     cfg.bind = Some((Ipv4Addr::LOCALHOST, 0).into());
     cfg.name = "test".into();
@@ -510,7 +512,7 @@ pub fn discovery(
             interval: Duration::from_secs(60),
             ttl: Duration::from_secs(180),
         },
-        iroh_relay: None,
+        net: mesh::mesh::NetConfig::offline(),
         publish,
     }
 }

@@ -10,13 +10,19 @@ use std::time::{Duration, Instant};
 /// How long a process gets to print its banner (a model load on a loaded 2-core machine).
 const BANNER_WITHIN: Duration = Duration::from_secs(60);
 
-/// The binary with its homes (mesh, Hugging Face cache) under `home`, and none of the caller's
-/// variables that would send it elsewhere (relays, hub, tokens, offline mode).
+/// The binary with its homes (mesh, Hugging Face cache) under `home`, offline (no iroh relays:
+/// no test touches the internet; a test that wants a relay removes `MESH_OFFLINE` and names
+/// its own), and none of the caller's variables that would send it elsewhere (relays, hub,
+/// tokens, offline mode).
 pub fn mesh_command(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mesh"));
-    cmd.env("MESH_HOME", home).env("HF_HOME", home.join("hf"));
+    cmd.env("MESH_HOME", home)
+        .env("HF_HOME", home.join("hf"))
+        .env("MESH_OFFLINE", "1");
     for var in [
         "MESH_RELAYS",
+        "MESH_DEFAULT_IROH_RELAYS",
+        "MESH_ADVERTISE_LAN",
         "HF_HUB_CACHE",
         "HF_TOKEN",
         "HF_HUB_OFFLINE",
