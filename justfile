@@ -54,6 +54,14 @@ bench-auto:
     cargo build --release
     python3 scripts/bench_auto.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
 
+# NAT lab (root, network namespaces): per pairing of NAT types, seconds to a first answer, the
+# path after 10 s, and streaming tok/s through the pairing / on the host itself (docs/BENCHMARKS.md).
+bench-net:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    cargo build --tests
+    MESH_BIN=target/release/mesh cargo nextest run --run-ignored only --no-capture -E 'test(netns::bench_net)'
+
 # Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
 bench-score:
     cargo run --release --example bench_score -- 10000 50

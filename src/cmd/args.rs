@@ -69,7 +69,7 @@ pub struct NetArgs {
 
     /// No iroh relays: direct addresses only, LAN addresses included (networks without
     /// internet). Wins over --iroh-relay.
-    #[arg(long, env = "MESH_OFFLINE")]
+    #[arg(long, env = "MESH_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_iroh_relay: bool,
 
     /// Ask the home router to forward a port (UPnP / NAT-PMP / PCP): more direct connections
@@ -78,7 +78,7 @@ pub struct NetArgs {
     pub portmap: bool,
 
     /// Tell and dial LAN addresses (private ranges, loopback) in public meshes too.
-    #[arg(long, env = "MESH_ADVERTISE_LAN")]
+    #[arg(long, env = "MESH_ADVERTISE_LAN", value_parser = clap::builder::BoolishValueParser::new())]
     pub advertise_lan: bool,
 
     /// Dial iroh relays that tickets and offers name even when they are not in this node's list.
@@ -452,5 +452,41 @@ mod tests {
             .to_vec();
         let err = Cli::try_parse_from(argv).unwrap_err().to_string();
         assert!(err.contains("ws:// or wss://"), "{err}");
+    }
+
+    #[test]
+    fn network_flags_resolve_to_relays_and_policies() {
+        let net = |args: &[&str]| match parse(&[&["mesh", "network"], args].concat()).command {
+            Command::Network(a) => a.net.resolve().unwrap(),
+            _ => unreachable!(),
+        };
+        let default = net(&[]);
+        assert_eq!(default.relays, crate::mesh::Relays::Default);
+        assert!(!default.portmap && !default.advertise_lan && !default.allow_any_relay);
+        let custom = net(&[
+            "--iroh-relay",
+            "https://a.example",
+            "--iroh-relay",
+            "https://b.example",
+            "--portmap",
+        ]);
+        assert!(matches!(&custom.relays, crate::mesh::Relays::Custom(urls) if urls.len() == 2));
+        assert!(custom.portmap);
+        let offline = net(&["--no-iroh-relay", "--iroh-relay", "https://a.example"]);
+        assert_eq!(
+            offline.relays,
+            crate::mesh::Relays::Disabled,
+            "offline wins"
+        );
+        assert!(
+            offline.advertise_lan,
+            "offline tells LAN addresses: there is nothing else"
+        );
+        let missing = parse(&["mesh", "network", "--iroh-relay-ca", "/nonexistent/ca.pem"]);
+        let Command::Network(a) = missing.command else {
+            unreachable!()
+        };
+        let err = a.net.resolve().unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }

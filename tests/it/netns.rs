@@ -137,13 +137,18 @@ struct Pairing {
 }
 
 /// B (at `b`) joins A's mesh with A's ticket, gets an answer from A's model, and is watched
-/// until its path to A is the expected one or 10 s have passed since it started.
-async fn pair(lab: &Lab, relays: &[String], a: &(Site, MeshProcess), b: &Site) -> Pairing {
+/// until its path to A is the expected one or 10 s have passed since it started. B still runs.
+async fn pair(
+    lab: &Lab,
+    relays: &[String],
+    a: &(Site, MeshProcess),
+    b: &Site,
+) -> (Pairing, MeshProcess) {
     let (a_site, a_proc) = a;
     let ticket = a_proc.value("ticket");
     let a_id = a_proc.value("node id");
     let started = Instant::now();
-    let mut b_proc = client(lab, b, relays, &["--join", &ticket]).await;
+    let b_proc = client(lab, b, relays, &["--join", &ticket]).await;
     let base = b_proc.base();
     let answer = first_answer(&b.ns, base, Duration::from_secs(30));
     let answer_secs = started.elapsed().as_secs_f64();
@@ -164,13 +169,13 @@ async fn pair(lab: &Lab, relays: &[String], a: &(Site, MeshProcess), b: &Site) -
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    b_proc.kill();
-    Pairing {
+    let pairing = Pairing {
         a: a_site.nat,
         b: b.nat,
         answer_secs,
         path,
-    }
+    };
+    (pairing, b_proc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +203,8 @@ async fn every_nat_pairing_connects_and_goes_direct_where_hole_punching_can_work
     let mut results = Vec::new();
     for (i, a) in servers.iter().enumerate() {
         for b in &guests[i..] {
-            let r = pair(&lab, &relays, a, b).await;
+            let (r, mut b_proc) = pair(&lab, &relays, a, b).await;
+            b_proc.kill();
             eprintln!(
                 "pairing {:>15} <- {:<15} answer after {:.2} s, path {}",
                 r.a.label(),
@@ -421,4 +427,92 @@ async fn mesh_network_tells_public_nat_symmetric_and_offline_apart() {
     let (o, took) = network(&lab, &offline, &relays);
     assert_eq!(o["verdict"]["kind"], "offline", "{o}");
     assert!(took < 10.0, "took {took:.1} s");
+}
+
+/// In `ns`: decode speed of one greedy 128-token stream from `base` (tokens after the first,
+/// per second after the first).
+fn stream_tok_s(ns: &str, base: String) -> f64 {
+    block_in_ns(ns, move || async move {
+        use futures::StreamExt;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let models: Value = http
+            .get(format!("{base}/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let model = models["data"][0]["id"].as_str().unwrap().to_owned();
+        let body = json!({"model": model, "max_tokens": 128, "stream": true, "temperature": 0,
+            "ignore_eos": true, "messages": [{"role": "user", "content": "Count to a hundred."}]});
+        let resp = http
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let mut bytes = resp.bytes_stream();
+        let (mut first, mut last, mut tokens) = (None, Instant::now(), 0u32);
+        let mut pending = String::new();
+        while let Some(Ok(chunk)) = bytes.next().await {
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                if event.contains("\"content\"") {
+                    tokens += 1;
+                    last = Instant::now();
+                    first.get_or_insert(last);
+                }
+            }
+        }
+        let first = first.expect("tokens");
+        f64::from(tokens.saturating_sub(1)) / last.duration_since(first).as_secs_f64()
+    })
+}
+
+/// `just bench-net`: every pairing's time to a first answer, path after 10 s, and streaming
+/// speed through B ÷ streaming speed on A itself (docs/BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: just bench-net"]
+async fn bench_net() {
+    let Some((mut lab, relays)) = lab() else {
+        return;
+    };
+    let kinds = [
+        Nat::Public,
+        Nat::FullCone,
+        Nat::PortRestricted,
+        Nat::Symmetric,
+    ];
+    let (mut hosts, mut guests) = (Vec::new(), Vec::new());
+    for nat in kinds {
+        hosts.push(lab.add_site(nat).unwrap());
+        guests.push(lab.add_site(nat).unwrap());
+    }
+    let mut servers = Vec::new();
+    for site in hosts {
+        let p = serve(&lab, &site, &relays, &[]).await;
+        servers.push((site, p));
+    }
+    println!("| A | B | first answer (s) | path after 10 s | tok/s via B | tok/s on A | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for (i, a) in servers.iter().enumerate() {
+        let local = stream_tok_s(&a.0.ns, a.1.base());
+        for b in &guests[i..] {
+            let (r, mut b_proc) = pair(&lab, &relays, a, b).await;
+            let remote = stream_tok_s(&b.ns, b_proc.base());
+            b_proc.kill();
+            println!(
+                "| {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",
+                r.a.label(),
+                r.b.label(),
+                r.answer_secs,
+                r.path,
+                remote,
+                local,
+                remote / local
+            );
+        }
+    }
 }

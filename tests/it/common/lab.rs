@@ -355,13 +355,15 @@ impl Lab {
         self.children.clear();
     }
 
-    /// The `mesh` binary run in `ns` with its home in the lab's folder `home`, relays from
-    /// `relays` and the lab's certificate trusted (set through the environment, as a user's
-    /// defaults would be), none of the caller's mesh variables.
+    /// The `mesh` binary (`$MESH_BIN`, for `just bench-net`'s release build, else the test
+    /// build) run in `ns` with its home in the lab's folder `home`, relays from `relays` and
+    /// the lab's certificate trusted (set through the environment, as a user's defaults would
+    /// be), none of the caller's mesh variables.
     pub fn mesh(&self, ns: &str, home: &str, relays: &[String]) -> Command {
         let home = self.dir.path().join(home);
+        let bin = std::env::var("MESH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mesh").into());
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_mesh")]);
+        cmd.args(["netns", "exec", ns, &bin]);
         cmd.env("MESH_HOME", &home).env("HF_HOME", home.join("hf"));
         for var in [
             "MESH_RELAYS",
