@@ -220,17 +220,17 @@ impl Lab {
             _ => String::new(),
         };
         let rules = format!(
-            "table ip nat {{
-               chain prerouting {{ type nat hook prerouting priority -100; {full_cone} }}
-               chain postrouting {{ type nat hook postrouting priority 100; oifname \"wan\" {masquerade} }}
-             }}
-             table ip filter {{
-               chain forward {{ type filter hook forward priority 0; policy drop;
-                 iifname \"lan\" oifname \"wan\" accept
-                 ct state established,related accept
-                 ct status dnat accept
-               }}
-             }}"
+            "table ip nat {{\n\
+               chain prerouting {{\n type nat hook prerouting priority -100;\n {full_cone}\n }}\n\
+               chain postrouting {{\n type nat hook postrouting priority 100;\n oifname \"wan\" {masquerade}\n }}\n\
+             }}\n\
+             table ip filter {{\n\
+               chain forward {{\n type filter hook forward priority 0; policy drop;\n\
+                 iifname \"lan\" oifname \"wan\" accept\n\
+                 ct state established,related accept\n\
+                 ct status dnat accept\n\
+               }}\n\
+             }}\n"
         );
         let file = self.dir.path().join(format!("nft-{n}.conf"));
         std::fs::write(&file, rules).map_err(|e| e.to_string())?;
@@ -280,6 +280,11 @@ impl Lab {
                 "/CN=mesh lab relay",
                 "-addext",
                 &format!("subjectAltName={}", san.join(",")),
+                // A leaf, not a CA: rustls refuses a CA certificate as a server's.
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
                 "-keyout",
                 &key.to_string_lossy(),
                 "-out",
@@ -418,6 +423,7 @@ where
     T: Send + 'static,
     F: std::future::Future<Output = T>,
 {
+    mesh::util::tls::install_crypto_provider();
     in_ns(ns, move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
