@@ -66,19 +66,44 @@ async fn client(lab: &Lab, site: &Site, relays: &[String], args: &[&str]) -> Mes
     MeshProcess::start_async(client_cmd(lab, site, relays, args)).await
 }
 
-/// In `ns`: waits for a model at `base`, then asks it for a few tokens; the answer's text.
-fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
-    first_token(ns, base, within).map(|(text, _)| text)
+/// One streamed chat completion, as read by [`chat_stream`].
+struct Streamed {
+    status: reqwest::StatusCode,
+    /// Each content delta, with when it arrived.
+    tokens: Vec<(String, Instant)>,
+    /// Ended with `[DONE]` and no error chunk.
+    clean: bool,
+    raw: String,
 }
 
-/// [`first_answer`], streamed: the text, and when its first token arrived.
-fn first_token(ns: &str, base: String, within: Duration) -> Result<(String, Instant), String> {
+impl Streamed {
+    fn text(&self) -> String {
+        self.tokens.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    /// Decode speed: tokens after the first, per second after the first.
+    fn tok_s(&self) -> f64 {
+        match (self.tokens.first(), self.tokens.last()) {
+            (Some((_, first)), Some((_, last))) if last > first => {
+                (self.tokens.len() - 1) as f64 / last.duration_since(*first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// In `ns`: waits (at most `within`) for a model at `base`, then streams a chat completion
+/// with `max_tokens` and `extra` fields; `first` hears of the first token.
+fn chat_stream(
+    ns: &str,
+    base: String,
+    within: Duration,
+    body: Value,
+    first: Option<std::sync::mpsc::Sender<()>>,
+) -> Result<Streamed, String> {
     block_in_ns(ns, move || async move {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
+        use futures::StreamExt;
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
         let deadline = Instant::now() + within;
         let model = loop {
             let models: Option<Value> = match http.get(format!("{base}/v1/models")).send().await {
@@ -93,38 +118,69 @@ fn first_token(ns: &str, base: String, within: Duration) -> Result<(String, Inst
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let body = json!({"model": model, "max_tokens": 8, "stream": true,
-            "messages": [{"role": "user", "content": "Say hi."}]});
+        let mut body = body;
+        body["model"] = json!(model);
+        body["stream"] = json!(true);
         let resp = http
             .post(format!("{base}/v1/chat/completions"))
             .json(&body)
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let (mut text, mut first, mut raw) = (String::new(), None, String::new());
-        let mut bytes = futures::StreamExt::fuse(resp.bytes_stream());
-        while let Some(chunk) = futures::StreamExt::next(&mut bytes).await {
-            raw.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| e.to_string())?));
-            while let Some(end) = raw.find("\n\n") {
-                let event: String = raw.drain(..end + 2).collect();
+        let mut out = Streamed {
+            status: resp.status(),
+            tokens: Vec::new(),
+            clean: false,
+            raw: String::new(),
+        };
+        let (mut bytes, mut pending, mut errored) = (resp.bytes_stream(), String::new(), false);
+        while let Some(Ok(chunk)) = bytes.next().await {
+            let text = String::from_utf8_lossy(&chunk);
+            out.raw.push_str(&text);
+            pending.push_str(&text);
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
                 let Some(data) = event.trim().strip_prefix("data: ") else {
                     continue;
                 };
-                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                if data == "[DONE]" {
+                    out.clean = !errored;
                     continue;
-                };
+                }
+                let v: Value = serde_json::from_str(data).unwrap_or_default();
+                errored |= v.get("error").is_some();
                 if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-                    first.get_or_insert_with(Instant::now);
-                    text.push_str(t);
+                    out.tokens.push((t.to_owned(), Instant::now()));
+                    if let (Some(tx), 1) = (&first, out.tokens.len()) {
+                        let _ = tx.send(());
+                    }
                 }
             }
         }
-        match first {
-            Some(at) if status.is_success() => Ok((text, at)),
-            _ => Err(format!("{status}: {text}{raw}")),
-        }
+        Ok(out)
     })
+}
+
+/// In `ns`: waits for a model at `base` and asks it for a few tokens: the text, and when the
+/// first token arrived.
+fn first_token(ns: &str, base: String, within: Duration) -> Result<(String, Instant), String> {
+    let body = json!({"max_tokens": 8, "messages": [{"role": "user", "content": "Say hi."}]});
+    let s = chat_stream(ns, base, within, body, None)?;
+    match s.tokens.first() {
+        Some((_, at)) if s.status.is_success() && s.clean => Ok((s.text(), *at)),
+        _ => Err(format!("{}: {}", s.status, s.raw)),
+    }
+}
+
+/// [`first_token`]'s text.
+fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
+    first_token(ns, base, within).map(|(text, _)| text)
+}
+
+/// A greedy 128-token stream (for speed).
+fn long_greedy() -> Value {
+    json!({"max_tokens": 128, "temperature": 0, "ignore_eos": true,
+        "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}]})
 }
 
 /// In `ns`: the connection (`direct` / `relay` / `none`) the node at `api` has to `peer`.
@@ -169,12 +225,14 @@ struct Pairing {
 }
 
 /// B (at `b`) joins A's mesh with A's ticket, gets an answer from A's model, and is watched
-/// until its path to A is the expected one or 10 s have passed since it started. B still runs.
+/// until its path to A is the expected one or `settle` has passed since it started (a relayed
+/// pairing is watched the whole time: it must not be direct by then). B still runs.
 async fn pair(
     lab: &Lab,
     relays: &[String],
     a: &(Site, MeshProcess),
     b: &Site,
+    settle: Duration,
 ) -> (Pairing, MeshProcess) {
     let (a_site, a_proc) = a;
     let ticket = a_proc.value("ticket");
@@ -194,7 +252,12 @@ async fn pair(
     let want = expected(a_site.nat, b.nat);
     let api = CLIENT_API;
     let mut path = String::from("none");
-    while started.elapsed() < Duration::from_secs(10) {
+    // A relayed pairing is judged after 10 s, as `just bench-net` reports it.
+    let watch = match want {
+        "direct" => settle,
+        _ => settle.min(Duration::from_secs(10)),
+    };
+    while started.elapsed() < watch {
         path = connection(&b.ns, api, &a_id).unwrap_or_else(|| "none".into());
         if want == "direct" && path == "direct" {
             break;
@@ -209,6 +272,10 @@ async fn pair(
     };
     (pairing, b_proc)
 }
+
+/// How long a pairing may take to go direct in the test: a correctness deadline for a loaded
+/// 2-core machine (`just bench-net` reports the path after 10 s).
+const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nat_pairing_connects_and_goes_direct_where_hole_punching_can_work() {
@@ -235,7 +302,7 @@ async fn every_nat_pairing_connects_and_goes_direct_where_hole_punching_can_work
     let mut results = Vec::new();
     for (i, a) in servers.iter().enumerate() {
         for b in &guests[i..] {
-            let (r, mut b_proc) = pair(&lab, &relays, a, b).await;
+            let (r, mut b_proc) = pair(&lab, &relays, a, b, SETTLE).await;
             b_proc.kill();
             eprintln!(
                 "pairing {:>15} <- {:<15} first token after {:.2} s, path {}",
@@ -252,46 +319,6 @@ async fn every_nat_pairing_connects_and_goes_direct_where_hole_punching_can_work
         .filter(|r| r.path != expected(r.a, r.b))
         .collect();
     assert!(wrong.is_empty(), "unexpected paths: {wrong:#?}");
-}
-
-/// In `ns`: streams a long answer from `base`; `first` hears of the first token. The chunks'
-/// texts and whether the stream ended with `[DONE]` and no error.
-fn stream(ns: &str, base: String, first: std::sync::mpsc::Sender<()>) -> (usize, bool, String) {
-    block_in_ns(ns, move || async move {
-        use futures::StreamExt;
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let models: Value = http
-            .get(format!("{base}/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let model = models["data"][0]["id"].as_str().unwrap().to_owned();
-        let body = json!({"model": model, "max_tokens": 200, "stream": true,
-            "messages": [{"role": "user", "content": "Tell a long story about a lighthouse."}]});
-        let resp = http
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let mut bytes = resp.bytes_stream();
-        let mut text = String::new();
-        let mut told = false;
-        while let Some(chunk) = bytes.next().await {
-            let Ok(chunk) = chunk else { break };
-            text.push_str(&String::from_utf8_lossy(&chunk));
-            if !told && text.contains("\"content\"") {
-                let _ = first.send(());
-                told = true;
-            }
-        }
-        let chunks = text.matches("data: {").count();
-        let clean = text.contains("data: [DONE]") && !text.contains("\"error\"");
-        (chunks, clean, text)
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,12 +341,19 @@ async fn killing_the_relay_does_not_interrupt_a_stream_on_a_direct_path() {
     }
     let (tx, rx) = std::sync::mpsc::channel();
     let ns = b_site.ns.clone();
-    let streaming = std::thread::spawn(move || stream(&ns, base, tx));
+    let within = Duration::from_secs(5);
+    let streaming =
+        std::thread::spawn(move || chat_stream(&ns, base, within, long_greedy(), Some(tx)));
     rx.recv_timeout(Duration::from_secs(30))
         .expect("the stream started");
     lab.stop_relays();
-    let (chunks, clean, text) = streaming.join().unwrap();
-    assert!(clean && chunks > 10, "stream cut: {chunks} chunks: {text}");
+    let s = streaming.join().unwrap().unwrap();
+    assert!(
+        s.clean && s.tokens.len() > 64,
+        "stream cut after {} tokens: {}",
+        s.tokens.len(),
+        s.raw
+    );
     b.kill();
 }
 
@@ -466,48 +500,6 @@ async fn mesh_network_tells_public_nat_symmetric_and_offline_apart() {
     assert!(took < 10.0, "took {took:.1} s");
 }
 
-/// In `ns`: decode speed of one greedy 128-token stream from `base` (tokens after the first,
-/// per second after the first).
-fn stream_tok_s(ns: &str, base: String) -> f64 {
-    block_in_ns(ns, move || async move {
-        use futures::StreamExt;
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
-        let models: Value = http
-            .get(format!("{base}/v1/models"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let model = models["data"][0]["id"].as_str().unwrap().to_owned();
-        let body = json!({"model": model, "max_tokens": 128, "stream": true, "temperature": 0,
-            "ignore_eos": true, "messages": [{"role": "user", "content": "Count to a hundred."}]});
-        let resp = http
-            .post(format!("{base}/v1/chat/completions"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let mut bytes = resp.bytes_stream();
-        let (mut first, mut last, mut tokens) = (None, Instant::now(), 0u32);
-        let mut pending = String::new();
-        while let Some(Ok(chunk)) = bytes.next().await {
-            pending.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = pending.find("\n\n") {
-                let event: String = pending.drain(..end + 2).collect();
-                if event.contains("\"content\"") {
-                    tokens += 1;
-                    last = Instant::now();
-                    first.get_or_insert(last);
-                }
-            }
-        }
-        let first = first.expect("tokens");
-        f64::from(tokens.saturating_sub(1)) / last.duration_since(first).as_secs_f64()
-    })
-}
-
 /// `just bench-net`: every pairing's time to a first answer, path after 10 s, and streaming
 /// speed through B ÷ streaming speed on A itself (docs/BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,10 +527,15 @@ async fn bench_net() {
     println!("| A | B | first token (s) | path after 10 s | tok/s via B | tok/s on A | ratio |");
     println!("|---|---|---|---|---|---|---|");
     for (i, a) in servers.iter().enumerate() {
-        let local = stream_tok_s(&a.0.ns, a.1.base());
+        let tok_s = |ns: &str, base: String| {
+            chat_stream(ns, base, Duration::from_secs(5), long_greedy(), None)
+                .unwrap()
+                .tok_s()
+        };
+        let local = tok_s(&a.0.ns, a.1.base());
         for b in &guests[i..] {
-            let (r, mut b_proc) = pair(&lab, &relays, a, b).await;
-            let remote = stream_tok_s(&b.ns, CLIENT_BASE.into());
+            let (r, mut b_proc) = pair(&lab, &relays, a, b, Duration::from_secs(10)).await;
+            let remote = tok_s(&b.ns, CLIENT_BASE.into());
             b_proc.kill();
             println!(
                 "| {} | {} | {:.2} | {} | {:.1} | {:.1} | {:.2} |",

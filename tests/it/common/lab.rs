@@ -370,17 +370,8 @@ impl Lab {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", ns, &bin]);
         cmd.env("MESH_HOME", &home).env("HF_HOME", home.join("hf"));
-        for var in [
-            "MESH_RELAYS",
-            "MESH_OFFLINE",
-            "MESH_ADVERTISE_LAN",
-            "MESH_DEFAULT_IROH_RELAYS",
-            "HF_HUB_CACHE",
-            "HF_TOKEN",
-            "HF_HUB_OFFLINE",
-            "HF_ENDPOINT",
-            "XDG_CACHE_HOME",
-        ] {
+        cmd.env_remove("MESH_OFFLINE");
+        for var in super::process::CALLER_VARS {
             cmd.env_remove(var);
         }
         cmd.env("MESH_DEFAULT_IROH_RELAYS", relays.join(","));

@@ -19,20 +19,25 @@ pub fn mesh_command(home: &Path) -> Command {
     cmd.env("MESH_HOME", home)
         .env("HF_HOME", home.join("hf"))
         .env("MESH_OFFLINE", "1");
-    for var in [
-        "MESH_RELAYS",
-        "MESH_DEFAULT_IROH_RELAYS",
-        "MESH_ADVERTISE_LAN",
-        "HF_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
+    for var in CALLER_VARS {
         cmd.env_remove(var);
     }
     cmd
 }
+
+/// The caller's variables that would send a test's `mesh` elsewhere (relays, hub, tokens,
+/// offline mode, LAN addresses): removed from every command tests run.
+pub const CALLER_VARS: [&str; 9] = [
+    "MESH_IROH_RELAY_CA",
+    "MESH_RELAYS",
+    "MESH_DEFAULT_IROH_RELAYS",
+    "MESH_ADVERTISE_LAN",
+    "HF_HUB_CACHE",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "HF_ENDPOINT",
+    "XDG_CACHE_HOME",
+];
 
 /// A fresh temporary directory (removed when dropped).
 pub fn temp_home() -> tempfile::TempDir {
