@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::process::{run_measured, Measured};
-use crate::common::{mesh_command, temp_home};
+use crate::common::{mesh_command, temp_home, MeshProcess};
 
 /// The bound issue 12 sets on `mesh discover` against this relay, applied to the memory the
 /// process allocates (`RssAnon`): a debug build's own code pages alone are 25-31 MiB of RSS,
@@ -89,22 +89,27 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// An in-process `mesh relay` holding one honest offer; the offer's mesh id.
-async fn honest_relay() -> (mesh::relay::RunningRelay, MeshId) {
-    let relay = mesh::relay::start(mesh::relay::RelayOptions {
-        port: 0,
-        ..Default::default()
-    })
-    .await
-    .expect("relay starts");
+/// A `mesh relay` process holding one honest offer (its own process, so the hostile relay's
+/// sending in this one cannot starve it); the relay, its URL and the offer's mesh id.
+async fn honest_relay() -> (MeshProcess, RelayUrl, MeshId, tempfile::TempDir) {
+    let home = temp_home();
+    let mut cmd = mesh_command(home.path());
+    cmd.args(["relay", "--port", "0"]);
+    let relay = MeshProcess::start_async(cmd).await;
+    let url = relay
+        .lines
+        .iter()
+        .find_map(|l| l.strip_prefix("relay "))
+        .map(|u| RelayUrl::parse(u.trim()).expect("relay URL in the banner"))
+        .unwrap_or_else(|| panic!("banner names the relay URL: {:?}", relay.lines));
     let mesh_id = MeshId::random();
     let node = iroh::SecretKey::generate();
     let content = offer::sample_content("SmolLM2-135M-Instruct-Q4_1");
     let event =
         offer::build_event(&Keys::generate(), &node, mesh_id, content, now(), 3600).expect("signs");
-    let reports = nostr_io::publish(&[relay.url()], &event).await;
+    let reports = nostr_io::publish(std::slice::from_ref(&url), &event).await;
     assert!(reports[0].ok, "{reports:?}");
-    (relay, mesh_id)
+    (relay, url, mesh_id, home)
 }
 
 /// `mesh discover --json --no-probe` against both relays, measured.
@@ -141,8 +146,8 @@ fn relay_entry<'a>(doc: &'a Value, url: &RelayUrl) -> &'a Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn discover_stays_small_against_a_relay_sending_2000_events_of_250_kib() {
     let hostile = hostile_relay(2000, 250 * 1024).await;
-    let (honest, mesh_id) = honest_relay().await;
-    let (run, doc) = discover(&hostile, &honest.url()).await;
+    let (_relay, honest, mesh_id, _home) = honest_relay().await;
+    let (run, doc) = discover(&hostile, &honest).await;
 
     assert_small(&run);
     let offers = doc["offers"].as_array().unwrap();
@@ -158,15 +163,15 @@ async fn discover_stays_small_against_a_relay_sending_2000_events_of_250_kib() {
         )),
         "{bad}"
     );
-    assert_eq!(relay_entry(&doc, &honest.url())["ok"], true);
+    assert_eq!(relay_entry(&doc, &honest)["ok"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn discover_reads_but_holds_no_event_over_the_offer_limit() {
     // Each message fits the WebSocket limit, so all are read, one at a time; none is held.
     let hostile = hostile_relay(2000, 20 * 1024).await;
-    let (honest, _) = honest_relay().await;
-    let (run, doc) = discover(&hostile, &honest.url()).await;
+    let (_relay, honest, _, _home) = honest_relay().await;
+    let (run, doc) = discover(&hostile, &honest).await;
 
     assert_small(&run);
     assert_eq!(doc["offers"].as_array().unwrap().len(), 1, "{doc}");
