@@ -26,6 +26,9 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Bytes in flight in the pipe between a session and the relay.
 const PIPE_BYTES: usize = 64 * 1024;
+/// Read buffer of each of our two WebSockets per session (tungstenite's default, 128 KiB, is
+/// allocated and zeroed per socket: with 256 sessions that alone would be 64 MiB).
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What one session may do.
 #[derive(Debug, Clone, Copy)]
@@ -47,6 +50,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(Some(limits.max_message_bytes))
         .max_frame_size(Some(limits.max_message_bytes));
     let client = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
@@ -56,7 +60,8 @@ where
             tracing::debug!(%peer, "relay: session ended: {e}");
         }
     });
-    let relay_ws = WebSocketStream::from_raw_socket(our_end, Role::Client, None).await;
+    let pipe_config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
+    let relay_ws = WebSocketStream::from_raw_socket(our_end, Role::Client, Some(pipe_config)).await;
     let (mut to_client, mut from_client) = client.split();
     let (mut to_relay, mut from_relay) = relay_ws.split();
     // Two pumps, one per direction, so neither waits on the other (the relay stops reading
