@@ -2,7 +2,9 @@
 
 use super::args::RelayServerArgs;
 use crate::discovery::offer::OFFER_KIND;
-use crate::relay::{start, RelayOptions, DELETION_KIND};
+use crate::relay::{
+    max_message_bytes, start, RelayOptions, DEFAULT_IDLE_TIMEOUT, DELETION_KIND, MAX_FILTER_LIMIT,
+};
 use crate::util::signals::CtrlC;
 
 /// `mesh relay`: serve until Ctrl-C.
@@ -17,6 +19,7 @@ pub async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
         rate_per_ip: args.rate_per_ip,
         max_reqs: args.max_reqs,
         max_connections: args.max_connections,
+        ..RelayOptions::default()
     })
     .await?;
     let mut ctrl_c = CtrlC::listen();
@@ -34,6 +37,11 @@ pub async fn run(args: RelayServerArgs) -> anyhow::Result<()> {
     println!(
         "  accepts {kinds}, up to {} bytes, {} per minute per connection",
         args.max_event_bytes, args.rate
+    );
+    println!(
+        "  messages up to {} bytes, at most {MAX_FILTER_LIMIT} events per filter, idle sessions closed after {}s",
+        max_message_bytes(args.max_event_bytes),
+        DEFAULT_IDLE_TIMEOUT.as_secs()
     );
     println!("  Ctrl-C to stop");
     super::serve::wait_ctrl_c(&mut ctrl_c).await?;

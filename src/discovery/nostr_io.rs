@@ -17,21 +17,32 @@ use nostr::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::offer::{self, Offer, OFFER_KIND, PROTOCOL_TAG};
+use super::offer::{self, Offer, Reject, OFFER_KIND, PROTOCOL_TAG};
 use crate::mesh::proto::ticket::MeshId;
 
 /// Time to open a connection (TCP, TLS, WebSocket handshake) to one relay.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a whole query (after connecting) or for a relay's `OK` to a published event.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest WebSocket message read from a relay (bigger ones end the connection).
-const MAX_FRAME_BYTES: usize = 256 * 1024;
-/// Most events asked of one relay per query.
+/// Largest WebSocket message (and frame) read from a relay. An `EVENT` message is one offer
+/// (at most `offer::MAX_EVENT_BYTES` as we write it) in an envelope of < 100 bytes, but a relay
+/// may escape non-ASCII text as `\uXXXX` (up to 3 times the UTF-8 bytes): four times the offer
+/// limit leaves room for that and little else. A bigger message is refused from its frame
+/// header, before its payload is read (tungstenite's limits), and since a WebSocket cannot skip
+/// a message unread, that relay's answer ends there (counted in `dropped_oversized`).
+pub const MAX_MESSAGE_BYTES: usize = 4 * offer::MAX_EVENT_BYTES;
+/// Most events asked of one relay per query, and held from it.
 pub const MAX_EVENTS: usize = 2000;
+/// Most bytes of event JSON held from one relay per query (offers are typically 1-2 KiB, so
+/// this holds about [`MAX_EVENTS`] honest ones); later events are dropped and counted in
+/// `dropped_excess`. With [`MAX_MESSAGE_BYTES`] this bounds what a hostile relay can make a
+/// reader hold.
+pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -67,10 +78,30 @@ impl Query {
 pub struct RelayReport {
     pub url: String,
     pub ok: bool,
-    /// Events received (fetch) or 1 when the event was accepted (publish).
+    /// Events received and held (fetch) or 1 when the event was accepted (publish).
     pub events: usize,
+    /// Messages over [`MAX_MESSAGE_BYTES`] (refused unread; the relay's answer ends at the
+    /// first) and events over the offer limit (read one at a time, never held).
+    #[serde(default)]
+    pub dropped_oversized: u64,
+    /// Events beyond [`MAX_EVENTS`] or [`MAX_HELD_BYTES`], dropped.
+    #[serde(default)]
+    pub dropped_excess: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl RelayReport {
+    fn new(url: &RelayUrl, answer: Result<usize, String>) -> Self {
+        RelayReport {
+            url: url.to_string(),
+            ok: answer.is_ok(),
+            events: *answer.as_ref().unwrap_or(&0),
+            dropped_oversized: 0,
+            dropped_excess: 0,
+            error: answer.err(),
+        }
+    }
 }
 
 /// Valid offers (newest per publisher and mesh), rejections by reason, and each relay's answer.
@@ -120,30 +151,26 @@ impl FetchReport {
 }
 
 /// Asks every relay for offers matching `query`; validates and de-duplicates what comes back.
-/// Never fails: unreachable relays are reported in `relays`.
+/// Never fails: unreachable relays are reported in `relays`. What a relay sent before failing
+/// (a timeout, an oversized message) is kept: each offer is checked on its own.
 pub async fn fetch_offers(relays: &[RelayUrl], query: &Query, now: u64) -> FetchReport {
     let filter = query.filter();
     let answers =
         futures::future::join_all(relays.iter().map(|url| fetch_raw(url, filter.clone()))).await;
     let mut report = FetchReport::default();
-    for (url, answer) in relays.iter().zip(answers) {
-        match answer {
-            Ok(raw) => {
-                report.relays.push(RelayReport {
-                    url: url.to_string(),
-                    ok: true,
-                    events: raw.len(),
-                    error: None,
-                });
-                report.absorb(&raw, now);
-            }
-            Err(e) => report.relays.push(RelayReport {
-                url: url.to_string(),
-                ok: false,
-                events: 0,
-                error: Some(e),
-            }),
+    for (url, (answer, end)) in relays.iter().zip(answers) {
+        report.relays.push(RelayReport {
+            dropped_oversized: answer.dropped_oversized,
+            dropped_excess: answer.dropped_excess,
+            ..RelayReport::new(url, end.map(|()| answer.raw.len()))
+        });
+        if answer.too_large > 0 {
+            *report
+                .rejected
+                .entry(Reject::TooLarge.as_str())
+                .or_default() += answer.too_large;
         }
+        report.absorb(&answer.raw, now);
     }
     report
 }
@@ -154,20 +181,15 @@ pub async fn publish(relays: &[RelayUrl], event: &Event) -> Vec<RelayReport> {
     relays
         .iter()
         .zip(answers)
-        .map(|(url, answer)| RelayReport {
-            url: url.to_string(),
-            ok: answer.is_ok(),
-            events: usize::from(answer.is_ok()),
-            error: answer.err(),
-        })
+        .map(|(url, answer)| RelayReport::new(url, answer.map(|()| 1)))
         .collect()
 }
 
 async fn connect(url: &RelayUrl) -> Result<Socket, String> {
     crate::util::tls::install_crypto_provider();
     let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES));
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
     let connecting =
         tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false);
     match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
@@ -177,9 +199,14 @@ async fn connect(url: &RelayUrl) -> Result<Socket, String> {
     }
 }
 
-/// The raw JSON of every event a relay returns for `filter`, until `EOSE`.
-async fn fetch_raw(url: &RelayUrl, filter: Filter) -> Result<Vec<String>, String> {
-    let mut socket = connect(url).await?;
+/// The raw JSON of the events a relay returns for `filter`, until `EOSE`, within bounds; `Err`
+/// says why the answer ended early (what came before is still in the answer).
+async fn fetch_raw(url: &RelayUrl, filter: Filter) -> (Answer, Result<(), String>) {
+    let mut answer = Answer::default();
+    let mut socket = match connect(url).await {
+        Ok(s) => s,
+        Err(e) => return (answer, Err(e)),
+    };
     let sub = SubscriptionId::generate();
     let req = ClientMessage::req(sub.clone(), vec![filter]).as_json();
     let result = tokio::time::timeout(REPLY_TIMEOUT, async {
@@ -187,18 +214,23 @@ async fn fetch_raw(url: &RelayUrl, filter: Filter) -> Result<Vec<String>, String
             .send(Message::text(req))
             .await
             .map_err(|e| e.to_string())?;
-        let mut events = Vec::new();
         while let Some(msg) = socket.next().await {
-            let text = match msg.map_err(|e| e.to_string())? {
-                Message::Text(t) => t,
-                Message::Close(_) => return Err("relay closed the connection".into()),
-                _ => continue,
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(_)) => return Err("relay closed the connection".into()),
+                Ok(_) => continue,
+                Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                    answer.dropped_oversized += 1;
+                    return Err(format!(
+                        "relay sent a {size}-byte message, over the {max_size}-byte limit; stopped reading"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
             };
-            match parse_frame(&text, &sub) {
-                Frame::Event(raw) if events.len() < MAX_EVENTS => events.push(raw),
-                Frame::Event(_) | Frame::Other => {}
-                Frame::Eose => return Ok(events),
-                Frame::Closed(why) => return Err(format!("relay refused the query: {why}")),
+            match answer.take(&text, &sub) {
+                Step::More => {}
+                Step::Done => return Ok(()),
+                Step::Refused(why) => return Err(format!("relay refused the query: {why}")),
             }
         }
         Err("relay closed the connection".into())
@@ -208,12 +240,57 @@ async fn fetch_raw(url: &RelayUrl, filter: Filter) -> Result<Vec<String>, String
         .send(Message::text(ClientMessage::close(sub).as_json()))
         .await;
     let _ = socket.close(None).await;
-    match result {
-        Ok(r) => r,
-        Err(_) => Err(format!(
+    let end = result.unwrap_or_else(|_| {
+        Err(format!(
             "no end of results within {}s",
             REPLY_TIMEOUT.as_secs()
-        )),
+        ))
+    });
+    (answer, end)
+}
+
+/// One relay's answer as it arrives, held within [`MAX_EVENTS`] and [`MAX_HELD_BYTES`]. Pure:
+/// fed one message at a time.
+#[derive(Debug, Default)]
+struct Answer {
+    raw: Vec<String>,
+    held_bytes: usize,
+    /// Events over the offer limit (also counted in `dropped_oversized`).
+    too_large: u64,
+    dropped_oversized: u64,
+    dropped_excess: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Step {
+    More,
+    Done,
+    Refused(String),
+}
+
+impl Answer {
+    fn take(&mut self, text: &str, sub: &SubscriptionId) -> Step {
+        match parse_frame(text, sub) {
+            Frame::Event(raw) => {
+                self.hold(raw);
+                Step::More
+            }
+            Frame::Other => Step::More,
+            Frame::Eose => Step::Done,
+            Frame::Closed(why) => Step::Refused(why),
+        }
+    }
+
+    fn hold(&mut self, raw: String) {
+        if raw.len() > offer::MAX_EVENT_BYTES {
+            self.too_large += 1;
+            self.dropped_oversized += 1;
+        } else if self.raw.len() >= MAX_EVENTS || self.held_bytes + raw.len() > MAX_HELD_BYTES {
+            self.dropped_excess += 1;
+        } else {
+            self.held_bytes += raw.len();
+            self.raw.push(raw);
+        }
     }
 }
 
@@ -317,3 +394,71 @@ pub const DEFAULT_RELAYS: &[&str] = &[
     "wss://nos.lol",
     "wss://relay.primal.net",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event_frame(sub: &SubscriptionId, content_bytes: usize) -> String {
+        let event = serde_json::json!({ "content": "x".repeat(content_bytes) });
+        serde_json::json!(["EVENT", sub.as_str(), event]).to_string()
+    }
+
+    #[test]
+    fn events_over_the_offer_limit_are_counted_and_not_held() {
+        let sub = SubscriptionId::new("s");
+        let mut a = Answer::default();
+        assert_eq!(a.take(&event_frame(&sub, 100), &sub), Step::More);
+        assert_eq!(
+            a.take(&event_frame(&sub, offer::MAX_EVENT_BYTES), &sub),
+            Step::More
+        );
+        assert_eq!(a.raw.len(), 1);
+        assert_eq!((a.too_large, a.dropped_oversized), (1, 1));
+    }
+
+    #[test]
+    fn events_beyond_the_held_bytes_are_dropped_as_excess() {
+        let sub = SubscriptionId::new("s");
+        let mut a = Answer::default();
+        let frame = event_frame(&sub, offer::MAX_EVENT_BYTES - 100);
+        // Twice as many as fit.
+        let n = 2 * MAX_HELD_BYTES / (offer::MAX_EVENT_BYTES - 100);
+        for _ in 0..n {
+            a.take(&frame, &sub);
+        }
+        assert!(a.held_bytes <= MAX_HELD_BYTES);
+        assert_eq!(a.raw.len() as u64 + a.dropped_excess, n as u64);
+        assert!(
+            a.dropped_excess as usize >= n / 2 - 1,
+            "{}",
+            a.dropped_excess
+        );
+    }
+
+    #[test]
+    fn events_beyond_max_events_are_dropped_as_excess() {
+        let sub = SubscriptionId::new("s");
+        let mut a = Answer::default();
+        let frame = event_frame(&sub, 10);
+        for _ in 0..MAX_EVENTS + 5 {
+            a.take(&frame, &sub);
+        }
+        assert_eq!((a.raw.len(), a.dropped_excess), (MAX_EVENTS, 5));
+    }
+
+    #[test]
+    fn eose_ends_closed_refuses_and_other_subscriptions_are_ignored() {
+        let sub = SubscriptionId::new("s");
+        let mut a = Answer::default();
+        let other = SubscriptionId::new("t");
+        assert_eq!(a.take(&event_frame(&other, 10), &sub), Step::More);
+        assert!(a.raw.is_empty());
+        assert_eq!(a.take("not json", &sub), Step::More);
+        assert_eq!(a.take(r#"["EOSE","s"]"#, &sub), Step::Done);
+        assert_eq!(
+            a.take(r#"["CLOSED","s","error: no"]"#, &sub),
+            Step::Refused("error: no".into())
+        );
+    }
+}

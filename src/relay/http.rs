@@ -1,6 +1,8 @@
 //! The relay's listener: HTTP/1 over hyper, WebSocket upgrades handed to the `LocalRelay`
 //! (while a connection slot is free, else 503), and the NIP-11 document for plain requests.
-//! Our own listener, rather than `LocalRelay::run`, so port 0 means a port the OS picked.
+//! Our own listener, rather than `LocalRelay::run`, so port 0 means a port the OS picked, a
+//! request head must arrive within [`RelayOptions::header_timeout`] (hyper's timer), and each
+//! session is read under our limits (`relay/bridge.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +12,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use nostr_relay_builder::LocalRelay;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::sync::CancellationToken;
 
+use super::bridge::{self, Limits};
 use super::RelayOptions;
 
 #[derive(Clone)]
@@ -26,6 +29,9 @@ pub(super) struct Server {
     pub(super) slots: Arc<Semaphore>,
     /// The NIP-11 document.
     pub(super) info: Bytes,
+    pub(super) limits: Limits,
+    /// Time for a request head (the first, and each later one on a kept-alive connection).
+    pub(super) header_timeout: std::time::Duration,
 }
 
 pub(super) async fn accept_loop(listener: TcpListener, server: Server, cancel: CancellationToken) {
@@ -42,9 +48,12 @@ pub(super) async fn accept_loop(listener: TcpListener, server: Server, cancel: C
         };
         let server = server.clone();
         tokio::spawn(async move {
+            let header_timeout = server.header_timeout;
             let service =
                 hyper::service::service_fn(move |req| std::future::ready(server.answer(req, peer)));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -83,15 +92,11 @@ impl Server {
                 .body(Full::new(Bytes::from_static(b"too many connections\n")))
                 .expect("static response"));
         };
-        let relay = self.relay.clone();
+        let (relay, limits) = (self.relay.clone(), self.limits);
         tokio::spawn(async move {
             let _permit = permit;
             match hyper::upgrade::on(req).await {
-                Ok(upgraded) => {
-                    if let Err(e) = relay.take_connection(TokioIo::new(upgraded), peer).await {
-                        tracing::debug!(%peer, "relay: session ended: {e}");
-                    }
-                }
+                Ok(upgraded) => bridge::serve(TokioIo::new(upgraded), relay, peer, limits).await,
                 Err(e) => tracing::debug!(%peer, "relay: upgrade failed: {e}"),
             }
         });
@@ -114,8 +119,9 @@ pub(super) fn relay_info(opts: &RelayOptions) -> serde_json::Value {
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": [1, 9, 11, 40],
         "limitation": {
-            "max_message_length": opts.max_event_bytes,
+            "max_message_length": super::max_message_bytes(opts.max_event_bytes),
             "max_subscriptions": opts.max_reqs,
+            "max_limit": super::MAX_FILTER_LIMIT,
         },
     })
 }

@@ -8,10 +8,13 @@
 //! plain HTTP, storage (memory, or LMDB with `--db`), and the write policy: [`Admission`]
 //! refuses events larger than a limit or of kinds mesh does not use, [`check_deletion`] refuses
 //! deletions naming someone else's events (the store would drop them with a bare "unknown"
-//! error). Files: `relay/http.rs` (listener), `relay/policy.rs` (write policy), `relay/ip_rate.rs`
-//! (per-IP rate). It imports `discovery::offer` (the kind it accepts) and `util`, nothing above.
-//! docs/PROTOCOL.md ("mesh relay") lists what it accepts.
+//! error). Files: `relay/http.rs` (listener, header timeout), `relay/bridge.rs` (each session
+//! read under a message limit and an idle timeout), `relay/policy.rs` (write policy),
+//! `relay/ip_rate.rs` (per-IP rate, keyed on /64 for IPv6). It imports `discovery::offer` (the
+//! kind it accepts) and `util`, nothing above. docs/PROTOCOL.md ("mesh relay") lists what it
+//! accepts; docs/SECURITY.md ("Hostile Nostr relays") its limits.
 
+mod bridge;
 mod http;
 mod ip_rate;
 mod policy;
@@ -19,6 +22,7 @@ mod policy;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -48,6 +52,20 @@ pub const DEFAULT_MAX_REQS: usize = 64;
 pub const MAX_MEMORY_EVENTS: usize = 75_000;
 /// Default simultaneous connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Largest `limit` a filter may ask for (larger ones are clamped to it; none means this too).
+pub const MAX_FILTER_LIMIT: usize = 500;
+/// Default time for an HTTP request head (the upgrade request, or the NIP-11 one).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a session may go without a message either way (a WebSocket ping counts), and
+/// a client may take to accept one message from the relay.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Largest WebSocket message the relay reads: twice the event limit, so an event up to twice
+/// too large still gets an `OK` saying why; a larger message closes the session (code 1009)
+/// from its frame header, before its payload is buffered.
+pub fn max_message_bytes(max_event_bytes: usize) -> usize {
+    max_event_bytes.saturating_mul(2)
+}
 
 /// How to run a relay.
 #[derive(Debug, Clone)]
@@ -65,6 +83,8 @@ pub struct RelayOptions {
     pub rate_per_ip: u32,
     pub max_reqs: usize,
     pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl Default for RelayOptions {
@@ -79,6 +99,8 @@ impl Default for RelayOptions {
             rate_per_ip: DEFAULT_RATE_PER_IP,
             max_reqs: DEFAULT_MAX_REQS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -128,6 +150,8 @@ pub async fn start(opts: RelayOptions) -> anyhow::Result<RunningRelay> {
     };
     let builder = RelayBuilder::default()
         .database(database.clone())
+        .max_filter_limit(MAX_FILTER_LIMIT)
+        .default_filter_limit(MAX_FILTER_LIMIT)
         .rate_limit(RateLimit {
             max_reqs: opts.max_reqs,
             notes_per_minute: opts.rate,
@@ -148,6 +172,11 @@ pub async fn start(opts: RelayOptions) -> anyhow::Result<RunningRelay> {
         relay: relay.clone(),
         slots: Arc::new(Semaphore::new(opts.max_connections)),
         info: Bytes::from(http::relay_info(&opts).to_string()),
+        limits: bridge::Limits {
+            max_message_bytes: max_message_bytes(opts.max_event_bytes),
+            idle: opts.idle_timeout,
+        },
+        header_timeout: opts.header_timeout,
     };
     let accept_loop = tokio::spawn(http::accept_loop(listener, server, cancel.clone()));
     Ok(RunningRelay {

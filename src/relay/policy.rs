@@ -10,6 +10,7 @@ use nostr::{Event, JsonUtil, PublicKey};
 use nostr_relay_builder::builder::{PolicyResult, WritePolicy};
 use nostr_relay_builder::prelude::NostrDatabase;
 
+use super::ip_rate::ip_key;
 use super::{RelayOptions, DELETION_KIND};
 use crate::discovery::offer::OFFER_KIND;
 
@@ -73,15 +74,15 @@ impl WritePolicy for Policy {
         addr: &'a SocketAddr,
     ) -> nostr::util::BoxedFuture<'a, PolicyResult> {
         Box::pin(async move {
+            let key = ip_key(addr.ip());
             let allowed = self
                 .per_ip
                 .lock()
-                .map(|mut r| r.allow(addr.ip(), std::time::Instant::now()))
+                .map(|mut r| r.allow(key, std::time::Instant::now()))
                 .unwrap_or(true);
             if !allowed {
                 return PolicyResult::Reject(format!(
-                    "too many events from {}; try again in a minute",
-                    addr.ip()
+                    "too many events from {key}; try again in a minute"
                 ));
             }
             if let Err(why) = self.rules.check(event.kind.as_u16(), event.as_json().len()) {

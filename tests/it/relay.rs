@@ -2,7 +2,9 @@
 //! back from `nostr_io::fetch_offers`; oversized events and foreign kinds are refused with a clear
 //! `OK` message; an author's NIP-09 deletion removes its offer; the per-connection rate limit
 //! refuses once exceeded; connections over the limit get 503; `--db` keeps events across
-//! restarts; Ctrl-C exits 0.
+//! restarts; Ctrl-C exits 0. Against hostile clients: a message over the limit closes the
+//! session (1009) unread, a filter's `limit` is clamped, a request head or a session that
+//! stalls is cut off.
 
 use crate::common::{mesh_command, temp_home, MeshProcess};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,6 +17,8 @@ use mesh::mesh::proto::ticket::MeshId;
 use nostr::nips::nip01::Coordinate;
 use nostr::nips::nip09::EventDeletionRequest;
 use nostr::{ClientMessage, Event, EventBuilder, JsonUtil, Keys, Kind, RelayMessage, RelayUrl};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A `mesh relay` process (SIGKILLed when dropped) and the URL from its banner.
@@ -256,4 +260,125 @@ async fn in_process_relay_on_port_0_serves_offers() {
     publish(&url, &event).await.expect("offer accepted");
     assert_eq!(fetch(&url).await.offers.len(), 1);
     running.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_the_session_with_1009() {
+    let r = relay(&["--max-event-bytes", "4096"]);
+    let limit = mesh::relay::max_message_bytes(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect("connects");
+    let req = format!(r#"["REQ","s",{{"search":"{}"}}]"#, "x".repeat(limit));
+    ws.send(Message::text(req)).await.expect("sent");
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an answer in time");
+    match answer {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(frame.code, CloseCode::Size, "{frame:?}");
+        }
+        other => panic!("expected a close frame 1009, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_filter_limit_above_the_maximum_is_clamped() {
+    let r = relay(&["--any-kind", "--rate", "1000", "--rate-per-ip", "1000"]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(r.url.as_str())
+        .await
+        .expect("connects");
+    let keys = Keys::generate();
+    let stored = mesh::relay::MAX_FILTER_LIMIT + 10;
+    for i in 0..stored {
+        let note = EventBuilder::text_note(format!("note {i}"))
+            .sign_with_keys(&keys)
+            .unwrap();
+        ws.send(Message::text(ClientMessage::event(note).as_json()))
+            .await
+            .unwrap();
+    }
+    let mut accepted = 0;
+    while accepted < stored {
+        let reply = next_text(&mut ws).await;
+        match RelayMessage::from_json(&reply).unwrap() {
+            RelayMessage::Ok { status: true, .. } => accepted += 1,
+            other => panic!("expected OK true, got {other:?}"),
+        }
+    }
+    let req = r#"["REQ","all",{"kinds":[1],"limit":1000000000}]"#;
+    ws.send(Message::text(req)).await.unwrap();
+    let mut events = 0;
+    loop {
+        let reply = next_text(&mut ws).await;
+        match RelayMessage::from_json(&reply).unwrap() {
+            RelayMessage::Event { .. } => events += 1,
+            RelayMessage::EndOfStoredEvents(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(events, mesh::relay::MAX_FILTER_LIMIT);
+}
+
+async fn next_text(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> String {
+    let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("a message in time")
+        .expect("connection open")
+        .expect("a message");
+    msg.into_text().expect("text").to_string()
+}
+
+async fn in_process_relay(opts: mesh::relay::RelayOptions) -> mesh::relay::RunningRelay {
+    mesh::relay::start(mesh::relay::RelayOptions { port: 0, ..opts })
+        .await
+        .expect("relay starts")
+}
+
+#[tokio::test]
+async fn a_request_head_that_stalls_is_cut_off() {
+    let running = in_process_relay(mesh::relay::RelayOptions {
+        header_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(running.local_addr())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: relay\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    // Read until the relay closes (0 bytes) or resets the connection.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "connection still open 10 s after a 1 s header timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_session_is_closed() {
+    let running = in_process_relay(mesh::relay::RelayOptions {
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(running.url().as_str())
+        .await
+        .expect("connects");
+    let answer = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("closed within 10 s of a 1 s idle timeout");
+    match answer {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close frame 1001, got {other:?}"),
+    }
 }

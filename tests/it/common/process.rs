@@ -218,3 +218,73 @@ fn forward_lines(from: impl std::io::Read + Send + 'static, to: Sender<String>, 
         }
     });
 }
+
+/// How a short-lived `mesh` command ended, and its peak resident memory.
+#[derive(Debug)]
+pub struct Measured {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The largest `VmHWM` (peak RSS) read from `/proc/<pid>/status` while it ran, in KiB; read
+    /// every 5 ms, so the peak of its last few milliseconds may be missed (none expected: it is
+    /// exiting then). It includes the binary's own pages (about 25 MiB for a debug build).
+    pub peak_rss_kib: u64,
+    /// The largest `RssAnon` (private memory: heap, stacks) seen in those reads, in KiB: what
+    /// the process allocated, without the binary's pages.
+    pub peak_anon_kib: u64,
+}
+
+/// Runs `cmd` to its end (panics if it runs longer than `within`), sampling its peak RSS.
+pub fn run_measured(mut cmd: Command, within: Duration) -> Measured {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mesh starts");
+    let read_all = |mut from: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = from.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let status_file = format!("/proc/{}/status", child.id());
+    let deadline = Instant::now() + within;
+    let (mut peak_rss_kib, mut peak_anon_kib) = (0, 0);
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file) {
+            peak_rss_kib = peak_rss_kib.max(status_kib(&s, "VmHWM:").unwrap_or(0));
+            peak_anon_kib = peak_anon_kib.max(status_kib(&s, "RssAnon:").unwrap_or(0));
+        }
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still ran after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Measured {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        peak_rss_kib,
+        peak_anon_kib,
+    }
+}
+
+/// The value of a `Label:   1234 kB` line of `/proc/<pid>/status`.
+fn status_kib(status: &str, label: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(label))?;
+    line[label.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
