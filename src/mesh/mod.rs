@@ -43,7 +43,8 @@ pub use view::{MeshEvent, PeerView};
 
 use net::admit::{self, Admission};
 use net::gate::{self, Gate};
-use net::tunnel::{self, Tunnel, TunnelServer};
+use net::tunnel::{self, Tunnel};
+use net::tunnel_server::TunnelServer;
 use net::{endpoint, membership, ping};
 use proto::admission::{self, MeshKeys};
 use proto::announce::{self, Announcement, Message};
