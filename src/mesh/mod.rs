@@ -465,7 +465,7 @@ fn protocols(
     Router::builder(endpoint.clone())
         .accept(admission::ALPN, admission)
         .accept(iroh_gossip::ALPN, gossip.clone())
-        .accept(tunnel::ALPN, TunnelServer { app: tunnel_app })
+        .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
         .accept(ping::ALPN, ping::PingServer)
         .spawn()
 }

@@ -20,3 +20,4 @@ mod mesh_routing;
 mod openai_api;
 mod relay;
 mod serve_catalog;
+mod tunnel_limits;

@@ -1,6 +1,8 @@
 //! The mesh's state as plain data, with timers passed in as `Instant`s (no IO, no clocks read):
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
 //! - [`routing`]: which replica of a model a request goes to.
+//! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 
+pub mod budget;
 pub mod peers;
 pub mod routing;
