@@ -71,6 +71,23 @@ impl Scripted {
         self
     }
 
+    /// Ends the oldest stalled request ([`Script::Stall`]) with `Done`; false when none is held.
+    pub fn finish_oldest(&self) -> bool {
+        let Some(tx) = self
+            .held
+            .lock()
+            .ok()
+            .and_then(|mut h| (!h.is_empty()).then(|| h.remove(0)))
+        else {
+            return false;
+        };
+        let _ = tx.send(Event::Done {
+            finish: FinishReason::Stop,
+            usage: Usage::default(),
+        });
+        true
+    }
+
     /// The last request submitted.
     pub fn last_request(&self) -> Option<GenerateRequest> {
         self.last.lock().ok().and_then(|l| l.clone())

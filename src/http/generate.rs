@@ -1,8 +1,11 @@
 //! What the HTTP layer generates with: the [`Generate`] trait, which the llama.cpp engine
 //! implements and which tests replace with [`super::fake::Scripted`] (so validation, SSE,
-//! forwarding and error tests run without loading a model), and the node's [`LocalSlot`].
+//! forwarding and error tests run without loading a model), and the node's [`LocalSlot`]
+//! (the generator and its [`Slots`]).
 
 use std::sync::{Arc, OnceLock};
+
+use super::slots::Slots;
 
 use crate::engine::{
     ChatMessage, Engine, EngineError, EventStream, GenerateRequest, ModelInfo, StatsSnapshot,
@@ -50,18 +53,36 @@ impl Generate for Engine {
 }
 
 /// The generator this node serves, which may arrive after the node has started (`mesh --auto`
-/// joins a mesh first, then downloads and loads its model). Empty on a client. Clones share it.
+/// joins a mesh first, then downloads and loads its model), with its fairly shared [`Slots`].
+/// Empty on a client. Clones share it.
 #[derive(Clone, Default)]
-pub struct LocalSlot(Arc<OnceLock<Arc<dyn Generate>>>);
+pub struct LocalSlot(Arc<OnceLock<Filled>>);
+
+struct Filled {
+    generator: Arc<dyn Generate>,
+    slots: Slots,
+}
 
 impl LocalSlot {
     pub fn get(&self) -> Option<&Arc<dyn Generate>> {
-        self.0.get()
+        self.0.get().map(|f| &f.generator)
+    }
+
+    /// The generator's slots, shared between local requests and each peer (see [`Slots`]).
+    pub fn slots(&self) -> Option<&Slots> {
+        self.0.get().map(|f| &f.slots)
     }
 
     /// Fills the slot; a slot is filled at most once (the generator is handed back otherwise).
     pub fn set(&self, local: Arc<dyn Generate>) -> Result<(), Arc<dyn Generate>> {
-        self.0.set(local)
+        let info = local.info();
+        let slots = Slots::new(info.parallel.max(1), info.queue_capacity.max(1));
+        self.0
+            .set(Filled {
+                generator: local,
+                slots,
+            })
+            .map_err(|f| f.generator)
     }
 
     /// A slot holding `local` from the start.

@@ -4,6 +4,8 @@
 //!   ([`api::docs`]), which `mesh status / peers / publish` read back.
 //! - [`generate`]: the [`generate::Generate`] trait (the engine, or [`fake::Scripted`] in
 //!   tests) and the node's [`generate::LocalSlot`].
+//! - [`slots`]: the generator's slots, queued fairly between local users and each peer by
+//!   [`fair`] (pure round-robin).
 //! - [`route`]: local or mesh, and what this node announces that it serves.
 //! - [`error`]: the one error shape of both APIs (OpenAI's), and the SSE error chunk.
 //! - [`serve`]: binding a listener and serving a router until cancelled.
@@ -12,8 +14,10 @@
 
 pub mod api;
 pub mod error;
+pub mod fair;
 pub mod fake;
 pub mod generate;
 pub mod openai;
 pub mod route;
 pub mod serve;
+pub mod slots;

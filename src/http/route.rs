@@ -20,7 +20,7 @@ pub fn serving(local: &LocalSlot) -> Serving {
             slots: info.parallel,
             ctx: info.ctx,
         }],
-        queue_depth: stats.queue_len as u32,
+        queue_depth: (stats.queue_len + local.slots().map_or(0, |s| s.waiting())) as u32,
         tokens_per_second: stats.tokens_per_second_last_minute as f32,
     }
 }

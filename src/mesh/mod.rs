@@ -43,7 +43,8 @@ pub use view::{MeshEvent, PeerView};
 
 use net::admit::{self, Admission};
 use net::gate::{self, Gate};
-use net::tunnel::{self, Tunnel, TunnelServer};
+use net::tunnel::{self, Tunnel};
+use net::tunnel_server::TunnelServer;
 use net::{endpoint, membership, ping};
 use proto::addrs::AddrPolicy;
 use proto::admission::{self, MeshKeys};
@@ -511,7 +512,7 @@ fn protocols(
     Router::builder(endpoint.clone())
         .accept(admission::ALPN, admission)
         .accept(iroh_gossip::ALPN, gossip.clone())
-        .accept(tunnel::ALPN, TunnelServer { app: tunnel_app })
+        .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
         .accept(ping::ALPN, ping::PingServer)
         .spawn()
 }

@@ -22,3 +22,4 @@ mod netns;
 mod openai_api;
 mod relay;
 mod serve_catalog;
+mod tunnel_limits;

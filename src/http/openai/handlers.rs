@@ -5,7 +5,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::stream::{self, Flavor};
@@ -15,6 +15,8 @@ use crate::engine::{Event, EventStream, FinishReason, GenerateRequest, Usage};
 use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
+use crate::http::slots::{Origin, SlotPermit};
+use crate::mesh::net::tunnel_server::TunnelPeer;
 
 /// Every model in the mesh: this node's own, then the peers', each once.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -37,6 +39,7 @@ pub async fn models(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    peer: Option<Extension<TunnelPeer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
@@ -56,11 +59,13 @@ pub async fn chat_completions(
     let prompt = tokio::task::spawn_blocking(move || engine.chat_prompt(&messages))
         .await
         .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
-    generate(local.as_ref(), prompt, options, Flavor::Chat).await
+    let permit = take_turn(&state, peer).await?;
+    generate(local.as_ref(), permit, prompt, options, Flavor::Chat).await
 }
 
 pub async fn completions(
     State(state): State<AppState>,
+    peer: Option<Extension<TunnelPeer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
@@ -77,7 +82,8 @@ pub async fn completions(
     let prompt = tokio::task::spawn_blocking(move || engine.tokenize(&text))
         .await
         .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))?;
-    generate(local.as_ref(), prompt, options, Flavor::Text).await
+    let permit = take_turn(&state, peer).await?;
+    generate(local.as_ref(), permit, prompt, options, Flavor::Text).await
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -90,8 +96,23 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
+/// Waits for a slot of the local generator, in turn with the other origins (local users and
+/// each peer: see `http::slots`).
+async fn take_turn(
+    state: &AppState,
+    peer: Option<Extension<TunnelPeer>>,
+) -> Result<Option<SlotPermit>, ApiError> {
+    let Some(slots) = state.local.slots() else {
+        return Ok(None);
+    };
+    let origin = Origin::of(peer.map(|Extension(p)| p));
+    Ok(Some(slots.acquire(origin).await?))
+}
+
+/// Submits and answers; `permit` (the slot) is held until the answer is complete or dropped.
 async fn generate(
     engine: &dyn Generate,
+    permit: Option<SlotPermit>,
     prompt: Vec<i32>,
     o: Options,
     flavor: Flavor,
@@ -104,9 +125,10 @@ async fn generate(
     })?;
     let meta = stream::Meta::new(flavor, &engine.info().name);
     if o.stream {
-        return Ok(stream::sse(events, meta, o.include_usage).into_response());
+        return Ok(stream::sse(events, meta, o.include_usage, permit).into_response());
     }
     let (text, finish, usage) = collect(events).await?;
+    drop(permit);
     Ok(Json(meta.complete(&text, finish, usage)).into_response())
 }
 

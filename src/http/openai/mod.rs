@@ -29,6 +29,10 @@ pub struct AppState {
     pub mesh: Option<Mesh>,
 }
 
+// The tunnel server refuses bodies larger than this API accepts, and none that it accepts.
+const _: () =
+    assert!(validate::MAX_BODY_BYTES as u64 == crate::mesh::net::tunnel_server::MAX_BODY_BYTES);
+
 pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
     Router::new()
         .route("/v1/models", get(handlers::models))

@@ -123,13 +123,15 @@ enum State {
 }
 
 /// Turns engine events into an SSE response. Dropping the response (client gone) drops the
-/// event receiver, which frees the engine slot.
+/// event receiver, which frees the engine slot, and `hold` (the slot's permit).
 pub fn sse(
     events: EventStream,
     meta: Meta,
     include_usage: bool,
+    hold: impl Send + 'static,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let chunks = stream::unfold(State::Start(events), move |state| {
+        let _held = &hold;
         let meta = meta.clone();
         async move {
             let (mut events, first) = match state {

@@ -4,7 +4,8 @@
 //! - [`gate`]: endpoint hooks that close every protocol to nodes not admitted.
 //! - [`admit`]: the admission handshake's two IO sides and the outgoing admitter task.
 //! - [`membership`]: the iroh-gossip driver (heartbeats, receive, sweep, path refresh).
-//! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams.
+//! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams (the calling side).
+//! - [`tunnel_server`]: the serving side of `mesh/http/1`.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
@@ -15,3 +16,4 @@ pub(crate) mod membership;
 pub mod ping;
 pub mod report;
 pub mod tunnel;
+pub mod tunnel_server;

@@ -1,8 +1,7 @@
 //! HTTP over iroh (ALPN `mesh/http/1`): one QUIC bi-stream carries one HTTP/1.1 exchange.
 //!
-//! The serving side runs the node's own axum router (local models only, so requests never loop)
-//! on each accepted stream with hyper's `serve_connection`; the calling side does a hyper client
-//! handshake on a fresh stream of a cached per-peer connection. Bodies stream through unchanged,
+//! The calling side (here) does a hyper client handshake on a fresh stream of a cached per-peer
+//! connection; the serving side is [`super::tunnel_server`]. Bodies stream through unchanged,
 //! so SSE chunks arrive as the remote engine produces them.
 
 use std::collections::HashMap;
@@ -14,9 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use iroh::endpoint::Connection;
-use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{Endpoint, EndpointId};
 
 use super::gate::Gate;
@@ -40,31 +37,6 @@ pub enum TunnelError {
     Lost { peer: String, reason: String },
     #[error("{peer} was unreachable moments ago; not retrying yet")]
     Down { peer: String },
-}
-
-/// The serving side, registered on iroh's router.
-#[derive(Debug, Clone)]
-pub struct TunnelServer {
-    pub app: axum::Router,
-}
-
-impl ProtocolHandler for TunnelServer {
-    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
-        let peer = conn.remote_id().fmt_short();
-        while let Ok((send, recv)) = conn.accept_bi().await {
-            let service = TowerToHyperService::new(self.app.clone());
-            tokio::spawn(async move {
-                let io = TokioIo::new(tokio::io::join(recv, send));
-                let served = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await;
-                if let Err(e) = served {
-                    tracing::debug!(%peer, "tunnelled request ended early: {e}");
-                }
-            });
-        }
-        Ok(())
-    }
 }
 
 /// The calling side: one cached connection per peer, one stream per request.

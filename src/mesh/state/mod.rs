@@ -2,7 +2,9 @@
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
 //! - [`routing`]: which replica of a model a request goes to.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
+//! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 
+pub mod budget;
 pub mod network;
 pub mod peers;
 pub mod routing;
