@@ -14,6 +14,7 @@ mod errors;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_forwarding;
+mod mesh_hostile_hosts;
 mod mesh_kill;
 mod mesh_relay;
 mod mesh_routing;

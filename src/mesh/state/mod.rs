@@ -1,6 +1,9 @@
 //! The mesh's state as plain data, with timers passed in as `Instant`s (no IO, no clocks read):
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
+//! - [`health`]: how well each host answered this node's requests (error rate, latency,
+//!   circuit breaker).
 //! - [`routing`]: which replica of a model a request goes to.
 
+pub mod health;
 pub mod peers;
 pub mod routing;
