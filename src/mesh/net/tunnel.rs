@@ -31,8 +31,9 @@ pub const DOWN_HOLD: Duration = Duration::from_secs(3);
 /// peer that grants no streams would otherwise hold the request forever).
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// From sending a request to its response head. Forwarded requests always stream (the head
-/// comes as soon as the replica queued the request), so an honest replica answers at once.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// comes as soon as the replica queued the request), so an honest replica answers at once;
+/// the margin is for a replica whose CPU is saturated.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest silence inside a response body. Replicas send an SSE keep-alive comment every
 /// `http::openai::stream::KEEP_ALIVE` (5 s) while a prompt is processed, so a body silent for
 /// three of them has stalled.
