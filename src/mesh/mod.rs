@@ -13,6 +13,7 @@
 //! It must not import `engine`, `discovery`, `http`, `node` or `cmd`. docs/PROTOCOL.md has the
 //! wire formats and timers.
 
+mod attempt;
 mod config;
 mod error;
 pub mod identity;
@@ -34,6 +35,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use attempt::{Attempt, Picked};
 pub use config::{MeshConfig, NetConfig, Relays, DEFAULT_RELAYS_ENV};
 pub use error::MeshError;
 pub use proto::announce::{ModelOffer, Role};
@@ -49,8 +51,8 @@ use net::{endpoint, membership, ping};
 use proto::addrs::AddrPolicy;
 use proto::admission::{self, MeshKeys};
 use proto::announce::{self, Announcement, Message};
+use state::health::HealthTable;
 use state::peers::{PeerTable, Timers};
-use state::routing::{self, Candidate};
 
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
@@ -89,6 +91,10 @@ pub(crate) struct Shared {
     tunnel: Tunnel,
     table: Mutex<PeerTable>,
     outstanding: Mutex<HashMap<EndpointId, usize>>,
+    /// How each host answered this node's forwarded requests (see [`attempt`]).
+    health: Mutex<HealthTable<EndpointId>>,
+    /// Counts outcomes recorded in `health`: requests waiting for a host's trial wake on it.
+    health_changed: watch::Sender<u64>,
     /// Every model some peer has announced since this node started.
     known_models: Mutex<BTreeSet<String>>,
     events: broadcast::Sender<MeshEvent>,
@@ -234,6 +240,8 @@ impl Mesh {
             lookup,
             table: Mutex::default(),
             outstanding: Mutex::default(),
+            health: Mutex::default(),
+            health_changed: watch::channel(0).0,
             known_models: Mutex::default(),
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
@@ -355,40 +363,8 @@ impl Mesh {
             .is_ok_and(|k| k.contains(model))
     }
 
-    /// Peers serving `model`, best first, leaving out `tried`.
-    pub fn hosts_for(&self, model: &str, tried: &[EndpointId]) -> Vec<EndpointId> {
-        let outstanding = self
-            .shared
-            .outstanding
-            .lock()
-            .map(|o| o.clone())
-            .unwrap_or_default();
-        let candidates = self.shared.with_table(|t| {
-            t.hosts_of(model)
-                .filter(|p| !tried.contains(&p.ann.node))
-                .map(|p| Candidate {
-                    id: p.ann.node,
-                    outstanding: outstanding.get(&p.ann.node).copied().unwrap_or(0),
-                    rtt: p.rtt,
-                })
-                .collect()
-        });
-        routing::rank(candidates)
-    }
-
     pub fn tunnel(&self) -> &Tunnel {
         &self.shared.tunnel
-    }
-
-    /// Counts a request in flight to `peer` until the guard drops.
-    pub fn outstanding(&self, peer: EndpointId) -> Outstanding {
-        if let Ok(mut o) = self.shared.outstanding.lock() {
-            *o.entry(peer).or_default() += 1;
-        }
-        Outstanding {
-            shared: self.shared.clone(),
-            peer,
-        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {
@@ -465,25 +441,6 @@ impl Mesh {
         }
         if let Err(e) = self.router.shutdown().await {
             tracing::debug!("iroh router shutdown: {e}");
-        }
-    }
-}
-
-/// Decrements the outstanding count of a peer when dropped.
-pub struct Outstanding {
-    shared: Arc<Shared>,
-    peer: EndpointId,
-}
-
-impl Drop for Outstanding {
-    fn drop(&mut self) {
-        if let Ok(mut o) = self.shared.outstanding.lock() {
-            if let Some(n) = o.get_mut(&self.peer) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    o.remove(&self.peer);
-                }
-            }
         }
     }
 }

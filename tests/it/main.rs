@@ -15,6 +15,7 @@ mod hostile_relay;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_forwarding;
+mod mesh_hostile_hosts;
 mod mesh_kill;
 mod mesh_relay;
 mod mesh_routing;

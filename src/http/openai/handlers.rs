@@ -8,15 +8,18 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
+use super::forward::{self, Forwarded};
 use super::stream::{self, Flavor};
 use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, MAX_BODY_BYTES};
-use super::{forward, AppState};
+use super::AppState;
 use crate::engine::{Event, EventStream, FinishReason, GenerateRequest, Usage};
 use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
 use crate::http::slots::{Origin, SlotPermit};
 use crate::mesh::net::tunnel_server::TunnelPeer;
+use crate::mesh::state::routing::Need;
+use crate::mesh::Mesh;
 
 /// Every model in the mesh: this node's own, then the peers', each once.
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
@@ -47,11 +50,19 @@ pub async fn chat_completions(
     let model = req.model;
     let messages = validate::chat_messages(req.messages)?;
     let options = validate::options(req.options)?;
+    let mut fwd = Forwarded {
+        model: &model,
+        path: "/v1/chat/completions",
+        body,
+        flavor: Flavor::Chat,
+        stream: options.stream,
+        // Role markers and template text: a few bytes a message more than the content.
+        prompt_bytes: messages.iter().map(|m| m.content.len() + 16).sum(),
+        refused_ctx: 0,
+    };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
-        Target::Mesh(mesh) => {
-            return forward::forward(mesh, &model, "/v1/chat/completions", body).await
-        }
+        Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };
     let engine = local.clone();
@@ -59,6 +70,10 @@ pub async fn chat_completions(
     let prompt = tokio::task::spawn_blocking(move || engine.chat_prompt(&messages))
         .await
         .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
+    if let Some(mesh) = larger_elsewhere(&state, local.as_ref(), prompt.len()) {
+        fwd.refused_ctx = local.info().ctx;
+        return forward::forward(mesh, fwd).await;
+    }
     let permit = take_turn(&state, peer).await?;
     generate(local.as_ref(), permit, prompt, options, Flavor::Chat).await
 }
@@ -73,17 +88,46 @@ pub async fn completions(
     let model = req.model;
     let text = validate::prompt_text(req.prompt)?;
     let options = validate::options(req.options)?;
+    let mut fwd = Forwarded {
+        model: &model,
+        path: "/v1/completions",
+        body,
+        flavor: Flavor::Text,
+        stream: options.stream,
+        prompt_bytes: text.len(),
+        refused_ctx: 0,
+    };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
-        Target::Mesh(mesh) => return forward::forward(mesh, &model, "/v1/completions", body).await,
+        Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };
     let engine = local.clone();
     let prompt = tokio::task::spawn_blocking(move || engine.tokenize(&text))
         .await
         .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))?;
+    if let Some(mesh) = larger_elsewhere(&state, local.as_ref(), prompt.len()) {
+        fwd.refused_ctx = local.info().ctx;
+        return forward::forward(mesh, fwd).await;
+    }
     let permit = take_turn(&state, peer).await?;
     generate(local.as_ref(), permit, prompt, options, Flavor::Text).await
+}
+
+/// The mesh, when a prompt of `tokens` is too long for this node's context and some replica of
+/// the model announces a larger one (tunnelled requests have no mesh: they never travel on).
+fn larger_elsewhere<'a>(
+    state: &'a AppState,
+    local: &dyn Generate,
+    tokens: usize,
+) -> Option<&'a Mesh> {
+    let info = local.info();
+    let mesh = state.mesh.as_ref()?;
+    if tokens < info.ctx as usize {
+        return None;
+    }
+    let hosts = mesh.hosts_for(&info.name, &[], &Need::default());
+    hosts.iter().any(|c| c.ctx > info.ctx).then_some(mesh)
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {

@@ -4,9 +4,11 @@
 //! Request path: body bytes → `validate` (400/413 in OpenAI's error shape) → chat template and
 //! tokenizer → `Generate::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
 //! `route::choose` decides local or mesh; a model served by another node of the mesh goes through
-//! `forward` over the HTTP tunnel. Files: `validate` (pure), `handlers`, `stream`, `forward`;
+//! `forward` over the HTTP tunnel (`assemble` reads replicas' streams back, pure). Files:
+//! `validate` (pure), `handlers`, `stream`, `forward`, `assemble`;
 //! none of them imports another's handlers (errors come from `http::error`).
 
+mod assemble;
 mod forward;
 mod handlers;
 mod stream;

@@ -3,6 +3,7 @@
 //! (shutdown, engine failure) ends with an OpenAI error object instead, so clients never hang.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
@@ -10,6 +11,10 @@ use serde_json::{json, Value};
 
 use crate::engine::{Event, EventStream, FinishReason, Usage};
 use crate::http::error::ApiError;
+
+/// How often a stream with nothing to say sends an SSE comment: a node forwarding the stream
+/// tells a slow prompt from a stalled replica by it (`mesh::net::tunnel::IDLE_TIMEOUT`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
@@ -168,7 +173,7 @@ pub fn sse(
         }
     })
     .flat_map(|events| stream::iter(events.into_iter().map(Ok)));
-    Sse::new(chunks).keep_alive(KeepAlive::default())
+    Sse::new(chunks).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 fn data(v: &Value) -> SseEvent {

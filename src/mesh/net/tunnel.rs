@@ -24,6 +24,17 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A peer whose connection broke is not dialled again for this long (or until it re-joins):
 /// requests go to other replicas at once instead of waiting for a dead node's connect timeout.
 pub const DOWN_HOLD: Duration = Duration::from_secs(3);
+/// Opening a stream on the connection and the HTTP handshake on it must finish within this (a
+/// peer that grants no streams would otherwise hold the request forever).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// From sending a request to its response head. Forwarded requests always stream (the head
+/// comes as soon as the replica queued the request), so an honest replica answers at once;
+/// the margin is for a replica whose CPU is saturated.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest silence inside a response body. Replicas send an SSE keep-alive comment every
+/// `http::openai::stream::KEEP_ALIVE` (5 s) while a prompt is processed, so a body silent for
+/// three of them has stalled.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -37,6 +48,12 @@ pub enum TunnelError {
     Lost { peer: String, reason: String },
     #[error("{peer} was unreachable moments ago; not retrying yet")]
     Down { peer: String },
+    #[error("{peer} did not {what} within {after:?}")]
+    Deadline {
+        peer: String,
+        what: &'static str,
+        after: Duration,
+    },
 }
 
 /// The calling side: one cached connection per peer, one stream per request.
@@ -139,7 +156,9 @@ impl Tunnel {
         Ok(conn)
     }
 
-    /// Sends one request to `peer` and returns its response head; the body streams on.
+    /// Sends one request to `peer` and returns its response head; the body streams on (read it
+    /// with [`next_chunk`], which bounds its silences). Each step has its deadline: connect
+    /// ([`CONNECT_TIMEOUT`]), open a stream ([`OPEN_TIMEOUT`]), response head ([`HEAD_TIMEOUT`]).
     pub async fn request(
         &self,
         peer: EndpointId,
@@ -151,16 +170,66 @@ impl Tunnel {
             peer: name.clone(),
             reason: e.to_string(),
         };
-        let (send, recv) = conn.open_bi().await.map_err(|e| broke(&e))?;
-        let io = TokioIo::new(tokio::io::join(recv, send));
-        let (mut sender, driver) = hyper::client::conn::http1::handshake(io)
+        let late = |what, after| TunnelError::Deadline {
+            peer: name.clone(),
+            what,
+            after,
+        };
+        let open = async {
+            let (send, recv) = conn.open_bi().await.map_err(|e| broke(&e))?;
+            let io = TokioIo::new(tokio::io::join(recv, send));
+            hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| broke(&e))
+        };
+        let (mut sender, driver) = tokio::time::timeout(OPEN_TIMEOUT, open)
             .await
-            .map_err(|e| broke(&e))?;
-        tokio::spawn(async move {
+            .map_err(|_| late("open a stream", OPEN_TIMEOUT))??;
+        let driver = tokio::spawn(async move {
             if let Err(e) = driver.await {
                 tracing::debug!("tunnel stream closed: {e}");
             }
         });
-        sender.send_request(req).await.map_err(|e| broke(&e))
+        match tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(req)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(broke(&e)),
+            Err(_) => {
+                // Drop the stream rather than leave a task waiting on a silent peer.
+                driver.abort();
+                Err(late("answer", HEAD_TIMEOUT))
+            }
+        }
+    }
+}
+
+/// The next piece of a response body from `peer`; `None` at its end. A body silent for
+/// [`IDLE_TIMEOUT`] is an error.
+pub async fn next_chunk(
+    body: &mut Incoming,
+    peer: &EndpointId,
+) -> Result<Option<Bytes>, TunnelError> {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+            .await
+            .map_err(|_| TunnelError::Deadline {
+                peer: peer.fmt_short().to_string(),
+                what: "send more of its answer",
+                after: IDLE_TIMEOUT,
+            })?;
+        match frame {
+            None => return Ok(None),
+            Some(Err(e)) => {
+                return Err(TunnelError::Stream {
+                    peer: peer.fmt_short().to_string(),
+                    reason: e.to_string(),
+                })
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
     }
 }

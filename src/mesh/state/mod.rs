@@ -1,10 +1,13 @@
 //! The mesh's state as plain data, with timers passed in as `Instant`s (no IO, no clocks read):
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
+//! - [`health`]: how well each host answered this node's requests (error rate, latency,
+//!   circuit breaker).
 //! - [`routing`]: which replica of a model a request goes to.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
 //! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 
 pub mod budget;
+pub mod health;
 pub mod network;
 pub mod peers;
 pub mod routing;

@@ -1,0 +1,182 @@
+//! Reading a replica's SSE stream on the forwarding node. Forwarded requests always stream
+//! (see `forward`): a stream shows progress, so a silent replica is told from a slow one, and a
+//! non-streaming request's whole answer is assembled here before any byte reaches the client,
+//! so a replica that fails or sends garbage part-way is retried on another. Pure: bytes in,
+//! verdicts out.
+
+use serde_json::Value;
+
+use crate::engine::{FinishReason, Usage};
+
+/// How a stream's first bytes look.
+pub fn looks_like_sse(first: &[u8]) -> bool {
+    [&b"data:"[..], b":", b"event:", b"id:", b"retry:"]
+        .iter()
+        .any(|p| first.starts_with(p))
+}
+
+/// How a relayed stream ended, judged by its last bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// `data: [DONE]`: a whole answer.
+    Done,
+    /// An error chunk from the replica (its generation failed; the client has been told).
+    Error,
+    /// Cut off without either: the client still needs an error chunk.
+    Cut,
+}
+
+/// Judges the end of a stream from its last bytes (at least the last event's).
+pub fn ending(tail: &[u8]) -> Ending {
+    let text = String::from_utf8_lossy(tail);
+    let last = text
+        .trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or("")
+        .trim_start();
+    match last.strip_prefix("data:").map(str::trim) {
+        Some("[DONE]") => Ending::Done,
+        Some(d) if serde_json::from_str::<Value>(d).is_ok_and(|v| v.get("error").is_some()) => {
+            Ending::Error
+        }
+        _ => Ending::Cut,
+    }
+}
+
+/// A whole stream, read back into one answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assembled {
+    Answer {
+        text: String,
+        finish: FinishReason,
+        usage: Usage,
+    },
+    /// The replica reported that the generation failed, with its message.
+    Failed(String),
+}
+
+/// Not a stream of OpenAI chunks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the replica's stream is malformed: {0}")]
+pub struct Garbage(pub &'static str);
+
+/// Folds a complete SSE body (`chat.completion.chunk` or `text_completion` chunks, a usage
+/// chunk, `[DONE]`) into the answer it carries.
+pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
+    let body = std::str::from_utf8(body).map_err(|_| Garbage("not UTF-8"))?;
+    let mut text = String::new();
+    let mut finish = None;
+    let mut usage = Usage::default();
+    for event in body.split("\n\n") {
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(str::trim_start)
+            .collect();
+        if data.is_empty() {
+            continue;
+        }
+        let data = data.join("\n");
+        if data == "[DONE]" {
+            let finish = finish.ok_or(Garbage("no finish reason before [DONE]"))?;
+            return Ok(Assembled::Answer {
+                text,
+                finish,
+                usage,
+            });
+        }
+        let chunk: Value =
+            serde_json::from_str(&data).map_err(|_| Garbage("a chunk is not JSON"))?;
+        if let Some(error) = chunk.get("error") {
+            let message = error["message"].as_str().unwrap_or("generation failed");
+            return Ok(Assembled::Failed(message.to_owned()));
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            let count = |k: &str| u[k].as_u64().and_then(|n| u32::try_from(n).ok());
+            usage = Usage {
+                prompt_tokens: count("prompt_tokens").ok_or(Garbage("bad usage"))?,
+                completion_tokens: count("completion_tokens").ok_or(Garbage("bad usage"))?,
+            };
+        }
+        let choices = chunk["choices"]
+            .as_array()
+            .ok_or(Garbage("a chunk without choices"))?;
+        if let Some(choice) = choices.first() {
+            let piece = choice["delta"]["content"]
+                .as_str()
+                .or(choice["text"].as_str());
+            text.push_str(piece.unwrap_or(""));
+            match choice["finish_reason"].as_str() {
+                Some("stop") => finish = Some(FinishReason::Stop),
+                Some("length") => finish = Some(FinishReason::Length),
+                Some(_) => return Err(Garbage("unknown finish reason")),
+                None => {}
+            }
+        }
+    }
+    Err(Garbage("the stream ended without [DONE]"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = concat!(
+        ": keep-alive\n\n",
+        "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\", world\"},\"finish_reason\":null}]}\n\n",
+        "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn a_chat_stream_assembles_into_its_answer() {
+        assert_eq!(
+            assemble(CHAT.as_bytes()),
+            Ok(Assembled::Answer {
+                text: "Hello, world".into(),
+                finish: FinishReason::Stop,
+                usage: Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 2
+                },
+            })
+        );
+        assert_eq!(ending(CHAT.as_bytes()), Ending::Done);
+    }
+
+    #[test]
+    fn a_text_stream_assembles_and_an_error_chunk_is_a_failure() {
+        let text = "data: {\"choices\":[{\"text\":\"Once\",\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"text\":\"\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n";
+        assert!(matches!(
+            assemble(text.as_bytes()),
+            Ok(Assembled::Answer { text, finish: FinishReason::Length, .. }) if text == "Once"
+        ));
+        let failed = "data: {\"choices\":[{\"text\":\"On\",\"finish_reason\":null}]}\n\ndata: {\"error\":{\"message\":\"decode failed\",\"code\":\"generation_failed\"}}\n\n";
+        assert_eq!(
+            assemble(failed.as_bytes()),
+            Ok(Assembled::Failed("decode failed".into()))
+        );
+        assert_eq!(ending(failed.as_bytes()), Ending::Error);
+    }
+
+    #[test]
+    fn garbage_and_cut_streams_are_told_apart() {
+        for bad in [
+            &b"HTTP/1.1 200 OK"[..],
+            b"data: not json\n\n",
+            b"data: {\"choices\":[{\"text\":\"x\",\"finish_reason\":null}]}\n\n",
+            b"data: [DONE]\n\n",
+            b"\xff\xfe",
+        ] {
+            assert!(assemble(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(ending(b"data: {\"choices\":[]}\n\n"), Ending::Cut);
+        assert_eq!(ending(b""), Ending::Cut);
+        assert!(looks_like_sse(b"data: {}") && looks_like_sse(b":\n\n"));
+        assert!(!looks_like_sse(b"<html>") && !looks_like_sse(b"{\"a\":1}"));
+    }
+}
