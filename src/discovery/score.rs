@@ -11,14 +11,20 @@
 //! | term      | points                                                            |
 //! |-----------|-------------------------------------------------------------------|
 //! | model     | +40 requested model served; +25 requested or servable model wanted; else +5 per model served (≤ 4) |
-//! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots)               |
-//! | memory    | +2 × log2(1 + GiB of memory of the serving nodes)                 |
-//! | nodes     | +4 × log2(1 + serving nodes)                                      |
+//! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots, counted up to 7) |
+//! | memory    | +2 × log2(1 + GiB of the serving nodes, counted up to 31)         |
+//! | nodes     | +4 × log2(1 + serving nodes, counted up to 3)                     |
 //! | load      | −3 × busy slots per serving node (at most −15)                    |
 //! | freshness | +5 fresh, falling to 0 at the offer's expiry                       |
 //! | region    | +15 same region                                                   |
 //! | sticky    | +10 the mesh this node was in last                                 |
 //! | rtt       | −rtt ms ÷ 10 (at most −25); −5 when not measured                  |
+//!
+//! Every term is bounded. The figures an offer claims (slots, memory, nodes) count only up to a
+//! small mesh's ([`FREE_SLOTS_COUNTED`], [`MEMORY_GIB_COUNTED`], [`NODES_COUNTED`]): an offer
+//! inflated to every cap of `offer::check_plausible` scores at most [`MAX_CLAIM_GAIN`] above an
+//! honest single node, less than the sticky bonus. Offers whose publisher lied before
+//! ([`Preferences::untrusted`]) are excluded.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,12 +34,22 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::offer::{self, Offer, OfferContent, ServedModel};
+use super::untrusted::Untrusted;
 use crate::mesh::proto::ticket::{MeshId, Ticket};
 
 /// How many of the best offers get their round-trip time measured before the final choice.
 pub const PROBE_TOP_K: usize = 5;
 /// Offers within this many points of the best are equally good: `pick` chooses among them.
 pub const NEAR_EQUAL: f64 = 2.0;
+/// Free slots the capacity term counts at most (its log part is then worth 6).
+pub const FREE_SLOTS_COUNTED: u64 = 7;
+/// GiB of memory the memory term counts at most (then worth 10).
+pub const MEMORY_GIB_COUNTED: f64 = 31.0;
+/// Serving nodes the nodes term counts at most (then worth 8).
+pub const NODES_COUNTED: u32 = 3;
+/// The most an offer gains by inflating its slots, memory and nodes over an honest single node
+/// with 4 free slots of 4 and 8 GiB: (6 − 2·log2 5) + (10 − 2·log2 9) + (8 − 4). Tested.
+pub const MAX_CLAIM_GAIN: f64 = 9.1;
 
 /// What this node wants from a mesh.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +67,8 @@ pub struct Preferences {
     pub servable: Vec<String>,
     /// Only meshes with a ticket (public) can be joined; `false` lists private ones too.
     pub joinable_only: bool,
+    /// Publishers whose offers lied (`~/.mesh/untrusted.json`): their offers are excluded.
+    pub untrusted: Untrusted,
     /// Unix seconds.
     pub now: u64,
 }
@@ -160,6 +178,9 @@ fn wants(o: &Offer, model: &str) -> bool {
 
 fn exclusion(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Option<String> {
     let c = &o.content;
+    if let Some(e) = prefs.untrusted.find(&o.publisher, &o.node, prefs.now) {
+        return Some(format!("untrusted publisher: {}", e.reason));
+    }
     if prefs.joinable_only && o.ticket.is_none() {
         return Some("private mesh: ask a member for a ticket".into());
     }
@@ -235,35 +256,60 @@ impl SlotCounts {
     }
 }
 
-/// +20 × free slots ÷ slots, +2 × log2(1 + free slots).
+/// " (counted as N)" when a claimed figure is over what its term counts.
+fn counted_as(capped: bool, counted: impl std::fmt::Display) -> String {
+    if capped {
+        format!(" (counted as {counted})")
+    } else {
+        String::new()
+    }
+}
+
+/// +20 × free slots ÷ slots, +2 × log2(1 + free slots, at most [`FREE_SLOTS_COUNTED`]).
 fn capacity_term(SlotCounts { slots, free }: SlotCounts) -> Term {
     let ratio = if slots == 0 {
         0.0
     } else {
         free as f64 / slots as f64
     };
+    let counted = free.min(FREE_SLOTS_COUNTED);
     term(
         "capacity",
-        20.0 * ratio + 2.0 * (1.0 + free as f64).log2(),
-        format!("{free} of {slots} slots free"),
+        20.0 * ratio + 2.0 * (1.0 + counted as f64).log2(),
+        format!(
+            "{free} of {slots} slots free{}",
+            counted_as(free > counted, counted)
+        ),
     )
 }
 
-/// +2 × log2(1 + GiB of memory of the serving nodes).
+/// +2 × log2(1 + GiB of memory of the serving nodes, at most [`MEMORY_GIB_COUNTED`]).
 fn memory_term(c: &OfferContent) -> Term {
+    let claimed = gib(c.memory_bytes);
+    let counted = claimed.min(MEMORY_GIB_COUNTED);
     term(
         "memory",
-        2.0 * (1.0 + gib(c.memory_bytes)).log2(),
-        format!("{} on serving nodes", gib_text(c.memory_bytes)),
+        2.0 * (1.0 + counted).log2(),
+        format!(
+            "{} on serving nodes{}",
+            gib_text(c.memory_bytes),
+            counted_as(claimed > counted, format_args!("{counted:.0} GiB"))
+        ),
     )
 }
 
-/// +4 × log2(1 + serving nodes).
+/// +4 × log2(1 + serving nodes, at most [`NODES_COUNTED`]).
 fn nodes_term(c: &OfferContent) -> Term {
+    let counted = c.nodes.min(NODES_COUNTED);
     term(
         "nodes",
-        4.0 * (1.0 + c.nodes as f64).log2(),
-        format!("{} serving, {} clients", c.nodes, c.clients),
+        4.0 * (1.0 + counted as f64).log2(),
+        format!(
+            "{} serving, {} clients{}",
+            c.nodes,
+            c.clients,
+            counted_as(c.nodes > counted, format_args!("{counted} serving"))
+        ),
     )
 }
 
@@ -536,6 +582,140 @@ pub(crate) mod tests {
         );
         let sum: f64 = a[0].terms.iter().map(|t| t.points).sum();
         assert_eq!(sum, a[0].score);
+    }
+
+    /// `offer(mesh, "m", 4, None)` with 8 GiB, then every figure an offer claims (slots, free
+    /// slots, hosts, nodes, memory) set from `nodes`: `nodes` × the per-node caps.
+    fn inflated(mesh: u8, nodes: u32) -> Offer {
+        let mut o = offer(mesh, "m", 4, None);
+        let slots = offer::MAX_SLOTS_PER_NODE.saturating_mul(nodes);
+        o.content.models[0] = ServedModel {
+            hosts: nodes,
+            slots,
+            free_slots: slots,
+            ..o.content.models[0].clone()
+        };
+        o.content.nodes = nodes;
+        o.content.memory_bytes = offer::MAX_NODE_MEMORY.saturating_mul(nodes as u64);
+        o
+    }
+
+    fn honest(mesh: u8) -> Offer {
+        let mut o = offer(mesh, "m", 4, None);
+        o.content.memory_bytes = 8 << 30;
+        o
+    }
+
+    fn score_of(offers: &[Offer], p: &Preferences, mesh: u8) -> f64 {
+        let ranked = rank(offers, &HashMap::new(), p);
+        let s = ranked.iter().find(|s| offers[s.index].mesh_id.0[0] == mesh);
+        s.unwrap().score
+    }
+
+    #[test]
+    fn an_offer_inflated_to_every_cap_gains_at_most_max_claim_gain() {
+        let offers = [honest(1), inflated(2, offer::MAX_OFFER_NODES)];
+        assert_eq!(offer::check_plausible(&offers[1].content), Ok(()));
+        let gain = score_of(&offers, &prefs(), 2) - score_of(&offers, &prefs(), 1);
+        assert!(gain > 0.0 && gain <= MAX_CLAIM_GAIN, "{gain}");
+        // Beyond the caps (what validation rejects) no term grows further.
+        let beyond = [honest(1), inflated(2, u32::MAX)];
+        let gain_beyond = score_of(&beyond, &prefs(), 2) - score_of(&beyond, &prefs(), 1);
+        assert_eq!(gain_beyond, gain);
+        // The biggest terms bounded: capacity 20 + 6, memory 10, nodes 8.
+        let ranked = rank(&beyond, &HashMap::new(), &prefs());
+        let top = ranked.iter().find(|s| s.index == 1).unwrap();
+        let points = |name: &str| top.terms.iter().find(|t| t.name == name).unwrap().points;
+        assert_eq!(
+            (points("capacity"), points("memory"), points("nodes")),
+            (26.0, 10.0, 8.0)
+        );
+    }
+
+    #[test]
+    fn an_inflated_offer_does_not_outrank_an_honest_one_in_the_same_region_or_the_last_mesh() {
+        // The gain is less than the sticky bonus, and less than the region bonus.
+        let offers = [honest(1), inflated(2, offer::MAX_OFFER_NODES)];
+        let sticky = Preferences {
+            last_mesh: Some(MeshId([1; 16])),
+            ..prefs()
+        };
+        assert_eq!(best(&offers, &HashMap::new(), &sticky), 1);
+        let mut offers = offers;
+        offers[0].content.region = Some("eu".into());
+        let region = Preferences {
+            region: Some("eu".into()),
+            ..prefs()
+        };
+        assert_eq!(best(&offers, &HashMap::new(), &region), 1);
+        // And a faster node beats it: about 90 ms of round trip is worth the whole gain.
+        let mut probes = HashMap::new();
+        probes.insert(offers[0].node, Probe::Rtt(Duration::from_millis(1)));
+        probes.insert(offers[1].node, Probe::Rtt(Duration::from_millis(100)));
+        assert_eq!(best(&offers, &probes, &prefs()), 1);
+    }
+
+    #[test]
+    fn capped_terms_say_what_they_counted() {
+        let offers = [inflated(2, 50)];
+        let ranked = rank(&offers, &HashMap::new(), &prefs());
+        let detail = |name: &str| {
+            let t = ranked[0].terms.iter().find(|t| t.name == name).unwrap();
+            t.detail.clone()
+        };
+        assert_eq!(
+            detail("nodes"),
+            "50 serving, 0 clients (counted as 3 serving)"
+        );
+        assert_eq!(
+            detail("capacity"),
+            "12800 of 12800 slots free (counted as 7)"
+        );
+        assert_eq!(
+            detail("memory"),
+            "204800.0 GiB on serving nodes (counted as 31 GiB)"
+        );
+        // Under the caps, no note.
+        let ranked = rank(&[honest(1)], &HashMap::new(), &prefs());
+        assert!(ranked[0]
+            .terms
+            .iter()
+            .all(|t| !t.detail.contains("counted")));
+    }
+
+    #[test]
+    fn offers_of_an_untrusted_publisher_or_node_are_excluded_with_the_reason() {
+        let liar = honest(1);
+        let mut untrusted = Untrusted::default();
+        untrusted.add(
+            &liar,
+            "the offer claims 64 serving nodes, gossip shows 1",
+            1_000,
+        );
+        // The same node under a new Nostr key.
+        let mut renamed = honest(2);
+        renamed.node = liar.node;
+        let offers = [liar, renamed, honest(3)];
+        let p = Preferences {
+            untrusted,
+            ..prefs()
+        };
+        let ranked = rank(&offers, &HashMap::new(), &p);
+        assert_eq!(offers[ranked[0].index].mesh_id.0[0], 3);
+        for s in &ranked[1..] {
+            assert_eq!(
+                s.excluded.as_deref(),
+                Some("untrusted publisher: the offer claims 64 serving nodes, gossip shows 1")
+            );
+        }
+        // Forgiven once the entry expires.
+        let later = Preferences {
+            now: 1_000 + super::super::untrusted::UNTRUSTED_FOR_SECS,
+            ..p
+        };
+        assert!(rank(&offers, &HashMap::new(), &later)
+            .iter()
+            .all(Scored::eligible));
     }
 
     #[test]
