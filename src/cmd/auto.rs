@@ -26,7 +26,7 @@ use crate::discovery::demand::{self, Candidate, Choice};
 use crate::discovery::nostr_io::relay_list;
 use crate::discovery::offer::Offer;
 use crate::discovery::score::{self, Preferences, Scored};
-use crate::discovery::verify::{offer_contradicted, Observed};
+use crate::discovery::verify::{offer_contradicted, Witness};
 use crate::discovery::{load_last_mesh, save_last_mesh, untrusted};
 use crate::mesh::{MeshConfig, MeshError, MeshEvent};
 use crate::node::auto::{Action, Config, Event, Message, Policy};
@@ -87,6 +87,8 @@ struct Session {
     offer: Option<Offer>,
     /// The background download and load of the model to serve.
     loader: Option<JoinHandle<()>>,
+    /// Every member gossip has shown since joining, to check the offer against.
+    witness: Witness,
 }
 
 impl Auto {
@@ -210,6 +212,8 @@ impl Auto {
         save_last_mesh(&self.home, joined.mesh_id());
         // Subscribe before counting: a peer that arrives in between is not missed.
         let events = joined.subscribe();
+        let mut witness = Witness::default();
+        witness.note(joined.peers());
         let peers = joined.peers().len();
         serve::print_banner(&node);
         self.session = Some(Session {
@@ -217,6 +221,7 @@ impl Auto {
             events: Some(events),
             offer,
             loader: None,
+            witness,
         });
         let now = Instant::now();
         Ok(Event::Started { peers, now })
@@ -251,16 +256,25 @@ impl Auto {
         }
     }
 
-    /// Compares the joined mesh's offer with what gossip shows of its members now.
-    fn check_offer(&self) -> Event<Pick> {
+    /// Compares the joined mesh's offer with what gossip has shown of its members.
+    fn check_offer(&mut self) -> Event<Pick> {
+        self.note_members();
         let contradiction = self.session.as_ref().and_then(|s| {
             let offer = s.offer.as_ref()?;
-            let peers = s.node.mesh.as_ref()?.peers();
-            offer_contradicted(&offer.content, &Observed::of_peers(&peers))
+            offer_contradicted(&offer.content, &s.witness.observed())
         });
         Event::OfferChecked {
             contradiction,
             now: Instant::now(),
+        }
+    }
+
+    /// Notes the members the mesh shows now (for the offer's check).
+    fn note_members(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            if let Some(mesh) = &s.node.mesh {
+                s.witness.note(mesh.peers());
+            }
         }
     }
 
@@ -341,6 +355,7 @@ impl Auto {
                         s.events = None;
                     }
                 }
+                self.note_members();
                 Ok(self.peers_now())
             }
         }

@@ -5,6 +5,12 @@
 //! drift: more than [`DRIFT_FACTOR`] × what gossip shows plus a slack, or more than half of
 //! the models claimed served by no member. `mesh --auto` checks the mesh it joined this way
 //! (`node::auto`, `VERIFY_AFTER` joining) and distrusts a liar (`untrusted`).
+//!
+//! Gossip is witnessed over the whole stay ([`Witness`]): a member that has left since counts,
+//! so an honest mesh that empties before the check is not taken for a liar; and a mesh where
+//! no member ever showed up is not judged (the empty-mesh rule of `--auto` deals with it).
+
+use std::collections::BTreeMap;
 
 use super::offer::{OfferContent, ServedModel};
 use super::publish::{summarize, NodeSummary};
@@ -19,11 +25,15 @@ pub const NODE_SLACK: u64 = 2;
 pub const SLOT_SLACK: u64 = 16;
 /// Memory likewise: 64 GiB.
 pub const MEMORY_SLACK: u64 = 64 << 30;
+/// Most members a [`Witness`] remembers (more than an offer may claim).
+pub const MAX_WITNESSED: usize = 4 * super::offer::MAX_OFFER_NODES as usize;
 
 /// What gossip shows of a mesh, summed as an offer sums it (this node not counted: the offer
 /// was published before it joined).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Observed {
+    /// Members of any role.
+    pub members: usize,
     pub nodes: u32,
     pub models: Vec<ServedModel>,
     pub memory_bytes: u64,
@@ -41,10 +51,32 @@ impl Observed {
             .collect();
         let (models, nodes, _clients, memory_bytes) = summarize(&nodes);
         Self {
+            members: peers.len(),
             nodes,
             models,
             memory_bytes,
         }
+    }
+}
+
+/// Every member gossip has shown since joining, as last seen (departed ones too), bounded.
+#[derive(Debug, Clone, Default)]
+pub struct Witness {
+    members: BTreeMap<String, PeerView>,
+}
+
+impl Witness {
+    /// Notes the members gossip shows now.
+    pub fn note(&mut self, peers: Vec<PeerView>) {
+        for p in peers {
+            if self.members.len() < MAX_WITNESSED || self.members.contains_key(&p.node_id) {
+                self.members.insert(p.node_id.clone(), p);
+            }
+        }
+    }
+
+    pub fn observed(&self) -> Observed {
+        Observed::of_peers(&self.members.values().cloned().collect::<Vec<_>>())
     }
 }
 
@@ -57,6 +89,9 @@ fn beyond(claimed: u64, seen: u64, slack: u64) -> bool {
 /// agrees within the tolerance for honest drift. Fewer than claimed is what drift looks like;
 /// more than claimed (the mesh grew) never contradicts.
 pub fn offer_contradicted(offer: &OfferContent, seen: &Observed) -> Option<String> {
+    if seen.members == 0 {
+        return None;
+    }
     if beyond(offer.nodes as u64, seen.nodes as u64, NODE_SLACK) {
         return Some(format!(
             "the offer claims {} serving nodes, gossip shows {}",
@@ -103,10 +138,12 @@ pub fn offer_contradicted(offer: &OfferContent, seen: &Observed) -> Option<Strin
 mod tests {
     use super::*;
     use crate::discovery::offer::{sample_content, sample_model};
+    use crate::mesh::{ConnType, ModelOffer, Role};
 
     /// What gossip shows of `n` nodes each serving "m" with 4 slots and 8 GiB.
     fn seen(n: u32) -> Observed {
         Observed {
+            members: n as usize,
             nodes: n,
             models: if n == 0 {
                 Vec::new()
@@ -153,7 +190,11 @@ mod tests {
         c.nodes = 4;
         assert_eq!(offer_contradicted(&c, &seen(1)), None, "within the drift");
         c.nodes = u32::MAX;
-        assert!(offer_contradicted(&c, &seen(0)).is_some());
+        let clients_only = Observed {
+            members: 3,
+            ..seen(0)
+        };
+        assert!(offer_contradicted(&c, &clients_only).is_some());
     }
 
     #[test]
@@ -200,10 +241,16 @@ mod tests {
     }
 
     #[test]
-    fn observed_sums_peers_as_a_publisher_would_and_skips_clients() {
-        use crate::mesh::{ConnType, ModelOffer, Role};
-        let peer = |role: Role, models: Vec<ModelOffer>| PeerView {
-            node_id: String::new(),
+    fn a_mesh_where_gossip_showed_no_member_is_not_judged() {
+        let mut c = honest(1);
+        c.nodes = 64;
+        assert_eq!(offer_contradicted(&c, &seen(0)), None);
+        assert_eq!(offer_contradicted(&c, &Witness::default().observed()), None);
+    }
+
+    fn peer(id: &str, role: Role, models: Vec<ModelOffer>) -> PeerView {
+        PeerView {
+            node_id: id.into(),
             name: String::new(),
             role,
             region: None,
@@ -214,7 +261,11 @@ mod tests {
             tokens_per_second: 0.0,
             memory_bytes: 8 << 30,
             last_seen_ms: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn observed_sums_peers_as_a_publisher_would_and_skips_clients() {
         let m = ModelOffer {
             name: "m".into(),
             free_slots: 3,
@@ -222,11 +273,45 @@ mod tests {
             ctx: 4096,
         };
         let o = Observed::of_peers(&[
-            peer(Role::Host, vec![m.clone()]),
-            peer(Role::Host, vec![m]),
-            peer(Role::Client, Vec::new()),
+            peer("a", Role::Host, vec![m.clone()]),
+            peer("b", Role::Host, vec![m]),
+            peer("c", Role::Client, Vec::new()),
         ]);
-        assert_eq!((o.nodes, o.memory_bytes), (2, 16 << 30));
+        assert_eq!((o.members, o.nodes, o.memory_bytes), (3, 2, 16 << 30));
         assert_eq!((o.models[0].hosts, o.models[0].slots), (2, 8));
+    }
+
+    #[test]
+    fn a_member_that_left_before_the_check_still_counts_once() {
+        let m = ModelOffer {
+            name: "m".into(),
+            free_slots: 4,
+            slots: 4,
+            ctx: 4096,
+        };
+        let mut w = Witness::default();
+        w.note(vec![peer("a", Role::Host, vec![m.clone()])]);
+        // "a" left; "b" came; "a" seen again later is still one member.
+        w.note(vec![peer("b", Role::Host, vec![m.clone()])]);
+        w.note(vec![peer("a", Role::Host, vec![m])]);
+        let o = w.observed();
+        assert_eq!((o.members, o.nodes, o.models[0].slots), (2, 2, 8));
+        let honest = OfferContent {
+            nodes: 2,
+            models: o.models.clone(),
+            memory_bytes: o.memory_bytes,
+            ..sample_content("m")
+        };
+        assert_eq!(offer_contradicted(&honest, &o), None);
+    }
+
+    #[test]
+    fn a_witness_remembers_at_most_max_witnessed_members() {
+        let mut w = Witness::default();
+        let many = (0..MAX_WITNESSED + 10)
+            .map(|i| peer(&i.to_string(), Role::Client, Vec::new()))
+            .collect();
+        w.note(many);
+        assert_eq!(w.observed().members, MAX_WITNESSED);
     }
 }
