@@ -24,9 +24,10 @@ use crate::catalog::{self, ResolveOptions};
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::demand::{self, Candidate, Choice};
 use crate::discovery::nostr_io::relay_list;
-use crate::discovery::offer::{Offer, OfferContent};
+use crate::discovery::offer::Offer;
 use crate::discovery::score::{self, Preferences, Scored};
-use crate::discovery::{load_last_mesh, save_last_mesh};
+use crate::discovery::verify::{offer_contradicted, Witness};
+use crate::discovery::{load_last_mesh, save_last_mesh, untrusted};
 use crate::mesh::{MeshConfig, MeshError, MeshEvent};
 use crate::node::auto::{Action, Config, Event, Message, Policy};
 use crate::node::{load_engine, Node, ServeLater};
@@ -44,6 +45,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut policy = Policy::new(Config {
         client: args.client,
         publish: args.publish,
+        verify_offers: true,
     });
     let mut auto = Auto::new(args)?;
     let mut todo: VecDeque<Action<Pick>> = policy.start().into();
@@ -82,9 +84,11 @@ struct Session {
     /// The mesh's events; `None` once the mesh has closed them.
     events: Option<broadcast::Receiver<MeshEvent>>,
     /// What the joined mesh said about itself (`None` in a mesh of our own).
-    offer: Option<OfferContent>,
+    offer: Option<Offer>,
     /// The background download and load of the model to serve.
     loader: Option<JoinHandle<()>>,
+    /// Every member gossip has shown since joining, to check the offer against.
+    witness: Witness,
 }
 
 impl Auto {
@@ -120,6 +124,11 @@ impl Auto {
                 self.start_publishing().await;
                 None
             }
+            Action::CheckOffer => Some(self.check_offer()),
+            Action::Distrust { reason } => {
+                self.distrust(&reason);
+                None
+            }
             Action::Leave | Action::Stop => {
                 self.leave().await;
                 None
@@ -146,7 +155,7 @@ impl Auto {
         );
         let last_mesh = load_last_mesh(&self.home);
         let found = tokio::select! {
-            found = discover(&self.args, &self.relays, &self.candidates, last_mesh) => found,
+            found = discover(&self.args, &self.relays, &self.candidates, last_mesh, &self.home) => found,
             r = serve::wait_ctrl_c(&mut self.ctrl_c) => return r.map(|()| Event::CtrlC),
         };
         let best = score::pick(&found.ranked, &mut rand::rng()).map(|s| Pick {
@@ -170,8 +179,8 @@ impl Auto {
         for line in browse::explain_lines(&scored) {
             println!("        {line}");
         }
-        mesh.join = offer.ticket.into_iter().collect();
-        self.start_node(mesh, publish, Some(offer.content)).await
+        mesh.join = offer.ticket.clone().into_iter().collect();
+        self.start_node(mesh, publish, Some(offer)).await
     }
 
     /// Starts the node in a new public mesh, published.
@@ -185,7 +194,7 @@ impl Auto {
         &mut self,
         mesh: MeshConfig,
         publish: bool,
-        offer: Option<OfferContent>,
+        offer: Option<Offer>,
     ) -> anyhow::Result<Event<Pick>> {
         let discovery = serve::discovery_config(&self.args, &mesh, publish)?;
         let opts = serve::node_options(&self.args, None, mesh, discovery);
@@ -203,6 +212,8 @@ impl Auto {
         save_last_mesh(&self.home, joined.mesh_id());
         // Subscribe before counting: a peer that arrives in between is not missed.
         let events = joined.subscribe();
+        let mut witness = Witness::default();
+        witness.note(joined.peers());
         let peers = joined.peers().len();
         serve::print_banner(&node);
         self.session = Some(Session {
@@ -210,6 +221,7 @@ impl Auto {
             events: Some(events),
             offer,
             loader: None,
+            witness,
         });
         let now = Instant::now();
         Ok(Event::Started { peers, now })
@@ -219,7 +231,7 @@ impl Auto {
     /// mesh's models meanwhile.
     fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
         let session = self.session.as_mut().context("no node to serve with")?;
-        let offer = session.offer.as_ref();
+        let offer = session.offer.as_ref().map(|o| &o.content);
         let model = self.args.model.as_deref();
         let Choice { model, reason } = demand::choose_model(model, offer, &self.candidates)
             .context(
@@ -242,6 +254,48 @@ impl Auto {
             println!("auto: this node is alone in its mesh; publishing it");
             d.start_publishing(mesh, None).await;
         }
+    }
+
+    /// Compares the joined mesh's offer with what gossip has shown of its members.
+    fn check_offer(&mut self) -> Event<Pick> {
+        self.note_members();
+        let contradiction = self.session.as_ref().and_then(|s| {
+            let offer = s.offer.as_ref()?;
+            offer_contradicted(&offer.content, &s.witness.observed())
+        });
+        Event::OfferChecked {
+            contradiction,
+            now: Instant::now(),
+        }
+    }
+
+    /// Notes the members the mesh shows now (for the offer's check).
+    fn note_members(&mut self) {
+        if let Some(s) = self.session.as_mut() {
+            if let Some(mesh) = &s.node.mesh {
+                s.witness.note(mesh.peers());
+            }
+        }
+    }
+
+    /// Remembers the joined offer's publisher and node as untrusted, and says why.
+    fn distrust(&self, reason: &str) {
+        let Some(offer) = self.session.as_ref().and_then(|s| s.offer.as_ref()) else {
+            return;
+        };
+        let file = self.home.join(untrusted::UNTRUSTED_FILE);
+        if let Err(e) = untrusted::record(&self.home, offer, reason, unix_secs()) {
+            eprintln!("warning: cannot write {}: {e}", file.display());
+        }
+        eprintln!(
+            "warning: leaving {:?} (mesh {}): {reason}; its publisher and node {} are untrusted \
+             for {} h ({})",
+            offer.content.name,
+            offer.mesh_id,
+            offer.node.fmt_short(),
+            untrusted::UNTRUSTED_FOR_SECS / 3600,
+            file.display()
+        );
     }
 
     /// Stops the model load and shuts the node down (peers told, offer deleted).
@@ -272,6 +326,7 @@ impl Auto {
                 );
             }
             Message::Emptied => println!("auto: the mesh has emptied; looking for another"),
+            Message::OfferConfirmed => println!("auto: gossip agrees with the mesh's offer"),
         }
     }
 
@@ -300,6 +355,7 @@ impl Auto {
                         s.events = None;
                     }
                 }
+                self.note_members();
                 Ok(self.peers_now())
             }
         }
@@ -360,6 +416,7 @@ async fn discover(
     relays: &[nostr::RelayUrl],
     candidates: &[Candidate],
     last_mesh: Option<crate::mesh::MeshId>,
+    home: &std::path::Path,
 ) -> Browse {
     let prefs = Preferences {
         model: requested_id(args),
@@ -373,6 +430,7 @@ async fn discover(
             .map(|c| c.name.clone())
             .collect(),
         joinable_only: true,
+        untrusted: untrusted::load(home, unix_secs()),
         now: unix_secs(),
     };
     let found = browse::browse(&BrowseOptions {

@@ -5,7 +5,7 @@ use super::args::DiscoverArgs;
 use super::table::short;
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::nostr_io::relay_list;
-use crate::discovery::{load_last_mesh, Filters};
+use crate::discovery::{load_last_mesh, untrusted, Filters};
 use crate::util::home::mesh_home;
 use crate::util::time::unix_secs;
 
@@ -16,11 +16,14 @@ pub async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
         region: args.region.clone(),
         min_memory: args.min_memory,
     };
-    let last = load_last_mesh(&mesh_home());
+    let home = mesh_home();
+    let last = load_last_mesh(&home);
+    let mut prefs = filters.prefs(unix_secs(), last);
+    prefs.untrusted = untrusted::load(&home, prefs.now);
     let found = browse::browse(&BrowseOptions {
         relays,
         query: filters.query(),
-        prefs: filters.prefs(unix_secs(), last),
+        prefs,
         probe: !args.no_probe,
         net: args.net.resolve()?,
     })

@@ -1,6 +1,8 @@
 //! Discovery: meshes advertised as signed Nostr events ("offers"), browsed, scored and joined.
 //!
 //! Pure pieces: `offer` (event format and validation), `score` (the scorer and its terms),
+//! `verify` (does gossip contradict a joined mesh's offer?), `untrusted` (publishers caught
+//! lying; its `load`/`record` read and write the file),
 //! `publish::summary` (the offer's figures) and `publish::schedule` (when to republish). IO
 //! pieces: `nostr_io` (talking to relays), `publish` (the publisher and its driver), `probe` (RTT
 //! over iroh), `browse` (fetch + score + probe). The Nostr relay server is `crate::relay`.
@@ -17,6 +19,8 @@ pub mod offer;
 pub mod probe;
 pub mod publish;
 pub mod score;
+pub mod untrusted;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -153,6 +157,7 @@ impl Filters {
             client: false,
             servable: Vec::new(),
             joinable_only: false,
+            untrusted: Default::default(),
             now,
         }
     }

@@ -1,6 +1,8 @@
 //! Mesh offers: the signed Nostr event a mesh is advertised with, and its validation. Pure: build
 //! an event from plain data, turn raw event JSON from a relay into a checked [`Offer`] or a
-//! counted [`Reject`]. docs/PROTOCOL.md ("Discovery") has the format.
+//! counted [`Reject`] — signature, binding, limits, and plausibility ([`check_plausible`]: no
+//! more nodes, slots, memory or lifetime than a real mesh can have). docs/PROTOCOL.md
+//! ("Discovery") has the format, docs/SECURITY.md ("Hostile publishers") the caps.
 //!
 //! The event is addressable (kind [`OFFER_KIND`], `d` = mesh id), so a relay keeps only the
 //! newest offer per publisher and mesh. Tags relays can filter on: `v` protocol (`mesh/1`), one
@@ -41,6 +43,21 @@ pub const MAX_MODELS: usize = 32;
 pub const MAX_VERSION_CHARS: usize = 32;
 /// Longest quantization label (`Q4_K_M`, `BF16` …); offers only.
 pub const MAX_QUANT_CHARS: usize = 16;
+
+/// Plausibility caps (docs/SECURITY.md, "Hostile publishers"). An offer's figures are the
+/// publisher's word; these reject what no real mesh can be, each with its reason
+/// ([`Reject::Implausible`]). What a plausible liar gains is bounded by the scorer instead
+/// (`score.rs`), and caught after joining (`verify.rs`).
+///
+/// Serving nodes an offer may claim: more than the membership of one mesh can hold.
+pub const MAX_OFFER_NODES: u32 = 1024;
+/// Slots one serving node may have per model (`mesh serve --parallel` allows at most 256).
+pub const MAX_SLOTS_PER_NODE: u32 = 256;
+/// Memory one serving node may have: 4 TiB.
+pub const MAX_NODE_MEMORY: u64 = 4 << 40;
+/// Longest offer lifetime (expiry − creation): the publisher republishes every minute and its
+/// offers live 3 minutes, so 10 minutes leaves room and no more.
+pub const MAX_LIFETIME_SECS: u64 = 600;
 
 /// What the binding signature covers, after this prefix: nostr pubkey (32 bytes), mesh id (16),
 /// created_at (u64, big endian).
@@ -140,6 +157,8 @@ pub enum Reject {
     BadBinding,
     #[error("ticket: {0}")]
     BadTicket(String),
+    #[error("implausible: {0}")]
+    Implausible(String),
 }
 
 impl Reject {
@@ -159,6 +178,7 @@ impl Reject {
             Reject::BadTags(_) => "bad_tags",
             Reject::BadBinding => "bad_binding",
             Reject::BadTicket(_) => "bad_ticket",
+            Reject::Implausible(_) => "implausible",
         }
     }
 }
@@ -243,6 +263,12 @@ pub fn validate_event(event: &Event, now: u64) -> Result<Offer, Reject> {
     if created_at > now + MAX_FUTURE_SECS {
         return Err(Reject::Future(created_at - now));
     }
+    if expires_at.saturating_sub(created_at) > MAX_LIFETIME_SECS {
+        return Err(Reject::Implausible(format!(
+            "lives {} s, more than {MAX_LIFETIME_SECS}",
+            expires_at.saturating_sub(created_at)
+        )));
+    }
     let protocol = tag_values(event, TAG_PROTOCOL).next().unwrap_or_default();
     if protocol != PROTOCOL_TAG {
         return Err(Reject::Protocol(protocol.chars().take(32).collect()));
@@ -267,6 +293,7 @@ pub fn validate_event(event: &Event, now: u64) -> Result<Offer, Reject> {
     node.verify(&binding_message(&event.pubkey, &mesh_id, created_at), &sig)
         .map_err(|_| Reject::BadBinding)?;
     let ticket = check_ticket(&content, mesh_id, node)?;
+    check_plausible(&content).map_err(Reject::Implausible)?;
     Ok(Offer {
         event_id: event.id.to_hex(),
         publisher: event.pubkey,
@@ -334,6 +361,60 @@ fn check_limits(c: &OfferContent) -> Result<(), Reject> {
         Some(why) => Err(Reject::BadContent(why.into())),
         None => Ok(()),
     }
+}
+
+/// What no real mesh can be: more serving nodes than a mesh holds, a model on more nodes than
+/// serve, more slots or memory per node than one node has, a model listed twice. Pure; the
+/// reason names the figures.
+pub fn check_plausible(c: &OfferContent) -> Result<(), String> {
+    if c.nodes > MAX_OFFER_NODES {
+        return Err(format!(
+            "claims {} serving nodes, more than {MAX_OFFER_NODES}",
+            c.nodes
+        ));
+    }
+    let max_memory = MAX_NODE_MEMORY.saturating_mul(c.nodes as u64);
+    if c.memory_bytes > max_memory {
+        return Err(format!(
+            "claims {} GiB on {} serving nodes, more than {} GiB each",
+            c.memory_bytes >> 30,
+            c.nodes,
+            MAX_NODE_MEMORY >> 30
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for m in &c.models {
+        if !names.insert(m.name.as_str()) {
+            return Err(format!("lists model {:?} twice", short(&m.name)));
+        }
+        if m.hosts > c.nodes {
+            return Err(format!(
+                "claims {} hosts of {:?} among {} serving nodes",
+                m.hosts,
+                short(&m.name),
+                c.nodes
+            ));
+        }
+        let max_slots = MAX_SLOTS_PER_NODE.saturating_mul(m.hosts);
+        if m.slots > max_slots {
+            return Err(format!(
+                "claims {} slots of {:?} on {} hosts, more than {MAX_SLOTS_PER_NODE} each",
+                m.slots,
+                short(&m.name),
+                m.hosts
+            ));
+        }
+    }
+    let mut wanted = BTreeSet::new();
+    if let Some(w) = c.wanted.iter().find(|w| !wanted.insert(w.as_str())) {
+        return Err(format!("wants model {:?} twice", short(w)));
+    }
+    Ok(())
+}
+
+/// A name cut for a reason text (the whole of it is in the offer).
+fn short(name: &str) -> String {
+    name.chars().take(40).collect()
 }
 
 fn check_tags(event: &Event, c: &OfferContent) -> Result<(), Reject> {

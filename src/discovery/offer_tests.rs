@@ -262,3 +262,118 @@ fn a_quantization_label_too_long_for_an_offer_is_left_out() {
         Some("Q8_0")
     );
 }
+
+/// The reason text of an implausible offer (panics on any other outcome).
+fn implausible(f: &Fixture, c: OfferContent) -> String {
+    match validate(&f.json(c), NOW) {
+        Err(Reject::Implausible(why)) => why,
+        other => panic!("not implausible: {other:?}"),
+    }
+}
+
+#[test]
+fn the_issue_s_inflated_offer_is_implausible() {
+    // A live node re-signing its own offer (same binding) with the figures of issue 12.
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.nodes = u32::MAX;
+    c.memory_bytes = 1 << 53;
+    c.models[0].hosts = u32::MAX;
+    c.models[0].slots = u32::MAX;
+    c.models[0].free_slots = u32::MAX;
+    let why = implausible(&f, c);
+    assert_eq!(why, "claims 4294967295 serving nodes, more than 1024");
+    assert_eq!(
+        Reject::Implausible(why.clone()).to_string(),
+        format!("implausible: {why}")
+    );
+}
+
+#[test]
+fn an_offer_at_every_cap_is_still_valid() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.nodes = MAX_OFFER_NODES;
+    c.memory_bytes = MAX_NODE_MEMORY * MAX_OFFER_NODES as u64;
+    c.models[0].hosts = MAX_OFFER_NODES;
+    c.models[0].slots = MAX_SLOTS_PER_NODE * MAX_OFFER_NODES;
+    let json = f.event(c, NOW, MAX_LIFETIME_SECS).as_json();
+    assert!(validate(&json, NOW).is_ok());
+}
+
+#[test]
+fn more_serving_nodes_than_a_mesh_holds_are_implausible() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.nodes = MAX_OFFER_NODES + 1;
+    assert!(implausible(&f, c).contains("1025 serving nodes"));
+}
+
+#[test]
+fn more_memory_per_serving_node_than_the_cap_is_implausible() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.nodes = 2;
+    c.memory_bytes = 2 * MAX_NODE_MEMORY + 1;
+    assert_eq!(
+        implausible(&f, c),
+        "claims 8192 GiB on 2 serving nodes, more than 4096 GiB each"
+    );
+    // No serving node, no memory.
+    let mut c = content(false);
+    c.nodes = 0;
+    c.models.clear();
+    c.memory_bytes = 1;
+    assert!(implausible(&f, c).contains("on 0 serving nodes"));
+}
+
+#[test]
+fn a_model_on_more_hosts_than_serving_nodes_is_implausible() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.models[0].hosts = 2;
+    c.models[0].slots = 8;
+    assert_eq!(
+        implausible(&f, c),
+        "claims 2 hosts of \"SmolLM2-135M-Instruct-Q4_1\" among 1 serving nodes"
+    );
+}
+
+#[test]
+fn more_slots_than_max_per_host_are_implausible() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.models[0].slots = MAX_SLOTS_PER_NODE + 1;
+    assert!(implausible(&f, c).contains("257 slots"));
+    let mut c = f.public_content();
+    c.models[0].slots = MAX_SLOTS_PER_NODE;
+    assert!(validate(&f.json(c), NOW).is_ok());
+}
+
+#[test]
+fn a_model_listed_twice_is_implausible() {
+    let f = Fixture::new();
+    let mut c = f.public_content();
+    c.nodes = 2;
+    c.models.push(c.models[0].clone());
+    assert!(implausible(&f, c).contains("lists model \"SmolLM2-135M-Instruct-Q4_1\" twice"));
+    let mut c = f.public_content();
+    c.wanted = vec!["w".into(), "w".into()];
+    assert!(implausible(&f, c).contains("wants model \"w\" twice"));
+}
+
+#[test]
+fn an_offer_living_longer_than_ten_minutes_is_implausible() {
+    let f = Fixture::new();
+    let ok = f
+        .event(f.public_content(), NOW, MAX_LIFETIME_SECS)
+        .as_json();
+    assert!(validate(&ok, NOW).is_ok());
+    let long = f
+        .event(f.public_content(), NOW, MAX_LIFETIME_SECS + 1)
+        .as_json();
+    assert_eq!(
+        validate(&long, NOW).unwrap_err(),
+        Reject::Implausible("lives 601 s, more than 600".into())
+    );
+}

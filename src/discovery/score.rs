@@ -11,14 +11,20 @@
 //! | term      | points                                                            |
 //! |-----------|-------------------------------------------------------------------|
 //! | model     | +40 requested model served; +25 requested or servable model wanted; else +5 per model served (≤ 4) |
-//! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots)               |
-//! | memory    | +2 × log2(1 + GiB of memory of the serving nodes)                 |
-//! | nodes     | +4 × log2(1 + serving nodes)                                      |
+//! | capacity  | +20 × free slots ÷ slots, +2 × log2(1 + free slots, counted up to 7) |
+//! | memory    | +2 × log2(1 + GiB of the serving nodes, counted up to 31)         |
+//! | nodes     | +4 × log2(1 + serving nodes, counted up to 3)                     |
 //! | load      | −3 × busy slots per serving node (at most −15)                    |
 //! | freshness | +5 fresh, falling to 0 at the offer's expiry                       |
 //! | region    | +15 same region                                                   |
 //! | sticky    | +10 the mesh this node was in last                                 |
 //! | rtt       | −rtt ms ÷ 10 (at most −25); −5 when not measured                  |
+//!
+//! Every term is bounded. The figures an offer claims (slots, memory, nodes) count only up to a
+//! small mesh's ([`FREE_SLOTS_COUNTED`], [`MEMORY_GIB_COUNTED`], [`NODES_COUNTED`]): an offer
+//! inflated to every cap of `offer::check_plausible` scores at most [`MAX_CLAIM_GAIN`] above an
+//! honest single node, less than the sticky bonus. Offers whose publisher lied before
+//! ([`Preferences::untrusted`]) are excluded.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,12 +34,22 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::offer::{self, Offer, OfferContent, ServedModel};
+use super::untrusted::Untrusted;
 use crate::mesh::proto::ticket::{MeshId, Ticket};
 
 /// How many of the best offers get their round-trip time measured before the final choice.
 pub const PROBE_TOP_K: usize = 5;
 /// Offers within this many points of the best are equally good: `pick` chooses among them.
 pub const NEAR_EQUAL: f64 = 2.0;
+/// Free slots the capacity term counts at most (its log part is then worth 6).
+pub const FREE_SLOTS_COUNTED: u64 = 7;
+/// GiB of memory the memory term counts at most (then worth 10).
+pub const MEMORY_GIB_COUNTED: f64 = 31.0;
+/// Serving nodes the nodes term counts at most (then worth 8).
+pub const NODES_COUNTED: u32 = 3;
+/// The most an offer gains by inflating its slots, memory and nodes over an honest single node
+/// with 4 free slots of 4 and 8 GiB: (6 − 2·log2 5) + (10 − 2·log2 9) + (8 − 4). Tested.
+pub const MAX_CLAIM_GAIN: f64 = 9.1;
 
 /// What this node wants from a mesh.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +67,8 @@ pub struct Preferences {
     pub servable: Vec<String>,
     /// Only meshes with a ticket (public) can be joined; `false` lists private ones too.
     pub joinable_only: bool,
+    /// Publishers whose offers lied (`~/.mesh/untrusted.json`): their offers are excluded.
+    pub untrusted: Untrusted,
     /// Unix seconds.
     pub now: u64,
 }
@@ -160,6 +178,9 @@ fn wants(o: &Offer, model: &str) -> bool {
 
 fn exclusion(o: &Offer, probe: Option<Probe>, prefs: &Preferences) -> Option<String> {
     let c = &o.content;
+    if let Some(e) = prefs.untrusted.find(&o.publisher, &o.node, prefs.now) {
+        return Some(format!("untrusted publisher: {}", e.reason));
+    }
     if prefs.joinable_only && o.ticket.is_none() {
         return Some("private mesh: ask a member for a ticket".into());
     }
@@ -235,35 +256,60 @@ impl SlotCounts {
     }
 }
 
-/// +20 × free slots ÷ slots, +2 × log2(1 + free slots).
+/// " (counted as N)" when a claimed figure is over what its term counts.
+fn counted_as(capped: bool, counted: impl std::fmt::Display) -> String {
+    if capped {
+        format!(" (counted as {counted})")
+    } else {
+        String::new()
+    }
+}
+
+/// +20 × free slots ÷ slots, +2 × log2(1 + free slots, at most [`FREE_SLOTS_COUNTED`]).
 fn capacity_term(SlotCounts { slots, free }: SlotCounts) -> Term {
     let ratio = if slots == 0 {
         0.0
     } else {
         free as f64 / slots as f64
     };
+    let counted = free.min(FREE_SLOTS_COUNTED);
     term(
         "capacity",
-        20.0 * ratio + 2.0 * (1.0 + free as f64).log2(),
-        format!("{free} of {slots} slots free"),
+        20.0 * ratio + 2.0 * (1.0 + counted as f64).log2(),
+        format!(
+            "{free} of {slots} slots free{}",
+            counted_as(free > counted, counted)
+        ),
     )
 }
 
-/// +2 × log2(1 + GiB of memory of the serving nodes).
+/// +2 × log2(1 + GiB of memory of the serving nodes, at most [`MEMORY_GIB_COUNTED`]).
 fn memory_term(c: &OfferContent) -> Term {
+    let claimed = gib(c.memory_bytes);
+    let counted = claimed.min(MEMORY_GIB_COUNTED);
     term(
         "memory",
-        2.0 * (1.0 + gib(c.memory_bytes)).log2(),
-        format!("{} on serving nodes", gib_text(c.memory_bytes)),
+        2.0 * (1.0 + counted).log2(),
+        format!(
+            "{} on serving nodes{}",
+            gib_text(c.memory_bytes),
+            counted_as(claimed > counted, format_args!("{counted:.0} GiB"))
+        ),
     )
 }
 
-/// +4 × log2(1 + serving nodes).
+/// +4 × log2(1 + serving nodes, at most [`NODES_COUNTED`]).
 fn nodes_term(c: &OfferContent) -> Term {
+    let counted = c.nodes.min(NODES_COUNTED);
     term(
         "nodes",
-        4.0 * (1.0 + c.nodes as f64).log2(),
-        format!("{} serving, {} clients", c.nodes, c.clients),
+        4.0 * (1.0 + counted as f64).log2(),
+        format!(
+            "{} serving, {} clients{}",
+            c.nodes,
+            c.clients,
+            counted_as(c.nodes > counted, format_args!("{counted} serving"))
+        ),
     )
 }
 
@@ -397,161 +443,5 @@ pub fn synthetic_offer(mesh: u8, model: &str, free: u32, region: Option<&str>) -
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    pub(crate) use super::synthetic_offer as offer;
-    use super::*;
-
-    fn prefs() -> Preferences {
-        Preferences {
-            joinable_only: true,
-            now: 1_000,
-            ..Preferences::default()
-        }
-    }
-
-    fn best(offers: &[Offer], probes: &HashMap<EndpointId, Probe>, p: &Preferences) -> u8 {
-        let ranked = rank(offers, probes, p);
-        assert!(ranked[0].eligible(), "{ranked:?}");
-        offers[ranked[0].index].mesh_id.0[0]
-    }
-
-    #[test]
-    fn region_match_wins_when_all_else_is_equal() {
-        let offers = [offer(1, "m", 4, Some("us")), offer(2, "m", 4, Some("eu"))];
-        let p = Preferences {
-            region: Some("eu".into()),
-            ..prefs()
-        };
-        assert_eq!(best(&offers, &HashMap::new(), &p), 2);
-        let p = Preferences {
-            region: Some("us".into()),
-            ..prefs()
-        };
-        assert_eq!(best(&offers, &HashMap::new(), &p), 1);
-    }
-
-    #[test]
-    fn free_capacity_and_low_load_win() {
-        let offers = [offer(1, "m", 0, None), offer(2, "m", 4, None)];
-        assert_eq!(best(&offers, &HashMap::new(), &prefs()), 2);
-    }
-
-    #[test]
-    fn measured_rtt_decides_between_equal_offers_and_unreachable_is_out() {
-        let offers = [offer(1, "m", 4, None), offer(2, "m", 4, None)];
-        let mut probes = HashMap::new();
-        probes.insert(offers[0].node, Probe::Rtt(Duration::from_millis(150)));
-        probes.insert(offers[1].node, Probe::Rtt(Duration::from_millis(5)));
-        assert_eq!(best(&offers, &probes, &prefs()), 2);
-        probes.insert(offers[1].node, Probe::Unreachable);
-        let ranked = rank(&offers, &probes, &prefs());
-        assert_eq!(offers[ranked[0].index].mesh_id.0[0], 1);
-        assert_eq!(
-            ranked[1].excluded.as_deref(),
-            Some("did not answer a probe")
-        );
-    }
-
-    #[test]
-    fn sticky_mesh_gets_its_bonus() {
-        let offers = [offer(1, "m", 4, None), offer(2, "m", 4, None)];
-        let p = Preferences {
-            last_mesh: Some(MeshId([2; 16])),
-            ..prefs()
-        };
-        let ranked = rank(&offers, &HashMap::new(), &p);
-        assert_eq!(offers[ranked[0].index].mesh_id.0[0], 2);
-        assert_eq!(ranked[0].score - ranked[1].score, 10.0);
-    }
-
-    #[test]
-    fn hard_filters_exclude_with_a_reason() {
-        let mut full = offer(3, "m", 4, None);
-        full.content.clients = 64;
-        let mut private = offer(4, "m", 4, None);
-        private.ticket = None;
-        let mut small = offer(5, "m", 4, None);
-        small.content.memory_bytes = 1 << 30;
-        let offers = [offer(1, "other", 4, None), full, private, small];
-        let p = Preferences {
-            model: Some("m".into()),
-            client: true,
-            min_memory_bytes: 8 << 30,
-            ..prefs()
-        };
-        let ranked = rank(&offers, &HashMap::new(), &p);
-        let why: Vec<_> = ranked.iter().map(|s| s.excluded.clone().unwrap()).collect();
-        assert!(why.contains(&"does not serve m".to_string()), "{why:?}");
-        assert!(
-            why.contains(&"full (64 of 64 clients)".to_string()),
-            "{why:?}"
-        );
-        assert!(why.iter().any(|w| w.starts_with("private mesh")), "{why:?}");
-        assert!(why.iter().any(|w| w.contains("less than asked")), "{why:?}");
-        assert!(pick(&ranked, &mut rand::rng()).is_none());
-        // A serving node may join a mesh that only wants the model, and a full one.
-        let mut wanting = offer(6, "x", 4, None);
-        wanting.content.wanted = vec!["m".into()];
-        let p = Preferences {
-            model: Some("m".into()),
-            ..prefs()
-        };
-        assert_eq!(best(&[wanting], &HashMap::new(), &p), 6);
-    }
-
-    #[test]
-    fn a_wanted_model_this_node_can_serve_attracts_it() {
-        let mut wanting = offer(2, "x", 4, None);
-        wanting.content.wanted = vec!["small".into()];
-        let offers = [offer(1, "x", 4, None), wanting];
-        let p = Preferences {
-            servable: vec!["small".into()],
-            ..prefs()
-        };
-        assert_eq!(best(&offers, &HashMap::new(), &p), 2);
-    }
-
-    #[test]
-    fn equal_input_gives_equal_output_and_every_term_is_explained() {
-        let offers: Vec<_> = (0..20)
-            .map(|i| offer(i, "m", (i % 5) as u32, None))
-            .collect();
-        let a = rank(&offers, &HashMap::new(), &prefs());
-        let b = rank(&offers, &HashMap::new(), &prefs());
-        assert_eq!(a, b);
-        let names: Vec<_> = a[0].terms.iter().map(|t| t.name).collect();
-        assert_eq!(
-            names,
-            [
-                "model",
-                "capacity",
-                "memory",
-                "nodes",
-                "load",
-                "freshness",
-                "region",
-                "sticky",
-                "rtt"
-            ]
-        );
-        let sum: f64 = a[0].terms.iter().map(|t| t.points).sum();
-        assert_eq!(sum, a[0].score);
-    }
-
-    #[test]
-    fn pick_spreads_over_near_equal_leaders_only() {
-        let offers = [
-            offer(1, "m", 4, None),
-            offer(2, "m", 4, None),
-            offer(3, "m", 0, None),
-        ];
-        let ranked = rank(&offers, &HashMap::new(), &prefs());
-        let mut seen = std::collections::BTreeSet::new();
-        let mut rng = rand::rng();
-        for _ in 0..200 {
-            let s = pick(&ranked, &mut rng).unwrap();
-            seen.insert(offers[s.index].mesh_id.0[0]);
-        }
-        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [1, 2]);
-    }
-}
+#[path = "score_tests.rs"]
+pub(crate) mod tests;

@@ -12,6 +12,9 @@
 //! - joined, and no other node for [`EMPTY_GRACE`]: a client leaves and looks for another mesh;
 //!   a serving node stays and publishes its mesh (once) so that others can find it; a peer that
 //!   comes back within the grace cancels it;
+//! - [`VERIFY_AFTER`] after joining someone else's mesh, the offer is compared with what gossip
+//!   shows (`discovery::verify`): if gossip contradicts it, the node distrusts the publisher,
+//!   leaves and looks for another mesh (the untrusted publisher is left out from then on);
 //! - Ctrl-C stops, whatever the state.
 //!
 //! Imports nothing but `std`.
@@ -23,6 +26,9 @@ pub const EMPTY_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait before looking again when no mesh fits a client, or the chosen mesh
 /// refused the node.
 pub const RETRY: Duration = Duration::from_secs(10);
+/// How long after joining the offer is checked against gossip: ten heartbeats, time for every
+/// member's announcement to arrive.
+pub const VERIFY_AFTER: Duration = Duration::from_secs(10);
 
 /// What the policy knows from the flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +37,9 @@ pub struct Config {
     pub client: bool,
     /// `--publish`: publish the mesh even when joining someone else's.
     pub publish: bool,
+    /// Check a joined mesh's offer against gossip [`VERIFY_AFTER`] joining (always on in
+    /// `mesh --auto`; off only in the tests of the other rules).
+    pub verify_offers: bool,
 }
 
 /// What happened. `O` is the offer the caller picked (the policy only passes it on).
@@ -47,6 +56,11 @@ pub enum Event<O> {
     PeersChanged { count: usize, now: Instant },
     /// [`Policy::deadline`] may have passed.
     Timer { now: Instant },
+    /// The answer to [`Action::CheckOffer`]: why gossip contradicts the offer, if it does.
+    OfferChecked {
+        contradiction: Option<String>,
+        now: Instant,
+    },
     /// Ctrl-C (or SIGTERM).
     CtrlC,
 }
@@ -65,6 +79,12 @@ pub enum Action<O> {
     ChooseAndLoadModel,
     /// Publish the mesh (the node is alone in it).
     StartPublishing,
+    /// Compare the joined mesh's offer with what gossip shows; answer with
+    /// [`Event::OfferChecked`].
+    CheckOffer,
+    /// Remember the joined offer's publisher (Nostr key and node) as untrusted, and tell the
+    /// user why; [`Action::Leave`] follows.
+    Distrust { reason: String },
     /// Shut the node down: the mesh has emptied.
     Leave,
     /// Tell the user.
@@ -86,6 +106,8 @@ pub enum Message {
     CannotJoin { retry: Duration },
     /// A client's mesh has emptied; it looks for another.
     Emptied,
+    /// Gossip agrees with the joined mesh's offer.
+    OfferConfirmed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +123,12 @@ enum State {
         joining: bool,
     },
     /// In a mesh. `alone_since`: when the last other node went (or the node joined without
-    /// seeing one); `publishing`: whether the mesh is published.
+    /// seeing one); `publishing`: whether the mesh is published; `verify_at`: when to check
+    /// the offer against gossip (until it is checked).
     Joined {
         alone_since: Option<Instant>,
         publishing: bool,
+        verify_at: Option<Instant>,
     },
     Stopped,
 }
@@ -134,9 +158,18 @@ impl Policy {
         match self.state {
             State::Pausing { until } => Some(until),
             State::Joined {
-                alone_since: Some(since),
+                alone_since,
                 publishing,
-            } if self.cfg.client || !publishing => Some(since + EMPTY_GRACE),
+                verify_at,
+            } => {
+                let grace = alone_since
+                    .filter(|_| self.cfg.client || !publishing)
+                    .map(|since| since + EMPTY_GRACE);
+                match (grace, verify_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
             _ => None,
         }
     }
@@ -158,6 +191,7 @@ impl Policy {
                 self.state = State::Joined {
                     alone_since: (peers == 0).then_some(now),
                     publishing: !joining || self.cfg.publish,
+                    verify_at: (joining && self.cfg.verify_offers).then(|| now + VERIFY_AFTER),
                 };
                 match self.cfg.client {
                     true => vec![],
@@ -175,7 +209,25 @@ impl Policy {
             (State::Joined { .. }, Event::PeersChanged { count, now }) => {
                 self.peers_changed(count, now)
             }
-            (State::Joined { .. }, Event::Timer { now }) => self.check_alone(now),
+            (State::Joined { .. }, Event::Timer { now }) => {
+                let mut actions = self.check_alone(now);
+                if let State::Joined {
+                    verify_at: Some(at),
+                    ..
+                } = self.state
+                {
+                    if now >= at {
+                        actions.push(Action::CheckOffer);
+                    }
+                }
+                actions
+            }
+            (
+                State::Joined {
+                    verify_at: Some(_), ..
+                },
+                Event::OfferChecked { contradiction, .. },
+            ) => self.offer_checked(contradiction),
             (State::Pausing { until }, Event::Timer { now }) if now >= until => {
                 self.state = State::Looking;
                 vec![Action::Browse]
@@ -202,6 +254,22 @@ impl Policy {
         }
     }
 
+    /// Gossip agrees with the offer (checked once), or the node distrusts it and moves on.
+    fn offer_checked<O>(&mut self, contradiction: Option<String>) -> Vec<Action<O>> {
+        match contradiction {
+            None => {
+                if let State::Joined { verify_at, .. } = &mut self.state {
+                    *verify_at = None;
+                }
+                vec![Action::Say(Message::OfferConfirmed)]
+            }
+            Some(reason) => {
+                self.state = State::Looking;
+                vec![Action::Distrust { reason }, Action::Leave, Action::Browse]
+            }
+        }
+    }
+
     fn pause<O>(&mut self, now: Instant, message: Message) -> Vec<Action<O>> {
         self.state = State::Pausing { until: now + RETRY };
         vec![Action::Say(message)]
@@ -222,6 +290,7 @@ impl Policy {
         let State::Joined {
             alone_since: Some(since),
             publishing,
+            verify_at,
         } = self.state
         else {
             return vec![];
@@ -239,6 +308,7 @@ impl Policy {
         self.state = State::Joined {
             alone_since: Some(since),
             publishing: true,
+            verify_at,
         };
         vec![Action::StartPublishing]
     }
@@ -250,8 +320,13 @@ mod tests {
 
     type A = Action<&'static str>;
 
+    /// A policy for the rules other than verification (which has its own tests below).
     fn policy(client: bool, publish: bool) -> Policy {
-        Policy::new(Config { client, publish })
+        Policy::new(Config {
+            client,
+            publish,
+            verify_offers: false,
+        })
     }
 
     fn at(t0: Instant, secs: u64) -> Instant {
@@ -483,6 +558,92 @@ mod tests {
         // Joined: a stray browse result does not join again.
         let mut p = joined(policy(true, false), 1, t0);
         assert_eq!(found(&mut p, Some("other"), t0), vec![]);
+    }
+
+    fn verifying(client: bool) -> Policy {
+        Policy::new(Config {
+            client,
+            publish: false,
+            verify_offers: true,
+        })
+    }
+
+    fn checked(p: &mut Policy, contradiction: Option<&str>, now: Instant) -> Vec<A> {
+        p.handle(Event::OfferChecked {
+            contradiction: contradiction.map(String::from),
+            now,
+        })
+    }
+
+    #[test]
+    fn a_joined_offer_is_checked_against_gossip_once_after_verify_after() {
+        let t0 = Instant::now();
+        for client in [true, false] {
+            let mut p = joined(verifying(client), 1, t0);
+            assert_eq!(p.deadline(), Some(t0 + VERIFY_AFTER));
+            // Peers coming and going do not check early: gossip needs its time.
+            assert_eq!(peers(&mut p, 2, at(t0, 3)), vec![]);
+            let early = t0 + VERIFY_AFTER - Duration::from_millis(1);
+            assert_eq!(timer(&mut p, early), vec![]);
+            assert_eq!(timer(&mut p, t0 + VERIFY_AFTER), vec![A::CheckOffer]);
+            let acts = checked(&mut p, None, t0 + VERIFY_AFTER);
+            assert_eq!(acts, vec![A::Say(Message::OfferConfirmed)]);
+            // Checked once: no more deadlines, and a late answer changes nothing.
+            assert_eq!(p.deadline(), None);
+            assert_eq!(timer(&mut p, at(t0, 60)), vec![]);
+            assert_eq!(checked(&mut p, Some("late"), at(t0, 61)), vec![]);
+            assert!(!p.stopped());
+        }
+    }
+
+    #[test]
+    fn an_offer_gossip_contradicts_is_distrusted_left_and_another_mesh_looked_for() {
+        let t0 = Instant::now();
+        for client in [true, false] {
+            let mut p = joined(verifying(client), 1, t0);
+            assert_eq!(timer(&mut p, t0 + VERIFY_AFTER), vec![A::CheckOffer]);
+            let acts = checked(&mut p, Some("claims 64 serving nodes"), t0 + VERIFY_AFTER);
+            let reason = "claims 64 serving nodes".to_string();
+            assert_eq!(acts, vec![A::Distrust { reason }, A::Leave, A::Browse]);
+            assert_eq!(p.deadline(), None);
+            // Looking again: the next offer found is joined (and checked in turn).
+            let later = at(t0, 11);
+            assert_eq!(
+                found(&mut p, Some("n"), later),
+                vec![A::Join {
+                    offer: "n",
+                    publish: false
+                }]
+            );
+            started(&mut p, 1, later);
+            assert_eq!(p.deadline(), Some(later + VERIFY_AFTER));
+        }
+    }
+
+    #[test]
+    fn a_mesh_of_its_own_is_never_checked() {
+        let t0 = Instant::now();
+        let mut p = verifying(false);
+        found(&mut p, None, t0);
+        started(&mut p, 0, t0);
+        assert_eq!(p.deadline(), None);
+        assert_eq!(timer(&mut p, at(t0, 60)), vec![]);
+        assert_eq!(checked(&mut p, Some("x"), at(t0, 61)), vec![]);
+    }
+
+    #[test]
+    fn the_empty_grace_and_the_check_share_one_deadline_and_both_act() {
+        let t0 = Instant::now();
+        // A serving node alone from the join: at the deadline it publishes and checks.
+        let mut p = joined(verifying(false), 0, t0);
+        assert_eq!(p.deadline(), Some(t0 + EMPTY_GRACE.min(VERIFY_AFTER)));
+        let acts = timer(&mut p, t0 + EMPTY_GRACE.max(VERIFY_AFTER));
+        assert_eq!(acts, vec![A::StartPublishing, A::CheckOffer]);
+        // A client alone for the grace leaves anyway: nothing left to check.
+        let mut p = joined(verifying(true), 0, t0);
+        let acts = timer(&mut p, t0 + EMPTY_GRACE.max(VERIFY_AFTER));
+        assert_eq!(acts, vec![A::Leave, A::Say(Message::Emptied), A::Browse]);
+        assert_eq!(checked(&mut p, Some("x"), at(t0, 30)), vec![]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod auto;
 mod batching;
 mod catalog_cli;
 mod catalog_download;
+mod claims;
 mod cli;
 mod discovery;
 mod errors;

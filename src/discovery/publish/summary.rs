@@ -20,6 +20,8 @@ pub struct NodeSummary {
 /// Sums nodes into the offer's figures: models (hosts, slots, free slots, smallest context),
 /// serving nodes, clients, and the serving nodes' memory. Pure. The figures come from peers'
 /// announcements, so every sum saturates: no member can overflow (or panic) the publisher.
+/// Each node counts within the offer's plausibility caps (slots and memory per node, serving
+/// nodes in all), so no member can make the mesh's own offer implausible.
 pub fn summarize(nodes: &[NodeSummary]) -> (Vec<ServedModel>, u32, u32, u64) {
     let mut models: Vec<ServedModel> = Vec::new();
     let (mut hosts, mut clients, mut memory) = (0u32, 0u32, 0u64);
@@ -28,14 +30,18 @@ pub fn summarize(nodes: &[NodeSummary]) -> (Vec<ServedModel>, u32, u32, u64) {
             clients = clients.saturating_add(1);
             continue;
         }
-        hosts = hosts.saturating_add(1);
-        memory = memory.saturating_add(n.memory_bytes);
+        if hosts >= offer::MAX_OFFER_NODES {
+            continue;
+        }
+        hosts += 1;
+        memory = memory.saturating_add(n.memory_bytes.min(offer::MAX_NODE_MEMORY));
         for m in &n.models {
-            let free = m.free_slots.min(m.slots);
+            let slots = m.slots.min(offer::MAX_SLOTS_PER_NODE);
+            let free = m.free_slots.min(slots);
             match models.iter_mut().find(|s| s.name == m.name) {
                 Some(s) => {
                     s.hosts = s.hosts.saturating_add(1);
-                    s.slots = s.slots.saturating_add(m.slots);
+                    s.slots = s.slots.saturating_add(slots);
                     s.free_slots = s.free_slots.saturating_add(free);
                     s.ctx = s.ctx.min(m.ctx);
                 }
@@ -44,7 +50,7 @@ pub fn summarize(nodes: &[NodeSummary]) -> (Vec<ServedModel>, u32, u32, u64) {
                     ctx: m.ctx,
                     quant: offer::quant_from_name(&m.name),
                     hosts: 1,
-                    slots: m.slots,
+                    slots,
                     free_slots: free,
                 }),
             }
@@ -174,10 +180,27 @@ mod tests {
     fn huge_figures_from_peers_saturate_instead_of_overflowing() {
         let greedy = || host(u64::MAX, vec![model("m", u32::MAX, u32::MAX)]);
         let (models, hosts, _, memory) = summarize(&[greedy(), greedy(), greedy()]);
-        assert_eq!(memory, u64::MAX);
+        // Each node counts within the offer's caps, so the sums stay far from overflowing.
+        assert_eq!(memory, 3 * offer::MAX_NODE_MEMORY);
         assert_eq!(hosts, 3);
-        assert_eq!(models[0].slots, u32::MAX);
-        assert_eq!(models[0].free_slots, u32::MAX);
+        assert_eq!(models[0].slots, 3 * offer::MAX_SLOTS_PER_NODE);
+        assert_eq!(models[0].free_slots, 3 * offer::MAX_SLOTS_PER_NODE);
+    }
+
+    #[test]
+    fn no_member_can_make_the_meshs_own_offer_implausible() {
+        let greedy = || host(u64::MAX, vec![model("m", u32::MAX, u32::MAX)]);
+        let many: Vec<_> = (0..offer::MAX_OFFER_NODES + 10).map(|_| greedy()).collect();
+        let (models, nodes, clients, memory_bytes) = summarize(&many);
+        assert_eq!(nodes, offer::MAX_OFFER_NODES);
+        let c = OfferContent {
+            models,
+            nodes,
+            clients,
+            memory_bytes,
+            ..offer::sample_content("m")
+        };
+        assert_eq!(offer::check_plausible(&c), Ok(()));
     }
 
     #[test]

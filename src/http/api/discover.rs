@@ -45,13 +45,15 @@ pub async fn discover(
     Query(params): Query<DiscoverParams>,
 ) -> Result<Json<Value>, ApiError> {
     let discovery = discovery(&state)?;
-    let last = crate::discovery::load_last_mesh(&crate::util::home::mesh_home());
+    let home = crate::util::home::mesh_home();
+    let last = crate::discovery::load_last_mesh(&home);
     let filters = Filters {
         model: params.model,
         region: params.region,
         min_memory: params.min_memory,
     };
-    let prefs = filters.prefs(unix_secs(), last);
+    let mut prefs = filters.prefs(unix_secs(), last);
+    prefs.untrusted = crate::discovery::untrusted::load(&home, prefs.now);
     let found = discovery.browse(filters.query(), prefs, params.probe).await;
     Ok(Json(found.to_json()))
 }
