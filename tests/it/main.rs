@@ -13,6 +13,7 @@ mod discovery;
 mod errors;
 mod mesh_admission;
 mod mesh_api;
+mod mesh_flood;
 mod mesh_forwarding;
 mod mesh_kill;
 mod mesh_relay;

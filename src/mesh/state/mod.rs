@@ -2,7 +2,11 @@
 //! - [`peers`]: the peer table — announcements, leaves, expiry.
 //! - [`routing`]: which replica of a model a request goes to.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
+//! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
+//! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 
+pub mod flood;
 pub mod network;
 pub mod peers;
 pub mod routing;
+pub mod seen;
