@@ -257,6 +257,7 @@ mod tests {
             models,
             connection: ConnType::Direct,
             rtt_ms: None,
+            trying_direct: false,
             queue_depth: 0,
             tokens_per_second: 0.0,
             memory_bytes: 8 << 30,

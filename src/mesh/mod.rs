@@ -16,13 +16,15 @@
 mod attempt;
 mod config;
 mod error;
+#[cfg(test)]
+mod hostile_tests;
 pub mod identity;
 pub mod net;
 pub mod proto;
 pub mod state;
 mod view;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,13 +53,20 @@ use net::{endpoint, membership, ping};
 use proto::addrs::AddrPolicy;
 use proto::admission::{self, MeshKeys};
 use proto::announce::{self, Announcement, Message};
+use state::flood::FloodGuard;
 use state::health::HealthTable;
 use state::peers::{PeerTable, Timers};
+use state::seen::SeenModels;
 
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
-/// Most model names remembered as "seen in this mesh" (for 503 vs. 404).
-const MAX_KNOWN_MODELS: usize = 4096;
+/// How long iroh-gossip keeps a message's payload to answer neighbours' repair requests
+/// (default 30 s): heartbeats are stale after a second, and everything a flooding member sent
+/// before it was cut off is held this long.
+const GOSSIP_CACHE: Duration = Duration::from_secs(5);
+/// How long iroh-gossip remembers a message's id to deliver it only once (default 90 s); a
+/// copy seen again later is refused by the peer table (`seq` not newer) or the `seq` window.
+const GOSSIP_IDS: Duration = Duration::from_secs(30);
 
 /// What this node serves right now, as it is announced to peers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -95,8 +104,10 @@ pub(crate) struct Shared {
     health: Mutex<HealthTable<EndpointId>>,
     /// Counts outcomes recorded in `health`: requests waiting for a host's trial wake on it.
     health_changed: watch::Sender<u64>,
-    /// Every model some peer has announced since this node started.
-    known_models: Mutex<BTreeSet<String>>,
+    /// Models some peer serves or served recently (bounded).
+    known_models: Mutex<SeenModels>,
+    /// Gossip rate limits per neighbour and author, and bans.
+    flood: Mutex<FloodGuard>,
     events: broadcast::Sender<MeshEvent>,
     /// Counts changes of the roster (see [`Mesh::watch_roster`]).
     roster: watch::Sender<u64>,
@@ -131,10 +142,13 @@ impl Shared {
 
     fn remember_model(&self, model: &str) {
         if let Ok(mut known) = self.known_models.lock() {
-            if known.len() < MAX_KNOWN_MODELS {
-                known.insert(model.to_owned());
-            }
+            known.saw(model, Instant::now());
         }
+    }
+
+    fn with_flood<T>(&self, f: impl FnOnce(&mut FloodGuard) -> T) -> T {
+        let mut guard = self.flood.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
     }
 
     fn with_table<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
@@ -214,6 +228,11 @@ impl Mesh {
         ));
         let gossip = Gossip::builder()
             .max_message_size(announce::MAX_MESSAGE_BYTES)
+            .broadcast_config(iroh_gossip::proto::PlumtreeConfig {
+                message_cache_retention: GOSSIP_CACHE,
+                message_id_retention: GOSSIP_IDS,
+                ..Default::default()
+            })
             .spawn(endpoint.clone());
         let router = protocols(&endpoint, keys, &gate, &gossip, tunnel_app);
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
@@ -243,6 +262,7 @@ impl Mesh {
             health: Mutex::default(),
             health_changed: watch::channel(0).0,
             known_models: Mutex::default(),
+            flood: Mutex::default(),
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
             own_models: Mutex::default(),
@@ -354,8 +374,9 @@ impl Mesh {
             .with_table(|t| t.models_set().into_iter().collect())
     }
 
-    /// Whether some peer has served `model` since this node started: a request for it with no
-    /// host now is "unavailable" (503), one for a model never seen is "not found" (404).
+    /// Whether some peer serves `model` or served it in the last hour (`state::seen`): a request
+    /// for it with no host now is "unavailable" (503), one for a model never seen is "not
+    /// found" (404).
     pub fn has_seen_model(&self, model: &str) -> bool {
         self.shared
             .known_models
@@ -365,6 +386,48 @@ impl Mesh {
 
     pub fn tunnel(&self) -> &Tunnel {
         &self.shared.tunnel
+    }
+
+    /// Sizes of every table membership grows, by name (for the attacker tests: each must stay
+    /// under its cap).
+    #[doc(hidden)]
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let (peers, remembered) = self.shared.with_table(|t| (t.len(), t.remembered()));
+        let [direct, relayed, authors, banned] = self.shared.with_flood(|f| f.sizes());
+        let [admitted, gate_banned, gate_conns] = self.shared.gate.sizes();
+        let [conns, down] = self.shared.tunnel.sizes();
+        let known = self
+            .shared
+            .known_models
+            .lock()
+            .map(|k| k.len())
+            .unwrap_or(0);
+        vec![
+            ("peers", peers),
+            ("seq_remembered", remembered),
+            ("flood_direct", direct),
+            ("flood_relayed", relayed),
+            ("flood_authors", authors),
+            ("flood_banned", banned),
+            ("gate_admitted", admitted),
+            ("gate_banned", gate_banned),
+            ("gate_conns", gate_conns),
+            ("tunnel_conns", conns),
+            ("tunnel_down", down),
+            ("known_models", known),
+        ]
+    }
+
+    /// Whether this node has an address for `id` from gossip or tickets (address lookup).
+    #[doc(hidden)]
+    pub fn knows_address_of(&self, id: EndpointId) -> bool {
+        self.shared.lookup.get_endpoint_info(id).is_some()
+    }
+
+    /// This node's gossip sender, to play a hostile member in tests (send junk on the topic).
+    #[doc(hidden)]
+    pub fn gossip_sender_for_tests(&self) -> iroh_gossip::api::GossipSender {
+        self.sender.clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<MeshEvent> {

@@ -15,6 +15,7 @@ mod errors;
 mod hostile_relay;
 mod mesh_admission;
 mod mesh_api;
+mod mesh_flood;
 mod mesh_forwarding;
 mod mesh_hostile_hosts;
 mod mesh_kill;

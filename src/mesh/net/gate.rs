@@ -6,44 +6,149 @@
 //!   `mesh/ping/1` is closed with code 403 unless its endpoint id is admitted.
 //! - Outgoing: before connecting to a node that is not admitted yet, run the admission handshake
 //!   with it (through the admitter task, which owns the endpoint: hooks must not hold one).
+//! - Banned nodes (they flooded gossip, see `state::flood`): every connection to or from them
+//!   is refused, admission included, until the ban ends; [`Gate::ban`] also closes the ones
+//!   open now (gossip's among them), which is how a flooder is dropped as a gossip neighbour.
+//!
+//! Bounded: at most [`MAX_ADMITTED`] admitted nodes (the one admitted longest ago makes room),
+//! and [`Gate::prune`] forgets those admitted more than [`ADMITTED_GRACE`] ago that are not
+//! peers, bans that ended and connections that closed.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use iroh::endpoint::{
     AfterHandshakeOutcome, BeforeConnectOutcome, Connection, EndpointHooks, Side,
+    WeakConnectionHandle,
 };
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ping;
 use crate::mesh::proto::admission;
+use crate::mesh::state::flood::MAX_BANNED;
+use crate::mesh::state::peers::MAX_PEERS;
 
 /// Close code for connections from nodes that are not admitted.
 pub const NOT_ADMITTED: u32 = 403;
+/// Close code for connections of a banned node.
+pub const BANNED: u32 = 429;
+/// Most nodes admitted at once.
+pub const MAX_ADMITTED: usize = 4 * MAX_PEERS;
+/// An admitted node that is not in the peer table this long after its admission is forgotten
+/// (it must prove membership again for its next connection).
+pub const ADMITTED_GRACE: Duration = Duration::from_secs(30);
 
-/// The set of nodes that proved membership to us (and to which we proved ours).
+#[derive(Debug, Default)]
+struct Inner {
+    /// Nodes that proved membership, and when.
+    admitted: HashMap<EndpointId, Instant>,
+    /// Banned nodes, and until when.
+    banned: HashMap<EndpointId, Instant>,
+    /// Open connections of admitted nodes (to close them on a ban).
+    conns: HashMap<EndpointId, Vec<WeakConnectionHandle>>,
+}
+
+/// The set of nodes that proved membership to us (and to which we proved ours), and of those
+/// banned.
 #[derive(Debug, Clone, Default)]
 pub struct Gate {
-    admitted: Arc<Mutex<HashSet<EndpointId>>>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 impl Gate {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut inner)
+    }
+
     pub fn admit(&self, id: EndpointId) {
-        if let Ok(mut set) = self.admitted.lock() {
-            set.insert(id);
-        }
+        let now = Instant::now();
+        self.with(|g| {
+            if g.banned.get(&id).is_some_and(|&until| now < until) {
+                return;
+            }
+            if !g.admitted.contains_key(&id) && g.admitted.len() >= MAX_ADMITTED {
+                let oldest = g
+                    .admitted
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(k, _)| *k);
+                if let Some(k) = oldest {
+                    g.admitted.remove(&k);
+                }
+            }
+            g.admitted.insert(id, now);
+        })
     }
 
     /// Forgets a node (it left or expired): it must prove membership again to come back.
     pub fn revoke(&self, id: &EndpointId) {
-        if let Ok(mut set) = self.admitted.lock() {
-            set.remove(id);
-        }
+        self.with(|g| {
+            g.admitted.remove(id);
+            g.conns.remove(id);
+        })
     }
 
     pub fn is_admitted(&self, id: &EndpointId) -> bool {
-        self.admitted.lock().is_ok_and(|set| set.contains(id))
+        self.with(|g| g.admitted.contains_key(id))
+    }
+
+    pub fn is_banned(&self, id: &EndpointId) -> bool {
+        let now = Instant::now();
+        self.with(|g| g.banned.get(id).is_some_and(|&until| now < until))
+    }
+
+    /// Refuses `id` until `until` and closes its open connections now.
+    pub fn ban(&self, id: EndpointId, until: Instant) {
+        let conns = self.with(|g| {
+            g.admitted.remove(&id);
+            if g.banned.len() >= MAX_BANNED {
+                let now = Instant::now();
+                g.banned.retain(|_, u| now < *u);
+            }
+            if g.banned.len() < MAX_BANNED {
+                g.banned.insert(id, until);
+            }
+            g.conns.remove(&id).unwrap_or_default()
+        });
+        for c in conns.iter().filter_map(WeakConnectionHandle::upgrade) {
+            c.close(BANNED.into(), b"banned: too many gossip messages");
+        }
+    }
+
+    /// Forgets admissions older than [`ADMITTED_GRACE`] of nodes that are not peers, ended
+    /// bans and closed connections.
+    pub fn prune(&self, is_peer: impl Fn(&EndpointId) -> bool, now: Instant) {
+        self.with(|g| {
+            g.admitted.retain(|id, at| {
+                is_peer(id) || now.saturating_duration_since(*at) <= ADMITTED_GRACE
+            });
+            g.banned.retain(|_, until| now < *until);
+            let admitted = &g.admitted;
+            g.conns.retain(|id, conns| {
+                conns.retain(|c| c.upgrade().is_some_and(|c| c.close_reason().is_none()));
+                admitted.contains_key(id) && !conns.is_empty()
+            });
+        })
+    }
+
+    /// Entries in each table: admitted, banned, nodes with tracked connections.
+    pub fn sizes(&self) -> [usize; 3] {
+        self.with(|g| [g.admitted.len(), g.banned.len(), g.conns.len()])
+    }
+
+    /// Remembers an accepted connection of an admitted node, to close it on a ban.
+    fn track(&self, conn: &Connection) {
+        let id = conn.remote_id();
+        self.with(|g| {
+            if g.admitted.contains_key(&id) {
+                let conns = g.conns.entry(id).or_default();
+                conns.retain(|c| c.upgrade().is_some_and(|c| c.close_reason().is_none()));
+                conns.push(conn.weak_handle());
+            }
+        })
     }
 }
 
@@ -70,6 +175,9 @@ impl EndpointHooks for GateHooks {
         remote: &'a EndpointAddr,
         alpn: &'a [u8],
     ) -> BeforeConnectOutcome {
+        if self.gate.is_banned(&remote.id) && alpn != ping::ALPN {
+            return BeforeConnectOutcome::Reject;
+        }
         if alpn == admission::ALPN || alpn == ping::ALPN || self.gate.is_admitted(&remote.id) {
             return BeforeConnectOutcome::Accept;
         }
@@ -84,11 +192,17 @@ impl EndpointHooks for GateHooks {
     }
 
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
-        if conn.side() == Side::Client
-            || conn.alpn() == admission::ALPN
-            || conn.alpn() == ping::ALPN
-            || self.gate.is_admitted(&conn.remote_id())
-        {
+        let open = conn.alpn() == admission::ALPN || conn.alpn() == ping::ALPN;
+        if self.gate.is_banned(&conn.remote_id()) && conn.alpn() != ping::ALPN {
+            tracing::debug!(peer = %conn.remote_id().fmt_short(), "closing connection of a banned node");
+            AfterHandshakeOutcome::Reject {
+                error_code: BANNED.into(),
+                reason: b"banned".to_vec(),
+            }
+        } else if open {
+            AfterHandshakeOutcome::Accept
+        } else if conn.side() == Side::Client || self.gate.is_admitted(&conn.remote_id()) {
+            self.gate.track(conn);
             AfterHandshakeOutcome::Accept
         } else {
             tracing::debug!(peer = %conn.remote_id().fmt_short(), "closing connection from a node that is not admitted");

@@ -3,7 +3,14 @@
 //! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
 //! announcement at once. Changes become [`MeshEvent`]s; joins, leaves and changes in what a peer
 //! serves also bump the roster watch (`Mesh::watch_roster`).
+//!
+//! A hostile member cannot exhaust it (docs/SECURITY.md, "Hostile members: membership"): each
+//! message first passes the flood guard (`state::flood`, a map lookup), so a neighbour that
+//! floods is banned and cut off (`Gate::ban`) before its junk costs a signature check; messages
+//! with a `seq` outside the window of our clock are dropped; and every table is pruned at the
+//! sweep (peer table, flood guard, gate, tunnel, known models; addresses of peers that left).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -11,6 +18,7 @@ use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
 use tokio_util::sync::CancellationToken;
 
 use crate::mesh::proto::announce::{self, Message};
+use crate::mesh::state::flood::{Verdict, BAN};
 use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
 use crate::mesh::{MeshEvent, Shared};
 
@@ -41,6 +49,7 @@ pub(crate) async fn run(
                     shared.roster_changed();
                 }
                 publish(&shared, changes);
+                prune(&shared);
             }
             event = receiver.next() => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
@@ -62,7 +71,19 @@ pub(crate) async fn run(
     }
 }
 
-fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, direct: bool) {
+pub(crate) fn receive(
+    shared: &Shared,
+    bytes: &[u8],
+    delivered_from: iroh::EndpointId,
+    direct: bool,
+) {
+    let now = Instant::now();
+    if !guard(
+        shared,
+        shared.with_flood(|f| f.arrived(delivered_from, direct, now)),
+    ) {
+        return;
+    }
     let msg = match announce::decode(bytes) {
         Ok(m) => m,
         Err(e) => {
@@ -77,10 +98,21 @@ fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, dire
     if msg.node() == shared.secret_key.public() {
         return;
     }
-    if let Message::Announce(a) = &msg {
-        shared.lookup.add_endpoint_info(shared.dial.tidy(&a.addr));
+    if !announce::seq_in_window(msg.seq(), crate::util::time::unix_micros()) {
+        tracing::debug!(node = %msg.node().fmt_short(), "dropped gossip message: seq outside the window of our clock");
+        return;
     }
     let node = msg.node();
+    if !guard(
+        shared,
+        shared.with_flood(|f| f.authored(node, delivered_from, now)),
+    ) {
+        return;
+    }
+    let addr = match &msg {
+        Message::Announce(a) => Some(shared.dial.tidy(&a.addr)),
+        Message::Leave { .. } => None,
+    };
     let served = |t: &crate::mesh::state::peers::PeerTable| {
         t.get(&node).map(|p| {
             p.ann
@@ -90,15 +122,48 @@ fn receive(shared: &Shared, bytes: &[u8], delivered_from: iroh::EndpointId, dire
                 .collect::<Vec<_>>()
         })
     };
-    let (changes, reshaped) = shared.with_table(|t| {
+    let (changes, reshaped, member) = shared.with_table(|t| {
         let before = served(t);
-        let changes = t.apply(msg, Instant::now());
-        (changes, before != served(t))
+        let changes = t.apply(msg, now);
+        (changes, before != served(t), t.get(&node).is_some())
     });
+    // Only members' addresses are dialled (not those of strangers a full table refused).
+    if let (Some(addr), true) = (addr, member) {
+        shared.lookup.add_endpoint_info(addr);
+    }
     if reshaped {
         shared.roster_changed();
     }
     publish(shared, changes);
+}
+
+/// Acts on the flood guard's verdict; `true` when the message goes on.
+fn guard(shared: &Shared, verdict: Verdict) -> bool {
+    match verdict {
+        Verdict::Pass => true,
+        Verdict::Drop => false,
+        Verdict::Ban(id) => {
+            tracing::warn!(peer = %id.fmt_short(), "banned for {BAN:?}: too many gossip messages");
+            // Closing its connections drops it as a gossip neighbour; the gate refuses it
+            // (admission included) until the ban ends.
+            shared.gate.ban(id, Instant::now() + BAN);
+            shared.tunnel.forget(&id);
+            false
+        }
+    }
+}
+
+/// Keeps every table membership grows within the peers (called at each sweep).
+fn prune(shared: &Shared) {
+    let now = Instant::now();
+    let (peers, served): (HashSet<_>, _) =
+        shared.with_table(|t| (t.peers().map(|p| p.ann.node).collect(), t.models_set()));
+    shared.with_flood(|f| f.prune(now));
+    shared.gate.prune(|id| peers.contains(id), now);
+    shared.tunnel.prune(now);
+    if let Ok(mut known) = shared.known_models.lock() {
+        known.prune(&served, now);
+    }
 }
 
 /// Turns table changes into events, and keeps the tunnel and gate in step with them.
@@ -128,6 +193,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
                 tracing::info!(peer = %id.fmt_short(), reason, "peer left");
                 shared.tunnel.forget(&id);
                 shared.gate.revoke(&id);
+                shared.lookup.remove_endpoint_info(id);
                 MeshEvent::PeerLeft {
                     node_id: id.to_string(),
                     reason: reason.into(),

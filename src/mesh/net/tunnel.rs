@@ -91,6 +91,38 @@ impl Tunnel {
         if let Some(conn) = conn {
             conn.close(0u8.into(), b"peer left the mesh");
         }
+        self.clear_down(peer);
+    }
+
+    /// Forgets closed connections and peers down for longer than [`DOWN_HOLD`] (called with the
+    /// peer table's sweep, so neither table outgrows the peers).
+    /// A closed connection counts as the peer going down, as [`Tunnel::connection`] would find.
+    pub fn prune(&self, now: Instant) {
+        if let Ok(mut down) = self.down.lock() {
+            down.retain(|_, since| now.saturating_duration_since(*since) < DOWN_HOLD);
+        }
+        let mut closed = Vec::new();
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.retain(|id, c| {
+                let open = c.close_reason().is_none();
+                if !open {
+                    closed.push(*id);
+                }
+                open
+            });
+        }
+        for id in closed {
+            self.gate.revoke(&id);
+            self.mark_down(id);
+        }
+    }
+
+    /// Entries in the connection cache and the down set.
+    pub fn sizes(&self) -> [usize; 2] {
+        [
+            self.conns.lock().map(|c| c.len()).unwrap_or(0),
+            self.down.lock().map(|d| d.len()).unwrap_or(0),
+        ]
     }
 
     /// A peer (re-)joined: dial it again whenever needed.

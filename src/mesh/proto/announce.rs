@@ -17,6 +17,10 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 pub const MAX_MODELS: usize = 32;
 pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_MODEL_CHARS: usize = 128;
+/// A message's `seq` (its author's clock at sending) must be within this of the receiver's
+/// clock: recorded heartbeats of a departed node cannot be replayed to newcomers later, and a
+/// far-future `seq` cannot lock a node's real messages out.
+pub const SEQ_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `host` serves models; `client` serves none (it only uses the mesh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,13 @@ impl Message {
         match self {
             Message::Announce(a) => a.node,
             Message::Leave { node, .. } => *node,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            Message::Announce(a) => a.seq,
+            Message::Leave { seq, .. } => *seq,
         }
     }
 }
@@ -188,6 +199,12 @@ pub fn sender_matches(signer: EndpointId, delivered_from: EndpointId, direct: bo
     !direct || signer == delivered_from
 }
 
+/// Whether `seq` (µs since the Unix epoch) is within [`SEQ_WINDOW`] of `now_micros`, the
+/// receiver's clock, either way.
+pub fn seq_in_window(seq: u64, now_micros: u64) -> bool {
+    seq.abs_diff(now_micros) <= SEQ_WINDOW.as_micros() as u64
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -285,5 +302,19 @@ pub(crate) mod tests {
         assert!(sender_matches(a, a, true));
         assert!(!sender_matches(a, b, true));
         assert!(sender_matches(a, b, false));
+    }
+
+    #[test]
+    fn seq_must_be_within_the_window_of_the_receivers_clock() {
+        let now = 1_800_000_000_000_000u64;
+        let w = SEQ_WINDOW.as_micros() as u64;
+        assert!(seq_in_window(now, now));
+        assert!(seq_in_window(now - w, now) && seq_in_window(now + w, now));
+        // A heartbeat recorded more than the window ago, or stamped far ahead, is dropped.
+        assert!(!seq_in_window(now - w - 1, now));
+        assert!(!seq_in_window(now + w + 1, now));
+        assert!(!seq_in_window(0, now) && !seq_in_window(u64::MAX, now));
+        // A receiver whose clock is not set (0) accepts nothing from a set clock.
+        assert!(!seq_in_window(now, 0));
     }
 }

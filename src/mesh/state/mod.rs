@@ -5,9 +5,13 @@
 //! - [`routing`]: which replica of a model a request goes to.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
 //! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
+//! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
+//! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 
 pub mod budget;
+pub mod flood;
 pub mod health;
 pub mod network;
 pub mod peers;
 pub mod routing;
+pub mod seen;

@@ -3,6 +3,11 @@
 //!
 //! Timers (see docs/PROTOCOL.md): a peer is removed when no announcement arrived for
 //! [`Timers::expiry`], at once on a `Leave`, and re-admitted by any newer announcement.
+//!
+//! Bounded (docs/PROTOCOL.md, "Membership limits"): at most [`MAX_PEERS`] peers (a stranger's
+//! first announcement is ignored while the table is full), and the newest `seq` of at most
+//! [`MAX_REMEMBERED`] nodes, each forgotten [`REMEMBER_SEQ`] after its node went away: by
+//! then the receiver's `seq` window (`announce::SEQ_WINDOW`) refuses its old messages anyway.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -10,7 +15,15 @@ use std::time::{Duration, Instant};
 use iroh::EndpointId;
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::proto::announce::{Announcement, Message};
+use crate::mesh::proto::announce::{Announcement, Message, SEQ_WINDOW};
+
+/// Most peers in the table.
+pub const MAX_PEERS: usize = 1024;
+/// Most nodes whose newest `seq` is remembered (peers and nodes that went away).
+pub const MAX_REMEMBERED: usize = 4 * MAX_PEERS;
+/// How long the newest `seq` of a node that went away is remembered: a message it signed before
+/// is outside the `seq` window by then (its `seq` was at most one window ahead when recorded).
+pub const REMEMBER_SEQ: Duration = Duration::from_secs(2 * SEQ_WINDOW.as_secs());
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
@@ -87,21 +100,28 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: BTreeMap<EndpointId, Peer>,
-    /// Newest `seq` seen per node, also after it left: older (replayed) messages are ignored.
-    newest: BTreeMap<EndpointId, u64>,
+    /// Newest `seq` seen per node, and when, also after it left: older (replayed) messages are
+    /// ignored.
+    newest: BTreeMap<EndpointId, (u64, Instant)>,
 }
 
 impl PeerTable {
     /// Applies a verified gossip message from another node.
     pub fn apply(&mut self, msg: Message, now: Instant) -> Vec<Change> {
-        let (node, seq) = match &msg {
-            Message::Announce(a) => (a.node, a.seq),
-            Message::Leave { node, seq } => (*node, *seq),
-        };
-        if self.newest.get(&node).is_some_and(|&s| seq <= s) {
+        let (node, seq) = (msg.node(), msg.seq());
+        if self.newest.get(&node).is_some_and(|&(s, _)| seq <= s) {
             return Vec::new();
         }
-        self.newest.insert(node, seq);
+        let known = self.peers.contains_key(&node);
+        let full = self.peers.len() >= MAX_PEERS;
+        if !known && (full || matches!(msg, Message::Leave { .. })) {
+            // A stranger while the table is full, or the leave of a node we never had.
+            return Vec::new();
+        }
+        if !self.newest.contains_key(&node) && self.newest.len() >= MAX_REMEMBERED {
+            self.forget_oldest_absent();
+        }
+        self.newest.insert(node, (seq, now));
         let before = self.models_set();
         let mut changes = Vec::new();
         match msg {
@@ -148,8 +168,30 @@ impl PeerTable {
             self.peers.remove(&id);
             changes.push(Change::Left(id, LeftBecause::Expired));
         }
+        let peers = &self.peers;
+        self.newest.retain(|id, (_, at)| {
+            peers.contains_key(id) || now.saturating_duration_since(*at) <= REMEMBER_SEQ
+        });
         changes.extend(self.model_changes(before));
         changes
+    }
+
+    /// Makes room in `newest`: forgets the node not in the table heard from longest ago.
+    fn forget_oldest_absent(&mut self) {
+        let oldest = self
+            .newest
+            .iter()
+            .filter(|(id, _)| !self.peers.contains_key(*id))
+            .min_by_key(|(_, (_, at))| *at)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.newest.remove(&id);
+        }
+    }
+
+    /// Nodes whose newest `seq` is remembered (peers included).
+    pub fn remembered(&self) -> usize {
+        self.newest.len()
     }
 
     /// Records how we reach a peer (from iroh's path list). Returns the path type before, when
@@ -293,6 +335,77 @@ mod tests {
             .is_empty());
         let changes = t.apply(Message::Announce(announcement(&k, &["m"], 3)), now);
         assert_eq!(changes[0], Change::Joined(k.public()));
+    }
+
+    /// 50,000 validly signed announcements from fresh keys (sybils), as fast as they come.
+    #[test]
+    fn fifty_thousand_sybils_leave_every_table_under_its_cap_and_empty_after_expiry() {
+        let mut t = PeerTable::default();
+        let t0 = Instant::now();
+        let mut joined = 0;
+        for i in 0..50_000u64 {
+            let k = SecretKey::generate();
+            let model = format!("sybil-{i}");
+            // Spread over 100 s; the honest sweep runs every 250 ms.
+            let now = t0 + Duration::from_millis(2 * i);
+            let changes = t.apply(Message::Announce(announcement(&k, &[&model], 1)), now);
+            joined += changes
+                .iter()
+                .filter(|c| matches!(c, Change::Joined(_)))
+                .count();
+            if i % 125 == 0 {
+                t.expire(now, EXPIRY);
+            }
+            assert!(t.len() <= MAX_PEERS && t.remembered() <= MAX_REMEMBERED);
+        }
+        assert!(
+            joined > MAX_PEERS,
+            "sybils kept coming in as others expired: {joined}"
+        );
+        let end = t0 + Duration::from_secs(100);
+        t.expire(end + EXPIRY + Duration::from_secs(1), EXPIRY);
+        assert!(t.is_empty() && t.models_set().is_empty());
+        assert!(t.remembered() <= MAX_REMEMBERED);
+        t.expire(end + REMEMBER_SEQ + Duration::from_secs(1), EXPIRY);
+        assert_eq!(t.remembered(), 0);
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_peers_and_ignores_strangers_and_their_leaves() {
+        let mut t = PeerTable::default();
+        let now = Instant::now();
+        let keys: Vec<_> = (0..MAX_PEERS).map(|_| SecretKey::generate()).collect();
+        for k in &keys {
+            t.apply(Message::Announce(announcement(k, &[], 1)), now);
+        }
+        let stranger = SecretKey::generate();
+        assert!(t
+            .apply(Message::Announce(announcement(&stranger, &["m"], 1)), now)
+            .is_empty());
+        assert!(t
+            .apply(
+                Message::Leave {
+                    node: stranger.public(),
+                    seq: 2
+                },
+                now
+            )
+            .is_empty());
+        assert_eq!(t.len(), MAX_PEERS);
+        assert_eq!(t.remembered(), MAX_PEERS);
+        // Members still refresh; one leaving makes room for the stranger.
+        assert!(t
+            .apply(Message::Announce(announcement(&keys[0], &[], 2)), now)
+            .is_empty());
+        t.apply(
+            Message::Leave {
+                node: keys[1].public(),
+                seq: 2,
+            },
+            now,
+        );
+        let changes = t.apply(Message::Announce(announcement(&stranger, &["m"], 3)), now);
+        assert_eq!(changes[0], Change::Joined(stranger.public()));
     }
 
     #[test]
