@@ -69,7 +69,7 @@ pub struct NetArgs {
 
     /// No iroh relays: direct addresses only, LAN addresses included (networks without
     /// internet). Wins over --iroh-relay.
-    #[arg(long, env = "MESH_OFFLINE")]
+    #[arg(long, env = "MESH_OFFLINE", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_iroh_relay: bool,
 
     /// Ask the home router to forward a port (UPnP / NAT-PMP / PCP): more direct connections
@@ -78,12 +78,26 @@ pub struct NetArgs {
     pub portmap: bool,
 
     /// Tell and dial LAN addresses (private ranges, loopback) in public meshes too.
-    #[arg(long, env = "MESH_ADVERTISE_LAN")]
+    #[arg(long, env = "MESH_ADVERTISE_LAN", value_parser = clap::builder::BoolishValueParser::new())]
     pub advertise_lan: bool,
 
     /// Dial iroh relays that tickets and offers name even when they are not in this node's list.
     #[arg(long)]
     pub allow_any_iroh_relay: bool,
+}
+
+/// Finding meshes without Nostr or internet. Shared by `serve` (and `--auto`) and `discover`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LanArgs {
+    /// Find meshes on this LAN with mDNS, and let others on it find this node (`discover`,
+    /// `--auto`; `serve` advertises). Sends multicast to the LAN; LAN addresses are dialled.
+    #[arg(long)]
+    pub lan: bool,
+
+    /// File of tickets and node addresses (NODE_ID@IP:PORT), one a line: `serve` joins the
+    /// tickets; `discover` and `--auto` ask every listed node for its mesh's offer.
+    #[arg(long, value_name = "FILE")]
+    pub peers: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -158,6 +172,9 @@ pub struct DiscoverArgs {
 
     #[command(flatten)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    pub lan: LanArgs,
 
     #[command(flatten)]
     pub relay: RelayArgs,
@@ -325,6 +342,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    pub lan: LanArgs,
 
     /// Name shown to peers (default: the host name).
     #[arg(long)]

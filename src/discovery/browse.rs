@@ -1,11 +1,13 @@
-//! Browsing: fetch offers from relays, score them, measure the round trip to the best few,
-//! score again. Shared by `mesh discover`, `GET /api/discover` and `mesh --auto`.
+//! Browsing: fetch offers from relays (and, at the same time, from the LAN and a peers file:
+//! `local`), score them, measure the round trip to the best few, score again. Shared by
+//! `mesh discover`, `GET /api/discover` and `mesh --auto`.
 
 use std::collections::HashMap;
 
 use nostr::{RelayUrl, ToBech32};
 use serde_json::{json, Value};
 
+use super::local::{self, LocalSources};
 use super::nostr_io::{self, FetchReport, Query};
 use super::offer::Offer;
 use super::probe;
@@ -31,11 +33,22 @@ pub struct BrowseOptions {
     pub probe: bool,
     /// How the probes reach offers' nodes (relays, which addresses to dial).
     pub net: NetConfig,
+    /// Where to look besides the relays: the LAN (mDNS), a peers file's nodes.
+    pub local: LocalSources,
 }
 
 pub async fn browse(opts: &BrowseOptions) -> Browse {
     let now = opts.prefs.now;
-    let report = nostr_io::fetch_offers(&opts.relays, &opts.query, now).await;
+    let report = if opts.local.is_empty() {
+        nostr_io::fetch_offers(&opts.relays, &opts.query, now).await
+    } else {
+        let (mut report, found) = tokio::join!(
+            nostr_io::fetch_offers(&opts.relays, &opts.query, now),
+            local::fetch(&opts.local, &opts.net, &opts.query, now),
+        );
+        local::merge(&mut report, found);
+        report
+    };
     let mut probes = HashMap::new();
     let mut ranked = score::rank(&report.offers, &probes, &opts.prefs);
     if opts.probe {
@@ -84,6 +97,7 @@ impl Browse {
             "offers": self.ranked.iter().map(|s| self.offer_json(s)).collect::<Vec<_>>(),
             "rejected": self.report.rejected,
             "relays": self.report.relays,
+            "local": self.report.local,
         })
     }
 

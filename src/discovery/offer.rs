@@ -140,6 +140,9 @@ pub enum Reject {
     BadBinding,
     #[error("ticket: {0}")]
     BadTicket(String),
+    /// Handed out over `mesh/offer/1` by a node it is not bound to.
+    #[error("bound to another node than the one that handed it out")]
+    OtherNode,
 }
 
 impl Reject {
@@ -159,6 +162,7 @@ impl Reject {
             Reject::BadTags(_) => "bad_tags",
             Reject::BadBinding => "bad_binding",
             Reject::BadTicket(_) => "bad_ticket",
+            Reject::OtherNode => "other_node",
         }
     }
 }

@@ -11,6 +11,7 @@ mod catalog_download;
 mod cli;
 mod discovery;
 mod errors;
+mod lan;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_forwarding;

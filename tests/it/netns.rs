@@ -58,7 +58,7 @@ async fn client(lab: &Lab, site: &Site, relays: &[String], args: &[&str]) -> Mes
 }
 
 /// In `ns`: waits for a model at `base`, then asks it for a few tokens; the answer's text.
-fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
+pub(crate) fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
     block_in_ns(ns, move || async move {
         let http = reqwest::Client::builder()
             .no_proxy()

@@ -2,8 +2,8 @@
 //! have not proven membership (see `admission`). Protocols behind it (gossip, HTTP tunnel) need
 //! no knowledge of secrets.
 //!
-//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1` and
-//!   `mesh/ping/1` is closed with code 403 unless its endpoint id is admitted.
+//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1`,
+//!   `mesh/ping/1` and `mesh/offer/1` is closed with code 403 unless its endpoint id is admitted.
 //! - Outgoing: before connecting to a node that is not admitted yet, run the admission handshake
 //!   with it (through the admitter task, which owns the endpoint: hooks must not hold one).
 
@@ -16,7 +16,7 @@ use iroh::endpoint::{
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ping;
+use super::{offer, ping};
 use crate::mesh::proto::admission;
 
 /// Close code for connections from nodes that are not admitted.
@@ -47,6 +47,11 @@ impl Gate {
     }
 }
 
+/// Protocols open to nodes outside the mesh: admission itself, discovery's ping, the offer.
+fn is_open(alpn: &[u8]) -> bool {
+    alpn == admission::ALPN || alpn == ping::ALPN || alpn == offer::ALPN
+}
+
 /// A node to admit before connecting to it, and where to say whether that worked.
 pub type AdmitRequest = (EndpointAddr, oneshot::Sender<bool>);
 
@@ -70,7 +75,7 @@ impl EndpointHooks for GateHooks {
         remote: &'a EndpointAddr,
         alpn: &'a [u8],
     ) -> BeforeConnectOutcome {
-        if alpn == admission::ALPN || alpn == ping::ALPN || self.gate.is_admitted(&remote.id) {
+        if is_open(alpn) || self.gate.is_admitted(&remote.id) {
             return BeforeConnectOutcome::Accept;
         }
         let (tx, rx) = oneshot::channel();
@@ -85,8 +90,7 @@ impl EndpointHooks for GateHooks {
 
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
         if conn.side() == Side::Client
-            || conn.alpn() == admission::ALPN
-            || conn.alpn() == ping::ALPN
+            || is_open(conn.alpn())
             || self.gate.is_admitted(&conn.remote_id())
         {
             AfterHandshakeOutcome::Accept

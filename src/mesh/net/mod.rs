@@ -6,12 +6,16 @@
 //! - [`membership`]: the iroh-gossip driver (heartbeats, receive, sweep, path refresh).
 //! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
+//! - [`offer`]: `mesh/offer/1`, the mesh's signed offer handed out directly (LAN, `--peers`).
+//! - [`lan`]: `--lan`, mDNS: advertising this node and finding others on the LAN.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
 pub mod endpoint;
 pub mod gate;
+pub mod lan;
 pub(crate) mod membership;
+pub mod offer;
 pub mod ping;
 pub mod report;
 pub mod tunnel;
