@@ -38,13 +38,13 @@ pub async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", format_offers(&found, args.explain));
     }
-    if let Some(local) = &found.report.local {
+    if let Some(local) = &found.local {
         for e in &local.errors {
             eprintln!("warning: {e}");
         }
     }
     anyhow::ensure!(
-        found.report.relays.iter().any(|r| r.ok) || found.report.local.is_some(),
+        found.report.relays.iter().any(|r| r.ok) || found.local.is_some(),
         "no relay answered; check --relay / $MESH_RELAYS and the network (or look on the LAN \
          with --lan, or ask nodes directly with --peers FILE)"
     );
@@ -66,7 +66,7 @@ pub fn format_offers(found: &Browse, explain: bool) -> String {
         found.report.relays.iter().filter(|r| r.ok).count(),
         found.report.relays.len()
     ));
-    if let Some(local) = &found.report.local {
+    if let Some(local) = &found.local {
         out.push_str(&format!(
             ", {} from {} node{} asked directly",
             local.offers,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use nostr::{RelayUrl, ToBech32};
 use serde_json::{json, Value};
 
-use super::local::{self, LocalSources};
+use super::local::{self, LocalReport, LocalSources};
 use super::nostr_io::{self, FetchReport, Query};
 use super::offer::Offer;
 use super::probe;
@@ -21,6 +21,8 @@ pub struct Browse {
     pub ranked: Vec<Scored>,
     pub probes: HashMap<iroh::EndpointId, Probe>,
     pub now: u64,
+    /// What the LAN and the peers file gave (`None`: not asked).
+    pub local: Option<LocalReport>,
 }
 
 /// What to browse and how.
@@ -39,15 +41,16 @@ pub struct BrowseOptions {
 
 pub async fn browse(opts: &BrowseOptions) -> Browse {
     let now = opts.prefs.now;
-    let report = if opts.local.is_empty() {
-        nostr_io::fetch_offers(&opts.relays, &opts.query, now).await
+    let (report, local) = if opts.local.is_empty() {
+        let report = nostr_io::fetch_offers(&opts.relays, &opts.query, now).await;
+        (report, None)
     } else {
         let (mut report, found) = tokio::join!(
             nostr_io::fetch_offers(&opts.relays, &opts.query, now),
             local::fetch(&opts.local, &opts.net, &opts.query, now),
         );
-        local::merge(&mut report, found);
-        report
+        let local = local::merge(&mut report, found);
+        (report, Some(local))
     };
     let mut probes = HashMap::new();
     let mut ranked = score::rank(&report.offers, &probes, &opts.prefs);
@@ -65,6 +68,7 @@ pub async fn browse(opts: &BrowseOptions) -> Browse {
         ranked,
         probes,
         now,
+        local,
     }
 }
 
@@ -97,7 +101,7 @@ impl Browse {
             "offers": self.ranked.iter().map(|s| self.offer_json(s)).collect::<Vec<_>>(),
             "rejected": self.report.rejected,
             "relays": self.report.relays,
-            "local": self.report.local,
+            "local": self.local,
         })
     }
 

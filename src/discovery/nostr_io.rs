@@ -73,15 +73,12 @@ pub struct RelayReport {
     pub error: Option<String>,
 }
 
-/// Valid offers (newest per publisher and mesh), rejections by reason, each relay's answer,
-/// and what the LAN and peers file gave (`local::merge`).
+/// Valid offers (newest per publisher and mesh), rejections by reason, and each relay's answer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FetchReport {
     pub offers: Vec<Offer>,
     pub rejected: BTreeMap<&'static str, u64>,
     pub relays: Vec<RelayReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub local: Option<super::local::LocalReport>,
 }
 
 impl FetchReport {
