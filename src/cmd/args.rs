@@ -86,6 +86,20 @@ pub struct NetArgs {
     pub allow_any_iroh_relay: bool,
 }
 
+/// Finding meshes without Nostr or internet. Shared by `serve` (and `--auto`) and `discover`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct LanArgs {
+    /// Find meshes on this LAN with mDNS, and let others on it find this node (`discover`,
+    /// `--auto`; `serve` advertises). Sends multicast to the LAN; LAN addresses are dialled.
+    #[arg(long)]
+    pub lan: bool,
+
+    /// File of tickets and node addresses (NODE_ID@IP:PORT), one a line: `serve` joins the
+    /// tickets; `discover` and `--auto` ask every listed node for its mesh's offer.
+    #[arg(long, value_name = "FILE")]
+    pub peers: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {
     /// Print JSON.
@@ -158,6 +172,9 @@ pub struct DiscoverArgs {
 
     #[command(flatten)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    pub lan: LanArgs,
 
     #[command(flatten)]
     pub relay: RelayArgs,
@@ -325,6 +342,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub net: NetArgs,
+
+    #[command(flatten)]
+    pub lan: LanArgs,
 
     /// Name shown to peers (default: the host name).
     #[arg(long)]

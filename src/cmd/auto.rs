@@ -23,6 +23,7 @@ use super::serve;
 use crate::catalog::{self, ResolveOptions};
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::demand::{self, Candidate, Choice};
+use crate::discovery::local::LocalSources;
 use crate::discovery::nostr_io::relay_list;
 use crate::discovery::offer::Offer;
 use crate::discovery::score::{self, Preferences, Scored};
@@ -70,6 +71,8 @@ struct Auto {
     args: ServeArgs,
     home: PathBuf,
     relays: Vec<nostr::RelayUrl>,
+    /// Where to look besides the relays (`--lan`, `--peers FILE`).
+    local: LocalSources,
     candidates: Vec<Candidate>,
     ctrl_c: CtrlC,
     /// The running node, if any.
@@ -99,10 +102,12 @@ impl Auto {
         } else {
             catalog_candidates(&args.hub.resolve_options())?
         };
+        let local = args.lan.sources()?;
         Ok(Self {
             args,
             home: crate::util::home::mesh_home(),
             relays,
+            local,
             candidates,
             ctrl_c: CtrlC::listen(),
             session: None,
@@ -149,13 +154,20 @@ impl Auto {
     /// Browse → score → pick: the offer to join, if any fits.
     async fn browse(&mut self) -> anyhow::Result<Event<Pick>> {
         let n = self.relays.len();
+        let mut also = String::new();
+        if self.local.lan.is_some() {
+            also.push_str(", on the LAN");
+        }
+        if !self.local.peers.is_empty() {
+            also.push_str(&format!(", at {} listed node(s)", self.local.peers.len()));
+        }
         println!(
-            "auto: looking for meshes on {n} relay{}",
+            "auto: looking for meshes on {n} relay{}{also}",
             if n == 1 { "" } else { "s" }
         );
         let last_mesh = load_last_mesh(&self.home);
         let found = tokio::select! {
-            found = discover(&self.args, &self.relays, &self.candidates, last_mesh, &self.home) => found,
+            found = discover(&self.args, &self.relays, &self.local, &self.candidates, last_mesh, &self.home) => found,
             r = serve::wait_ctrl_c(&mut self.ctrl_c) => return r.map(|()| Event::CtrlC),
         };
         let best = score::pick(&found.ranked, &mut rand::rng()).map(|s| Pick {
@@ -414,6 +426,7 @@ fn catalog_candidates(hub: &ResolveOptions) -> anyhow::Result<Vec<Candidate>> {
 async fn discover(
     args: &ServeArgs,
     relays: &[nostr::RelayUrl],
+    local: &LocalSources,
     candidates: &[Candidate],
     last_mesh: Option<crate::mesh::MeshId>,
     home: &std::path::Path,
@@ -433,13 +446,17 @@ async fn discover(
         untrusted: untrusted::load(home, unix_secs()),
         now: unix_secs(),
     };
+    let mut net = args.net.resolve().unwrap_or_default();
+    args.lan.apply(&mut net);
+    net.mdns = false;
     let found = browse::browse(&BrowseOptions {
         relays: relays.to_vec(),
         // Not filtered by model at the relays: a mesh that only wants the model qualifies too.
         query: Default::default(),
         prefs,
         probe: true,
-        net: args.net.resolve().unwrap_or_default(),
+        net,
+        local: local.clone(),
     })
     .await;
     if let Some(w) = found.relay_warning() {

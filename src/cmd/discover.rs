@@ -20,12 +20,17 @@ pub async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
     let last = load_last_mesh(&home);
     let mut prefs = filters.prefs(unix_secs(), last);
     prefs.untrusted = untrusted::load(&home, prefs.now);
+    let mut net = args.net.resolve()?;
+    args.lan.apply(&mut net);
+    // Listening is all `discover` does on the LAN: it advertises nothing.
+    net.mdns = false;
     let found = browse::browse(&BrowseOptions {
         relays,
         query: filters.query(),
         prefs,
         probe: !args.no_probe,
-        net: args.net.resolve()?,
+        net,
+        local: args.lan.sources()?,
     })
     .await;
     if let Some(w) = found.relay_warning() {
@@ -36,9 +41,15 @@ pub async fn discover(args: DiscoverArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", format_offers(&found, args.explain));
     }
+    if let Some(local) = &found.local {
+        for e in &local.errors {
+            eprintln!("warning: {e}");
+        }
+    }
     anyhow::ensure!(
-        found.report.relays.iter().any(|r| r.ok),
-        "no relay answered; check --relay / $MESH_RELAYS and the network"
+        found.report.relays.iter().any(|r| r.ok) || found.local.is_some(),
+        "no relay answered; check --relay / $MESH_RELAYS and the network (or look on the LAN \
+         with --lan, or ask nodes directly with --peers FILE)"
     );
     Ok(())
 }
@@ -58,6 +69,17 @@ pub fn format_offers(found: &Browse, explain: bool) -> String {
         found.report.relays.iter().filter(|r| r.ok).count(),
         found.report.relays.len()
     ));
+    if let Some(local) = &found.local {
+        out.push_str(&format!(
+            ", {} from {} node{} asked directly",
+            local.offers,
+            local.asked,
+            if local.asked == 1 { "" } else { "s" }
+        ));
+        if local.lan {
+            out.push_str(&format!(" ({} found on the LAN)", local.lan_nodes));
+        }
+    }
     if rejected > 0 {
         let why: Vec<String> = found
             .report

@@ -1,12 +1,15 @@
 //! `mesh network [--json]`: what this machine looks like from outside, and the network flags
-//! every command shares ([`NetArgs`] → [`NetConfig`]).
+//! every command shares ([`NetArgs`] → [`NetConfig`]; [`LanArgs`]: `--lan`, `--peers FILE`).
 
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use super::args::{NetArgs, NetworkArgs};
+use super::args::{LanArgs, NetArgs, NetworkArgs};
+use crate::discovery::local::{LocalSources, LAN_LISTEN};
 use crate::mesh::net::{endpoint, report};
+use crate::mesh::proto::peers::{self, PeerEntry, MAX_PEERS_FILE_BYTES};
 use crate::mesh::state::network::{NetworkReport, Portmap};
 use crate::mesh::{NetConfig, Relays};
 
@@ -31,6 +34,45 @@ impl NetArgs {
             portmap: self.portmap,
             advertise_lan: self.advertise_lan || self.no_iroh_relay,
             allow_any_relay: self.allow_any_iroh_relay,
+            lan: false,
+            mdns: false,
+        })
+    }
+}
+
+impl LanArgs {
+    /// The network settings with these flags: `--lan` advertises this node by mDNS; with it or
+    /// a peers file, LAN addresses are dialled.
+    pub fn apply(&self, net: &mut crate::mesh::NetConfig) {
+        net.mdns = self.lan;
+        net.lan = self.lan || self.peers.is_some();
+    }
+
+    /// The peers file's entries (none without `--peers`); errors name the file and the line.
+    pub fn peer_entries(&self) -> anyhow::Result<Vec<PeerEntry>> {
+        let Some(path) = &self.peers else {
+            return Ok(Vec::new());
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| {
+                f.take(MAX_PEERS_FILE_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .with_context(|| format!("cannot read the peers file {}", path.display()))?;
+        peers::parse(&text).with_context(|| format!("peers file {}", path.display()))
+    }
+
+    /// Where `discover` and `--auto` look besides the relays: the LAN (mDNS, for
+    /// [`LAN_LISTEN`]) and every node the peers file names.
+    pub fn sources(&self) -> anyhow::Result<LocalSources> {
+        Ok(LocalSources {
+            lan: self.lan.then_some(LAN_LISTEN),
+            peers: self
+                .peer_entries()?
+                .iter()
+                .flat_map(PeerEntry::nodes)
+                .collect(),
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::discovery::nostr_io::relay_list;
 use crate::discovery::publish::{self, PublishSettings};
 use crate::discovery::DiscoveryConfig;
 use crate::engine::EngineConfig;
+use crate::mesh::proto::peers::PeerEntry;
 use crate::mesh::{identity, MeshConfig};
 use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
@@ -74,9 +75,25 @@ pub fn mesh_config(args: &ServeArgs) -> anyhow::Result<MeshConfig> {
     };
     let mut mesh = MeshConfig::new(secret_key);
     mesh.join = args.join.clone();
+    if !args.auto {
+        // `--auto` asks the listed nodes for their offers instead (`LanArgs::sources`).
+        for (i, entry) in args.lan.peer_entries()?.into_iter().enumerate() {
+            match entry {
+                PeerEntry::Ticket(t) => mesh.join.push(t),
+                PeerEntry::Node(addr) => anyhow::bail!(
+                    "peers file: entry {} ({}) is a node address: `mesh serve` joins tickets \
+                     (`mesh status` prints one); node addresses are for `mesh discover` and \
+                     `mesh --auto`",
+                    i + 1,
+                    addr.id.fmt_short()
+                ),
+            }
+        }
+    }
     mesh.public = args.public;
     mesh.bind = args.mesh_bind;
     mesh.net = args.net.resolve()?;
+    args.lan.apply(&mut mesh.net);
     mesh.region = args.region.clone();
     if let Some(name) = &args.name {
         mesh.name = name.clone();
@@ -112,6 +129,7 @@ pub fn discovery_config(
         },
         net: mesh.net.clone(),
         publish,
+        local: args.lan.sources()?,
     })
 }
 

@@ -1,11 +1,13 @@
-//! Browsing: fetch offers from relays, score them, measure the round trip to the best few,
-//! score again. Shared by `mesh discover`, `GET /api/discover` and `mesh --auto`.
+//! Browsing: fetch offers from relays (and, at the same time, from the LAN and a peers file:
+//! `local`), score them, measure the round trip to the best few, score again. Shared by
+//! `mesh discover`, `GET /api/discover` and `mesh --auto`.
 
 use std::collections::HashMap;
 
 use nostr::{RelayUrl, ToBech32};
 use serde_json::{json, Value};
 
+use super::local::{self, LocalReport, LocalSources};
 use super::nostr_io::{self, FetchReport, Query};
 use super::offer::Offer;
 use super::probe;
@@ -19,6 +21,8 @@ pub struct Browse {
     pub ranked: Vec<Scored>,
     pub probes: HashMap<iroh::EndpointId, Probe>,
     pub now: u64,
+    /// What the LAN and the peers file gave (`None`: not asked).
+    pub local: Option<LocalReport>,
 }
 
 /// What to browse and how.
@@ -31,11 +35,23 @@ pub struct BrowseOptions {
     pub probe: bool,
     /// How the probes reach offers' nodes (relays, which addresses to dial).
     pub net: NetConfig,
+    /// Where to look besides the relays: the LAN (mDNS), a peers file's nodes.
+    pub local: LocalSources,
 }
 
 pub async fn browse(opts: &BrowseOptions) -> Browse {
     let now = opts.prefs.now;
-    let report = nostr_io::fetch_offers(&opts.relays, &opts.query, now).await;
+    let (report, local) = if opts.local.is_empty() {
+        let report = nostr_io::fetch_offers(&opts.relays, &opts.query, now).await;
+        (report, None)
+    } else {
+        let (mut report, found) = tokio::join!(
+            nostr_io::fetch_offers(&opts.relays, &opts.query, now),
+            local::fetch(&opts.local, &opts.net, &opts.query, now),
+        );
+        let local = local::merge(&mut report, found);
+        (report, Some(local))
+    };
     let mut probes = HashMap::new();
     let mut ranked = score::rank(&report.offers, &probes, &opts.prefs);
     if opts.probe {
@@ -52,6 +68,7 @@ pub async fn browse(opts: &BrowseOptions) -> Browse {
         ranked,
         probes,
         now,
+        local,
     }
 }
 
@@ -84,6 +101,7 @@ impl Browse {
             "offers": self.ranked.iter().map(|s| self.offer_json(s)).collect::<Vec<_>>(),
             "rejected": self.report.rejected,
             "relays": self.report.relays,
+            "local": self.local,
         })
     }
 

@@ -4,8 +4,9 @@
 //! `verify` (does gossip contradict a joined mesh's offer?), `untrusted` (publishers caught
 //! lying; its `load`/`record` read and write the file),
 //! `publish::summary` (the offer's figures) and `publish::schedule` (when to republish). IO
-//! pieces: `nostr_io` (talking to relays), `publish` (the publisher and its driver), `probe` (RTT
-//! over iroh), `browse` (fetch + score + probe). The Nostr relay server is `crate::relay`.
+//! pieces: `nostr_io` (talking to relays), `local` (offers from the LAN and `--peers`, over
+//! `mesh/offer/1`), `publish` (the publisher and its driver), `probe` (RTT over iroh), `browse`
+//! (fetch + score + probe). The Nostr relay server is `crate::relay`.
 //! [`Discovery`] is a node's handle on all of it. docs/PROTOCOL.md has the format.
 //!
 //! A domain module: it imports `mesh` (offers describe a mesh and bind its node key) and
@@ -14,6 +15,7 @@
 
 pub mod browse;
 pub mod demand;
+pub mod local;
 pub mod nostr_io;
 pub mod offer;
 pub mod probe;
@@ -44,6 +46,8 @@ pub struct DiscoveryConfig {
     pub net: crate::mesh::NetConfig,
     /// Publish as soon as the node is up (`mesh serve --publish`).
     pub publish: bool,
+    /// Where to look for offers besides the relays (`--lan`, `--peers FILE`).
+    pub local: local::LocalSources,
 }
 
 /// A node's discovery side: its relays and key, and its publisher while it publishes.
@@ -111,6 +115,7 @@ impl Discovery {
             prefs,
             probe,
             net: self.cfg.net.clone(),
+            local: self.cfg.local.clone(),
         })
         .await
     }

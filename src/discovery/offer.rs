@@ -159,6 +159,9 @@ pub enum Reject {
     BadTicket(String),
     #[error("implausible: {0}")]
     Implausible(String),
+    /// Handed out over `mesh/offer/1` by a node it is not bound to.
+    #[error("bound to another node than the one that handed it out")]
+    OtherNode,
 }
 
 impl Reject {
@@ -179,6 +182,7 @@ impl Reject {
             Reject::BadBinding => "bad_binding",
             Reject::BadTicket(_) => "bad_ticket",
             Reject::Implausible(_) => "implausible",
+            Reject::OtherNode => "other_node",
         }
     }
 }

@@ -128,6 +128,12 @@ pub struct NetConfig {
     pub advertise_lan: bool,
     /// Dial relay URLs others name even when they are not in this node's relay list.
     pub allow_any_relay: bool,
+    /// `--lan` (mDNS: advertise this node, find others on the LAN) or `--peers FILE`: nodes on
+    /// this LAN are meant, so LAN addresses are dialled in public meshes too. Does not change
+    /// what this node tells (that is `advertise_lan`).
+    pub lan: bool,
+    /// Advertise this node with mDNS (`--lan`).
+    pub mdns: bool,
 }
 
 impl NetConfig {
@@ -156,7 +162,7 @@ impl NetConfig {
             RelayPolicy::Known(self.relays.urls().into_iter().collect())
         };
         AddrPolicy {
-            lan: !public || self.advertise_lan,
+            lan: !public || self.advertise_lan || self.lan,
             relays,
         }
     }

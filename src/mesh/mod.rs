@@ -1,7 +1,8 @@
 //! The mesh: nodes that act as one. An iroh endpoint (identity, QUIC, hole punching, relays),
-//! four protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
-//! (`mesh/http/1`) and ping (`mesh/ping/1`, open to all, for discovery's RTT probe) — and the
-//! peer table that requests are routed by.
+//! five protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
+//! (`mesh/http/1`), ping (`mesh/ping/1`, open to all, for discovery's RTT probe) and offer
+//! (`mesh/offer/1`, open to all: the signed offer discovery gives it, for LAN discovery) — and
+//! the peer table that requests are routed by.
 //!
 //! - [`proto`]: wire formats and handshakes, sans IO (tickets, admission, announcements).
 //! - [`state`]: the peer table and replica choice, plain data with timers passed in.
@@ -47,6 +48,7 @@ pub use view::{MeshEvent, PeerView};
 
 use net::admit::{self, Admission};
 use net::gate::{self, Gate};
+use net::offer::{OfferServer, OfferSlot};
 use net::tunnel::{self, Tunnel};
 use net::tunnel_server::TunnelServer;
 use net::{endpoint, membership, ping};
@@ -121,6 +123,8 @@ pub(crate) struct Shared {
     /// Which addresses others tell of themselves this node dials.
     dial: AddrPolicy,
     relays_configured: bool,
+    /// The offer `mesh/offer/1` hands out (set by discovery's publisher).
+    offer: OfferSlot,
 }
 
 impl Shared {
@@ -234,7 +238,8 @@ impl Mesh {
                 ..Default::default()
             })
             .spawn(endpoint.clone());
-        let router = protocols(&endpoint, keys, &gate, &gossip, tunnel_app);
+        let offer = OfferSlot::default();
+        let router = protocols(&endpoint, keys, &gate, &gossip, tunnel_app, &offer);
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
         let (sender, receiver) = match joined {
             Ok(topic) => topic,
@@ -271,6 +276,7 @@ impl Mesh {
             tell,
             dial,
             relays_configured: !cfg.net.relays.urls().is_empty(),
+            offer,
         });
         let membership = tokio::spawn(membership::run(
             shared.clone(),
@@ -450,6 +456,12 @@ impl Mesh {
         self.shared.roster.subscribe()
     }
 
+    /// The offer `mesh/offer/1` hands to whoever asks from now on (the signed Nostr event's
+    /// JSON, which discovery's publisher makes); `None`: none.
+    pub fn serve_offer(&self, offer: Option<String>) {
+        self.shared.offer.set(offer);
+    }
+
     /// Joins more members of this mesh by ticket (`POST /api/join`).
     pub async fn join(&self, ticket: &Ticket) -> Result<usize, MeshError> {
         if ticket.mesh_id != self.shared.keys.mesh_id || ticket.secret != self.shared.keys.secret {
@@ -516,13 +528,14 @@ fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
     }
 }
 
-/// The four protocols on iroh's router, one ALPN each.
+/// The five protocols on iroh's router, one ALPN each.
 fn protocols(
     endpoint: &Endpoint,
     keys: MeshKeys,
     gate: &Gate,
     gossip: &Gossip,
     tunnel_app: axum::Router,
+    offer: &OfferSlot,
 ) -> Router {
     let admission = Admission {
         keys,
@@ -534,6 +547,12 @@ fn protocols(
         .accept(iroh_gossip::ALPN, gossip.clone())
         .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
         .accept(ping::ALPN, ping::PingServer)
+        .accept(
+            net::offer::ALPN,
+            OfferServer {
+                slot: offer.clone(),
+            },
+        )
         .spawn()
 }
 

@@ -13,6 +13,7 @@ mod cli;
 mod discovery;
 mod errors;
 mod hostile_relay;
+mod lan;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_flood;

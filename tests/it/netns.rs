@@ -173,7 +173,7 @@ fn first_token(ns: &str, base: String, within: Duration) -> Result<(String, Inst
 }
 
 /// [`first_token`]'s text.
-fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
+pub(crate) fn first_answer(ns: &str, base: String, within: Duration) -> Result<String, String> {
     first_token(ns, base, within).map(|(text, _)| text)
 }
 

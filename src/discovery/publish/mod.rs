@@ -1,7 +1,8 @@
 //! Publishing this node's mesh offer: signs the mesh's current state as an offer every
 //! [`REPUBLISH`] (expiring after [`OFFER_TTL`]) and as soon as the mesh changes shape, sends it
 //! to every relay, retries with backoff when relays fail (never stopping the node), and on stop
-//! publishes a NIP-09 deletion.
+//! publishes a NIP-09 deletion. Each signed offer is also handed to the mesh, which serves it
+//! over `mesh/offer/1` (LAN and `--peers` discovery) until publishing stops.
 //!
 //! - [`summary`]: what the offer says about the mesh (pure sums, the offer's shape).
 //! - [`schedule`]: when to publish, a sans-IO state machine.
@@ -124,6 +125,7 @@ impl Publisher {
     /// offer that the dropped round may still have delivered.
     pub async fn stop(&self) -> Vec<RelayReport> {
         self.cancel.cancel();
+        self.mesh.serve_offer(None);
         let task = self.task.lock().ok().and_then(|mut t| t.take());
         if let Some(task) = task {
             task.abort();
@@ -242,6 +244,9 @@ async fn round(
             return Outcome::NotSigned;
         }
     };
+    // Handed out directly too (`mesh/offer/1`: LAN and `--peers` discovery), whatever the
+    // relays say.
+    mesh.serve_offer(Some(nostr::JsonUtil::as_json(&event)));
     let reports = nostr_io::publish(&settings.relays, &event).await;
     let ok = reports.iter().filter(|r| r.ok).count();
     for r in reports.iter().filter(|r| !r.ok) {

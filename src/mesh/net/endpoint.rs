@@ -17,6 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::gate::GateHooks;
+use super::lan;
 use crate::mesh::{MeshConfig, MeshError, NetConfig};
 
 /// How long after start an unreachable relay list is worth one warning.
@@ -52,7 +53,7 @@ pub fn relay_ca(path: &std::path::Path) -> Result<CaTlsConfig, String> {
     Ok(CaTlsConfig::embedded().with_extra_roots(certs))
 }
 
-/// Binds the node's endpoint `cfg` describes.
+/// Binds the node's endpoint `cfg` describes (advertised on the LAN by mDNS with `--lan`).
 pub async fn bind(
     cfg: &MeshConfig,
     hooks: GateHooks,
@@ -62,6 +63,10 @@ pub async fn bind(
     let mut builder = builder(&cfg.net, cfg.secret_key.clone())
         .hooks(hooks)
         .address_lookup(lookup);
+    if cfg.net.mdns {
+        // Advertise this node on the LAN and resolve other members there (`--lan`).
+        builder = builder.address_lookup(lan::lookup(true));
+    }
     if cfg.relay_only {
         builder = builder.clear_ip_transports();
     } else if let Some(addr) = cfg.bind {

@@ -2,8 +2,8 @@
 //! have not proven membership (see `admission`). Protocols behind it (gossip, HTTP tunnel) need
 //! no knowledge of secrets.
 //!
-//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1` and
-//!   `mesh/ping/1` is closed with code 403 unless its endpoint id is admitted.
+//! - Incoming: after the TLS handshake, a connection on any ALPN other than `mesh/admit/1`,
+//!   `mesh/ping/1` and `mesh/offer/1` is closed with code 403 unless its endpoint id is admitted.
 //! - Outgoing: before connecting to a node that is not admitted yet, run the admission handshake
 //!   with it (through the admitter task, which owns the endpoint: hooks must not hold one).
 //! - Banned nodes (they flooded gossip, see `state::flood`): every connection to or from them
@@ -25,7 +25,7 @@ use iroh::endpoint::{
 use iroh::{EndpointAddr, EndpointId};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ping;
+use super::{offer, ping};
 use crate::mesh::proto::admission;
 use crate::mesh::state::flood::MAX_BANNED;
 use crate::mesh::state::peers::MAX_PEERS;
@@ -152,6 +152,11 @@ impl Gate {
     }
 }
 
+/// Protocols open to nodes outside the mesh: admission itself, discovery's ping, the offer.
+fn is_open(alpn: &[u8]) -> bool {
+    alpn == admission::ALPN || alpn == ping::ALPN || alpn == offer::ALPN
+}
+
 /// A node to admit before connecting to it, and where to say whether that worked.
 pub type AdmitRequest = (EndpointAddr, oneshot::Sender<bool>);
 
@@ -178,7 +183,7 @@ impl EndpointHooks for GateHooks {
         if self.gate.is_banned(&remote.id) && alpn != ping::ALPN {
             return BeforeConnectOutcome::Reject;
         }
-        if alpn == admission::ALPN || alpn == ping::ALPN || self.gate.is_admitted(&remote.id) {
+        if is_open(alpn) || self.gate.is_admitted(&remote.id) {
             return BeforeConnectOutcome::Accept;
         }
         let (tx, rx) = oneshot::channel();
@@ -192,7 +197,7 @@ impl EndpointHooks for GateHooks {
     }
 
     async fn after_handshake<'a>(&'a self, conn: &'a Connection) -> AfterHandshakeOutcome {
-        let open = conn.alpn() == admission::ALPN || conn.alpn() == ping::ALPN;
+        let open = is_open(conn.alpn());
         if self.gate.is_banned(&conn.remote_id()) && conn.alpn() != ping::ALPN {
             tracing::debug!(peer = %conn.remote_id().fmt_short(), "closing connection of a banned node");
             AfterHandshakeOutcome::Reject {

@@ -7,12 +7,16 @@
 //! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams (the calling side).
 //! - [`tunnel_server`]: the serving side of `mesh/http/1`.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
+//! - [`offer`]: `mesh/offer/1`, the mesh's signed offer handed out directly (LAN, `--peers`).
+//! - [`lan`]: `--lan`, mDNS: advertising this node and finding others on the LAN.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
 pub mod endpoint;
 pub mod gate;
+pub mod lan;
 pub(crate) mod membership;
+pub mod offer;
 pub mod ping;
 pub mod report;
 pub mod tunnel;

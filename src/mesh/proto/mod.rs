@@ -3,8 +3,10 @@
 //! - [`ticket`]: `mesh1…` join tickets (text format).
 //! - [`admission`]: `mesh/admit/1`, the HMAC challenge-response that gates every other protocol.
 //! - [`announce`]: signed gossip messages (announcements, leaves) and their limits.
+//! - [`peers`]: `--peers FILE`, a static list of tickets and node addresses.
 
 pub mod addrs;
 pub mod admission;
 pub mod announce;
+pub mod peers;
 pub mod ticket;

@@ -251,6 +251,45 @@ impl Lab {
         })
     }
 
+    /// A host on the lab's LAN segment with no way out (for `--lan`): a node namespace on the
+    /// bridge with a 198.18.0.N/24 address, no default route (no internet; the relay host's
+    /// 198.51.100/24 is unreachable from it) and a route for multicast, so that mDNS between two
+    /// such sites works. `nat` is `Public` (no router in between).
+    pub fn add_lan_site(&mut self) -> Result<Site, String> {
+        self.sites += 1;
+        let n = self.sites;
+        let ip = format!("198.18.0.{}", 10 + n);
+        let node = self.add_ns(&format!("s{n}"))?;
+        self.wire(&node, "eth0", &format!("h{n}"))?;
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        run(&["ip", "-n", &node, "link", "set", "eth0", "multicast", "on"])?;
+        run(&[
+            "ip",
+            "-n",
+            &node,
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "eth0",
+        ])?;
+        Ok(Site {
+            ns: node,
+            nat: Nat::Public,
+            ip: ip.clone(),
+            public_ip: ip,
+        })
+    }
+
     /// A namespace that reaches nothing at all (for "no internet").
     pub fn add_isolated(&mut self) -> Result<String, String> {
         self.sites += 1;

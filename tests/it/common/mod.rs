@@ -514,6 +514,7 @@ pub fn discovery(
         },
         net: mesh::mesh::NetConfig::offline(),
         publish,
+        local: Default::default(),
     }
 }
 
