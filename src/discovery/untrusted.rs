@@ -83,7 +83,7 @@ impl Untrusted {
     /// Keeps the [`MAX_ENTRIES`] entries that last longest.
     fn bound(&mut self) {
         if self.entries.len() > MAX_ENTRIES {
-            self.entries.sort_by(|a, b| b.until.cmp(&a.until));
+            self.entries.sort_by_key(|e| std::cmp::Reverse(e.until));
             self.entries.truncate(MAX_ENTRIES);
         }
     }

@@ -108,7 +108,7 @@ async fn a_replica_that_never_answers_costs_one_request_a_few_seconds_then_none(
     let silent = hostile(
         a.ticket(),
         MODEL,
-        counting(&hits, || std::future::pending::<StatusCode>()),
+        counting(&hits, std::future::pending::<StatusCode>),
     )
     .await;
     sees(&a, &[honest.node_id(), silent.node_id().to_string()], MODEL).await;
