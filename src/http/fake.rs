@@ -71,6 +71,14 @@ impl Scripted {
         self
     }
 
+    /// Sets the slots and the waiting room (per origin) it announces, as `--parallel` and
+    /// `--queue` do for the engine.
+    pub fn capacity(mut self, parallel: u32, queue: usize) -> Self {
+        self.info.parallel = parallel;
+        self.info.queue_capacity = queue;
+        self
+    }
+
     /// Ends the oldest stalled request ([`Script::Stall`]) with `Done`; false when none is held.
     pub fn finish_oldest(&self) -> bool {
         let Some(tx) = self

@@ -106,7 +106,7 @@ async fn honest_relay() -> (MeshProcess, RelayUrl, MeshId, tempfile::TempDir) {
     let node = iroh::SecretKey::generate();
     let content = offer::sample_content("SmolLM2-135M-Instruct-Q4_1");
     let event =
-        offer::build_event(&Keys::generate(), &node, mesh_id, content, now(), 3600).expect("signs");
+        offer::build_event(&Keys::generate(), &node, mesh_id, content, now(), 300).expect("signs");
     let reports = nostr_io::publish(std::slice::from_ref(&url), &event).await;
     assert!(reports[0].ok, "{reports:?}");
     (relay, url, mesh_id, home)

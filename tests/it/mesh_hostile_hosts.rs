@@ -69,7 +69,10 @@ fn text_of(v: &Value) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_answering_500_at_once_gets_under_5_percent_of_50_concurrent_requests() {
     let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
-    let honest = start_mesh_fake(fake(), mesh_config(vec![a.ticket()]))
+    // An honest replica with room for all 50 from one peer (as `mesh serve`'s default queue
+    // of 64 has): only the hostile one may fail.
+    let roomy = Arc::new(Scripted::new(MODEL).capacity(2, 64));
+    let honest = start_mesh_fake(roomy, mesh_config(vec![a.ticket()]))
         .await
         .unwrap();
     let hits = Arc::new(AtomicUsize::new(0));

@@ -65,7 +65,7 @@ fn content(name: &str) -> OfferContent {
 
 fn offer_event(keys: &Keys, mesh_id: MeshId, name: &str) -> Event {
     let node_key = iroh::SecretKey::generate();
-    offer::build_event(keys, &node_key, mesh_id, content(name), now(), 3600).expect("signs")
+    offer::build_event(keys, &node_key, mesh_id, content(name), now(), 300).expect("signs")
 }
 
 async fn publish(url: &RelayUrl, event: &Event) -> Result<(), String> {

@@ -72,7 +72,8 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
                 total: info.parallel,
             },
             queue: Queue {
-                length: stats.queue_len,
+                // Requests waiting for a slot in turn (`http::slots`) count as queued too.
+                length: stats.queue_len + state.local.slots().map_or(0, |s| s.waiting()),
                 capacity: info.queue_capacity,
             },
             requests_served: stats.requests_served,

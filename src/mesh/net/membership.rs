@@ -31,6 +31,8 @@ pub(crate) async fn run(
     let timers = shared.timers;
     let mut heartbeat = tokio::time::interval(timers.heartbeat);
     let mut sweep = tokio::time::interval(timers.sweep);
+    // When the subscription ends, the timers go on: peers must still expire and tables be pruned.
+    let mut gossip_open = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -51,7 +53,7 @@ pub(crate) async fn run(
                 publish(&shared, changes);
                 prune(&shared);
             }
-            event = receiver.next() => match event {
+            event = receiver.next(), if gossip_open => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
                 Some(Ok(GossipEvent::NeighborUp(id))) => {
                     tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up");
@@ -62,10 +64,13 @@ pub(crate) async fn run(
                 Some(Ok(GossipEvent::NeighborDown(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down"),
                 Some(Ok(GossipEvent::Lagged)) => tracing::warn!("gossip receiver lagged; some announcements were lost"),
                 Some(Err(e)) => {
-                    tracing::error!("gossip subscription failed: {e}");
-                    return;
+                    tracing::error!("gossip subscription failed: {e}; peers will expire");
+                    gossip_open = false;
                 }
-                None => return,
+                None => {
+                    tracing::warn!("gossip subscription ended; peers will expire");
+                    gossip_open = false;
+                }
             },
         }
     }
