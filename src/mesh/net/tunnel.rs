@@ -35,6 +35,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// `http::openai::stream::KEEP_ALIVE` (5 s) while a prompt is processed, so a body silent for
 /// three of them has stalled.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Streams this node keeps open to one peer at once: the serving side refuses more
+/// (`tunnel_server::MAX_STREAMS_PER_PEER`), so further requests wait here for a free one (within
+/// [`OPEN_TIMEOUT`]) instead of being refused there.
+pub const MAX_STREAMS_TO_PEER: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -64,6 +68,8 @@ pub struct Tunnel {
     conns: Arc<Mutex<HashMap<EndpointId, Connection>>>,
     /// Peers whose connection broke or could not be made, and since when.
     down: Arc<Mutex<HashMap<EndpointId, Instant>>>,
+    /// Open streams per peer, at most [`MAX_STREAMS_TO_PEER`] each.
+    streams: Arc<Mutex<HashMap<EndpointId, Arc<tokio::sync::Semaphore>>>>,
 }
 
 impl Tunnel {
@@ -73,6 +79,7 @@ impl Tunnel {
             gate,
             conns: Arc::default(),
             down: Arc::default(),
+            streams: Arc::default(),
         }
     }
 
@@ -87,6 +94,9 @@ impl Tunnel {
 
     /// Closes and forgets the connection to `peer` (it left): its in-flight requests fail.
     pub fn forget(&self, peer: &EndpointId) {
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.remove(peer);
+        }
         let conn = self.conns.lock().ok().and_then(|mut c| c.remove(peer));
         if let Some(conn) = conn {
             conn.close(0u8.into(), b"peer left the mesh");
@@ -207,17 +217,30 @@ impl Tunnel {
             what,
             after,
         };
+        let streams = self
+            .streams
+            .lock()
+            .map(|mut s| {
+                s.entry(peer)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS_TO_PEER)))
+                    .clone()
+            })
+            .map_err(|e| broke(&e))?;
         let open = async {
+            let permit = streams.acquire_owned().await.map_err(|e| broke(&e))?;
             let (send, recv) = conn.open_bi().await.map_err(|e| broke(&e))?;
             let io = TokioIo::new(tokio::io::join(recv, send));
             hyper::client::conn::http1::handshake(io)
                 .await
+                .map(|opened| (opened, permit))
                 .map_err(|e| broke(&e))
         };
-        let (mut sender, driver) = tokio::time::timeout(OPEN_TIMEOUT, open)
+        let ((mut sender, driver), permit) = tokio::time::timeout(OPEN_TIMEOUT, open)
             .await
             .map_err(|_| late("open a stream", OPEN_TIMEOUT))??;
+        // The stream counts against the peer's limit as long as its HTTP exchange lives.
         let driver = tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = driver.await {
                 tracing::debug!("tunnel stream closed: {e}");
             }
