@@ -307,9 +307,13 @@ async fn with_a_peer_flooding_the_queue_a_local_request_gets_the_next_slot_but_o
         .unwrap()
         .unwrap();
     assert_eq!(status, 200);
-    assert_eq!(slots.waiting(), 3, "three flood requests still wait");
-    assert!(
-        heads.try_recv().is_err(),
-        "no other flood request got a slot"
+    // The local answer is instant: its freed slot may already have gone to the next flood
+    // request (then one more head arrived), but to no other.
+    let more_heads = std::iter::from_fn(|| heads.try_recv().ok()).count();
+    assert_eq!(
+        slots.waiting() + more_heads,
+        3,
+        "three flood requests still wait, or one of them took the local request's slot"
     );
+    assert!(more_heads <= 1, "{more_heads} flood requests got a slot");
 }
