@@ -52,20 +52,13 @@ async fn discover_and_auto_find_a_mesh_on_the_lan_with_no_nostr_relay_and_no_int
     // the Nostr relay is a closed port: only the LAN is left.
     let relays = ["https://198.51.100.10".to_string()];
     let nostr = "ws://127.0.0.1:9";
-    let mut cmd = lab.mesh(&a.ns, "lan-a", &relays);
-    cmd.args(["serve", "--model"])
-        .arg(model_path())
-        .args([
-            "--ephemeral",
-            "--ctx",
-            "512",
-            "--parallel",
-            "2",
-            "--threads",
-            "1",
-        ])
-        .args(["--public", "--publish", "--lan", "--relay", nostr]);
-    let host = MeshProcess::start_async(cmd).await;
+    let host = crate::netns::serve(
+        &lab,
+        &a,
+        &relays,
+        &["--public", "--publish", "--lan", "--relay", nostr],
+    )
+    .await;
     let host_id = host.value("node id");
 
     // The host's first offer is signed a moment after its banner: ask again for a while.

@@ -30,7 +30,12 @@ fn lab() -> Option<(Lab, Vec<String>)> {
 }
 
 /// A node serving the test model at `site` (in a public or private mesh).
-async fn serve(lab: &Lab, site: &Site, relays: &[String], extra: &[&str]) -> MeshProcess {
+pub(crate) async fn serve(
+    lab: &Lab,
+    site: &Site,
+    relays: &[String],
+    extra: &[&str],
+) -> MeshProcess {
     let mut cmd = lab.mesh(&site.ns, &format!("a-{}", site.ns), relays);
     cmd.args(["serve", "--model"])
         .arg(model_path())
@@ -273,6 +278,25 @@ async fn pair(
     (pairing, b_proc)
 }
 
+/// A site of each NAT kind with a node serving the model, and a second empty site of each kind
+/// for the clients (the same order: public, full cone, port-restricted, symmetric).
+async fn every_kind(lab: &mut Lab, relays: &[String]) -> (Vec<(Site, MeshProcess)>, Vec<Site>) {
+    let kinds = [
+        Nat::Public,
+        Nat::FullCone,
+        Nat::PortRestricted,
+        Nat::Symmetric,
+    ];
+    let (mut servers, mut guests) = (Vec::new(), Vec::new());
+    for nat in kinds {
+        let host = lab.add_site(nat).unwrap();
+        guests.push(lab.add_site(nat).unwrap());
+        let node = serve(lab, &host, relays, &[]).await;
+        servers.push((host, node));
+    }
+    (servers, guests)
+}
+
 /// How long a pairing may take to go direct in the test: a correctness deadline for a loaded
 /// 2-core machine (`just bench-net` reports the path after 10 s).
 const SETTLE: Duration = Duration::from_secs(30);
@@ -282,23 +306,7 @@ async fn every_nat_pairing_connects_and_goes_direct_where_hole_punching_can_work
     let Some((mut lab, relays)) = lab() else {
         return;
     };
-    let kinds = [
-        Nat::Public,
-        Nat::FullCone,
-        Nat::PortRestricted,
-        Nat::Symmetric,
-    ];
-    let mut hosts = Vec::new();
-    let mut guests = Vec::new();
-    for nat in kinds {
-        hosts.push(lab.add_site(nat).unwrap());
-        guests.push(lab.add_site(nat).unwrap());
-    }
-    let mut servers = Vec::new();
-    for site in hosts {
-        let p = serve(&lab, &site, &relays, &[]).await;
-        servers.push((site, p));
-    }
+    let (servers, guests) = every_kind(&mut lab, &relays).await;
     let mut results = Vec::new();
     for (i, a) in servers.iter().enumerate() {
         for b in &guests[i..] {
@@ -508,22 +516,7 @@ async fn bench_net() {
     let Some((mut lab, relays)) = lab() else {
         return;
     };
-    let kinds = [
-        Nat::Public,
-        Nat::FullCone,
-        Nat::PortRestricted,
-        Nat::Symmetric,
-    ];
-    let (mut hosts, mut guests) = (Vec::new(), Vec::new());
-    for nat in kinds {
-        hosts.push(lab.add_site(nat).unwrap());
-        guests.push(lab.add_site(nat).unwrap());
-    }
-    let mut servers = Vec::new();
-    for site in hosts {
-        let p = serve(&lab, &site, &relays, &[]).await;
-        servers.push((site, p));
-    }
+    let (servers, guests) = every_kind(&mut lab, &relays).await;
     println!("| A | B | first token (s) | path after 10 s | tok/s via B | tok/s on A | ratio |");
     println!("|---|---|---|---|---|---|---|");
     for (i, a) in servers.iter().enumerate() {
