@@ -457,10 +457,16 @@ async fn an_offer_published_behind_one_nat_is_joined_by_auto_behind_another() {
 
 /// `mesh network --json` run at `ns`, and how long it took.
 fn network(lab: &Lab, ns: &str, relays: &[String]) -> (Value, f64) {
+    network_with(lab, ns, relays, &[])
+}
+
+/// [`network`] with more flags.
+fn network_with(lab: &Lab, ns: &str, relays: &[String], extra: &[&str]) -> (Value, f64) {
     let started = Instant::now();
     let out = lab
         .mesh(ns, "net", relays)
         .args(["network", "--json"])
+        .args(extra)
         .env(
             "RUST_LOG",
             std::env::var("LAB_LOG").unwrap_or_else(|_| "warn".into()),
@@ -506,6 +512,43 @@ async fn mesh_network_tells_public_nat_symmetric_and_offline_apart() {
     let (o, took) = network(&lab, &offline, &relays);
     assert_eq!(o["verdict"]["kind"], "offline", "{o}");
     assert!(took < 10.0, "took {took:.1} s");
+}
+
+/// `--portmap` asks the home router for a port mapping (here UPnP, answered on the LAN with
+/// real nftables rules: tests/it/upnp_igd.py). Behind a symmetric NAT — relay only
+/// without it (the test above, and the pairing test) — `mesh network` then says the node is
+/// reachable from anyone, and a stranger behind another symmetric NAT reaches it directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portmap_makes_a_node_behind_a_symmetric_nat_reachable_directly() {
+    let Some((mut lab, relays)) = lab() else {
+        return;
+    };
+    let home = lab.add_site(Nat::Symmetric).unwrap();
+    let guest = lab.add_site(Nat::Symmetric).unwrap();
+    let log = lab.start_upnp(&home).unwrap();
+
+    let (n, _) = network_with(&lab, &home.ns, &relays, &["--portmap"]);
+    let router_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(n["portmap"], "mapped", "{n}\nrouter: {router_log}");
+    assert_eq!(n["verdict"]["kind"], "direct_from_anyone", "{n}");
+
+    let node = serve(&lab, &home, &relays, &["--portmap"]).await;
+    let (ticket, id) = (node.value("ticket"), node.value("node id"));
+    let started = Instant::now();
+    let _guest = MeshProcess::spawn(client_cmd(&lab, &guest, &relays, &["--join", &ticket]));
+    first_token(&guest.ns, CLIENT_BASE.into(), Duration::from_secs(30))
+        .expect("an answer through the mapped port");
+    let mut path = String::from("none");
+    while started.elapsed() < SETTLE && path != "direct" {
+        path = connection(&guest.ns, CLIENT_API, &id).unwrap_or_else(|| "none".into());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(path, "direct", "symmetric <- symmetric with a port mapping");
+    let mapped = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        mapped.contains(&format!("mapped udp {}:", home.ip)),
+        "the router was never asked: {mapped}"
+    );
 }
 
 /// `just bench-net`: every pairing's time to a first answer, path after 10 s, and streaming

@@ -57,6 +57,8 @@ pub struct Lab {
     prefix: String,
     namespaces: Vec<String>,
     children: Vec<Child>,
+    /// Other services of the lab (a router's UPnP gateway), killed with the lab.
+    daemons: Vec<Child>,
     pub dir: tempfile::TempDir,
     sites: u8,
 }
@@ -82,6 +84,7 @@ impl Lab {
             prefix: format!("mt{}x{n}", std::process::id()),
             namespaces: Vec::new(),
             children: Vec::new(),
+            daemons: Vec::new(),
             dir: tempfile::Builder::new()
                 .prefix("mesh-lab-")
                 .tempdir()
@@ -249,6 +252,47 @@ impl Lab {
             ip,
             public_ip,
         })
+    }
+
+    /// Starts the UPnP gateway of `site`'s home router (tests/it/upnp_igd.py: SSDP and SOAP on
+    /// the LAN, ports mapped with real nftables rules); returns the log it writes, one
+    /// `mapped …` line per mapping. `Err` for a public site (it has no router).
+    pub fn start_upnp(&mut self, site: &Site) -> Result<PathBuf, String> {
+        let n = site
+            .ip
+            .strip_prefix("198.18.")
+            .and_then(|rest| rest.split('.').next())
+            .filter(|_| site.nat != Nat::Public)
+            .ok_or_else(|| format!("{} has no router", site.ns))?;
+        let router = self.ns_name(&format!("r{n}"));
+        let log = self.dir.path().join(format!("upnp-{n}.log"));
+        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/upnp_igd.py");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &router, "python3", script])
+            .args([
+                "--lan-ip",
+                &format!("198.18.{n}.1"),
+                "--wan-ip",
+                &site.public_ip,
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start the UPnP gateway: {e}"))?;
+        self.daemons.push(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("listening") {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the UPnP gateway did not start: {text}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// A host on the lab's LAN segment with no way out (for `--lan`): a node namespace on the
@@ -424,6 +468,10 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.stop_relays();
+        for c in &mut self.daemons {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for ns in self.namespaces.iter().rev() {
             kill_in(ns);
             let _ = Command::new("ip")
