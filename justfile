@@ -2,6 +2,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export MESH_TEST_MODEL := env_var_or_default("MESH_TEST_MODEL", env_var_or_default("MESH_TEST_CACHE", env_var("HOME") + "/.cache/mesh-test") + "/SmolLM2-135M-Instruct.Q4_1.gguf")
+export MESH_TEST_MODEL2 := env_var_or_default("MESH_TEST_MODEL2", env_var_or_default("MESH_TEST_CACHE", env_var("HOME") + "/.cache/mesh-test") + "/gemma-3-270m-q4_k_m.gguf")
 
 # Install build tools, test tools and the test model (fresh machine).
 setup:

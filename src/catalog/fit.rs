@@ -1,6 +1,7 @@
 //! Memory fit, as plain arithmetic: what a model needs (weights + f16 KV cache for a context +
-//! overhead) against the room there is, and which context size to run with. No probing here;
-//! [`super::memory`] measures the room.
+//! overhead) against the room there is, and which context size to run with — for one model
+//! ([`plan_context`]) or several served side by side ([`plan_contexts`]: the sum must fit).
+//! No probing here; [`super::memory`] measures the room.
 
 use super::data::CatalogEntry;
 
@@ -107,6 +108,21 @@ pub enum FitError {
         room: u64,
         max_ctx: Option<u32>,
     },
+    #[error(
+        "model {index} of {count} does not fit next to the others, which take {} of the {} available: {cause}",
+        human_bytes(*others),
+        human_bytes(*room)
+    )]
+    Together {
+        /// 1-based position of the model that does not fit.
+        index: usize,
+        count: usize,
+        /// Bytes the other models take (the ones before at their planned context, the ones
+        /// after at their smallest).
+        others: u64,
+        room: u64,
+        cause: Box<FitError>,
+    },
 }
 
 /// The largest context per sequence (multiple of 256) whose KV cache fits next to the weights.
@@ -161,6 +177,50 @@ pub fn plan_context(
             }
         }
     }
+}
+
+/// Contexts for several models served side by side, in order: the sum of their needs must fit
+/// in `available_bytes`. Each model is planned as [`plan_context`] plans one, in the room left
+/// by the others: those before it at the context they were given, those after it at the least
+/// they would run with (`requested_ctx`, else [`MIN_CTX`] or their smaller default). So the
+/// first models keep their default context while there is room, and a later model that does
+/// not fit is refused naming the room the others take.
+pub fn plan_contexts(
+    needs: &[ModelMemory],
+    requested_ctx: Option<u32>,
+    parallel: u32,
+    available_bytes: u64,
+) -> Result<Vec<u32>, FitError> {
+    let parallel = parallel.max(1);
+    let least = |m: &ModelMemory| {
+        let ctx = requested_ctx.unwrap_or_else(|| MIN_CTX.min(m.default_ctx()));
+        m.need_bytes(ctx, parallel)
+    };
+    let mut planned: Vec<u32> = Vec::with_capacity(needs.len());
+    let mut before = 0u64;
+    for (i, m) in needs.iter().enumerate() {
+        let after = needs[i + 1..]
+            .iter()
+            .fold(0u64, |sum, later| sum.saturating_add(least(later)));
+        let others = before.saturating_add(after);
+        let room = available_bytes.saturating_sub(others);
+        let ctx = plan_context(m, requested_ctx, parallel, room).map_err(|e| {
+            if needs.len() == 1 {
+                e
+            } else {
+                FitError::Together {
+                    index: i + 1,
+                    count: needs.len(),
+                    others,
+                    room: available_bytes,
+                    cause: Box::new(e),
+                }
+            }
+        })?;
+        before = before.saturating_add(m.need_bytes(ctx, parallel));
+        planned.push(ctx);
+    }
+    Ok(planned)
 }
 
 /// `1.5 GiB`, `300.0 MiB`, `512 B`.
@@ -255,6 +315,76 @@ mod tests {
     fn guess_is_above_known_shapes() {
         assert!(guess_kv_bytes_per_token(8_190_000_000) >= kv_bytes_per_token(36, 8, 128, 128) / 2);
         assert!(guess_kv_bytes_per_token(1_000_000) > 0);
+    }
+
+    fn small(weights_bytes: u64) -> ModelMemory {
+        ModelMemory {
+            weights_bytes,
+            kv_bytes_per_token: kv_bytes_per_token(30, 3, 64, 64),
+            train_ctx: 8192,
+        }
+    }
+
+    #[test]
+    fn several_models_that_fit_alone_are_refused_when_their_sum_does_not() {
+        let (a, b) = (small(3 * GIB), small(3 * GIB));
+        let room = a.need_bytes(4096, 4) + GIB;
+        assert_eq!(plan_context(&a, None, 4, room), Ok(4096));
+        assert_eq!(plan_context(&b, None, 4, room), Ok(4096));
+        let err = plan_contexts(&[a, b], None, 4, room).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FitError::Together {
+                    index: 1,
+                    count: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The first model is refused: the room left after the second's smallest need.
+        let msg = err.to_string();
+        assert!(
+            msg.contains("model 1 of 2 does not fit next to the others"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&human_bytes(b.need_bytes(MIN_CTX, 4))),
+            "{msg}"
+        );
+        assert!(msg.contains(&human_bytes(room)), "{msg}");
+    }
+
+    #[test]
+    fn several_models_that_fit_together_share_the_room() {
+        let (a, b) = (small(GIB), small(2 * GIB));
+        // Room for both at the default context.
+        let room = a.need_bytes(4096, 4) + b.need_bytes(4096, 4);
+        assert_eq!(plan_contexts(&[a, b], None, 4, room), Ok(vec![4096, 4096]));
+        // Less room: the first keeps what leaves the second its minimum, and the sum fits.
+        let room = a.need_bytes(4096, 4) + b.need_bytes(MIN_CTX, 4) - 1;
+        let ctxs = plan_contexts(&[a, b], None, 4, room).unwrap();
+        assert!(ctxs[0] < 4096 && ctxs[1] >= MIN_CTX, "{ctxs:?}");
+        assert!(a.need_bytes(ctxs[0], 4) + b.need_bytes(ctxs[1], 4) <= room);
+        // An explicit --ctx holds for every model, or the plan is refused.
+        let room = a.need_bytes(2048, 1) + b.need_bytes(2048, 1);
+        assert_eq!(
+            plan_contexts(&[a, b], Some(2048), 1, room),
+            Ok(vec![2048, 2048])
+        );
+        assert!(plan_contexts(&[a, b], Some(2048), 1, room - 1).is_err());
+    }
+
+    #[test]
+    fn one_model_plans_as_plan_context_does() {
+        let m = model();
+        for room in [2 * GIB, 6 * GIB, 64 * GIB] {
+            assert_eq!(
+                plan_contexts(&[m], None, 4, room),
+                plan_context(&m, None, 4, room).map(|c| vec![c])
+            );
+        }
     }
 
     #[test]

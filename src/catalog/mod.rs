@@ -36,7 +36,7 @@ use anyhow::Context;
 
 pub use data::{Catalog, CatalogEntry};
 pub use error::DownloadError;
-pub use fit::{plan_context, FitError, ModelMemory};
+pub use fit::{plan_context, plan_contexts, FitError, ModelMemory};
 pub use memory::available_memory;
 pub use progress::Progress;
 

@@ -290,10 +290,11 @@ pub struct QueryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
-    /// .gguf path. Downloaded into the Hugging Face cache first when needed.
-    /// With --auto: the model wanted (served by this node, or used by a --client).
-    #[arg(long)]
-    pub model: Option<String>,
+    /// .gguf path. Downloaded into the Hugging Face cache first when needed. Repeat to serve
+    /// several models, each with its own engine and slots (they must fit in memory together).
+    /// With --auto: the model wanted (served by this node, or used by a --client); once.
+    #[arg(long = "model", value_name = "MODEL")]
+    pub models: Vec<String>,
 
     /// Serve no model: use the models of the other nodes of the mesh.
     #[arg(long)]
@@ -355,6 +356,7 @@ pub struct ServeArgs {
     pub region: Option<String>,
 
     /// Model id announced in the API (default: the file name without `.gguf`, dots as dashes).
+    /// With several --model: the first one's.
     #[arg(long)]
     pub model_name: Option<String>,
 
@@ -388,6 +390,13 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub hub: HubArgs,
+}
+
+impl ServeArgs {
+    /// The first `--model` (the one `--auto` wants).
+    pub fn model(&self) -> Option<&str> {
+        self.models.first().map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Args)]

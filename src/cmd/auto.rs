@@ -43,6 +43,10 @@ struct Pick {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.models.len() <= 1,
+        "--auto serves one model: give --model once (several models: `mesh serve --model A --model B`)"
+    );
     let mut policy = Policy::new(Config {
         client: args.client,
         publish: args.publish,
@@ -209,7 +213,7 @@ impl Auto {
         offer: Option<Offer>,
     ) -> anyhow::Result<Event<Pick>> {
         let discovery = serve::discovery_config(&self.args, &mesh, publish)?;
-        let opts = serve::node_options(&self.args, None, mesh, discovery);
+        let opts = serve::node_options(&self.args, Vec::new(), mesh, discovery);
         let node = match Node::start_with(opts).await {
             Ok(node) => node,
             Err(e) => {
@@ -244,7 +248,7 @@ impl Auto {
     fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
         let session = self.session.as_mut().context("no node to serve with")?;
         let offer = session.offer.as_ref().map(|o| &o.content);
-        let model = self.args.model.as_deref();
+        let model = self.args.model();
         let Choice { model, reason } = demand::choose_model(model, offer, &self.candidates)
             .context(
                 "no catalog model fits this machine's memory; run with --client to use the mesh \
@@ -475,7 +479,7 @@ async fn discover(
 /// The model id `--model` will be served or looked for under: `--model-name`, else a catalog
 /// name as it is, else the id of a .gguf file's name (a path, URL or hub reference).
 fn requested_id(args: &ServeArgs) -> Option<String> {
-    let spec = args.model.as_deref()?;
+    let spec = args.model()?;
     if let Some(name) = &args.model_name {
         return Some(name.clone());
     }

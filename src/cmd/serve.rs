@@ -15,19 +15,19 @@ use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let engine = match (&args.model, args.client) {
-        (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
-        (None, false) => anyhow::bail!(
+    let engines = match (args.models.is_empty(), args.client) {
+        (false, true) => anyhow::bail!("--client serves no model; drop --model or --client"),
+        (true, false) => anyhow::bail!(
             "nothing to serve: pass --model NAME|FILE.gguf, --client to use the mesh's models, \
              or --auto to find a mesh"
         ),
-        (Some(spec), false) => Some(engine_config(&args, spec).await?),
-        (None, true) => None,
+        (false, false) => engine_configs(&args).await?,
+        (true, true) => Vec::new(),
     };
     let mesh = mesh_config(&args)?;
     let discovery = discovery_config(&args, &mesh, args.publish)?;
     let mut ctrl_c = CtrlC::listen();
-    let node = Node::start_with(node_options(&args, engine, mesh, discovery)).await?;
+    let node = Node::start_with(node_options(&args, engines, mesh, discovery)).await?;
     // The APIs answer already; the banner waits a moment so its ticket names the relay.
     if let Some(mesh) = &node.mesh {
         mesh.wait_online(BANNER_RELAY_WAIT).await;
@@ -51,12 +51,12 @@ pub async fn wait_ctrl_c(ctrl_c: &mut CtrlC) -> anyhow::Result<()> {
 /// What a `mesh serve` node runs, from its flags and the parts built from them.
 pub fn node_options(
     args: &ServeArgs,
-    engine: Option<EngineConfig>,
+    engines: Vec<EngineConfig>,
     mesh: MeshConfig,
     discovery: DiscoveryConfig,
 ) -> NodeOptions {
     NodeOptions {
-        engine,
+        engines,
         host: args.host,
         port: args.port,
         api_port: args.api_port,
@@ -134,19 +134,23 @@ pub fn discovery_config(
 }
 
 pub fn print_banner(node: &Node) {
-    match node.local.get() {
-        Some(engine) => {
-            let info = engine.info();
-            println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);
-            println!(
-                "  slots {} x {} tokens, {} threads",
-                info.parallel, info.ctx, info.threads
-            );
-        }
-        None => println!(
+    let engines: Vec<_> = node.local.all().map(|(g, _)| g.info().clone()).collect();
+    if engines.is_empty() {
+        println!(
             "mesh {} (client: serving no model)",
             env!("CARGO_PKG_VERSION")
-        ),
+        );
+    }
+    for (i, info) in engines.iter().enumerate() {
+        if i == 0 {
+            println!("mesh {} serving {}", env!("CARGO_PKG_VERSION"), info.name);
+        } else {
+            println!("  and serving {}", info.name);
+        }
+        println!(
+            "  slots {} x {} tokens, {} threads",
+            info.parallel, info.ctx, info.threads
+        );
     }
     println!("  OpenAI API   http://{}/v1", node.openai_addr);
     println!("  management   http://{}/api/status", node.api_addr);
@@ -194,6 +198,58 @@ pub fn print_banner(node: &Node) {
         }
     }
     println!("  Ctrl-C to stop");
+}
+
+/// Resolves every `--model` (downloading if needed) and picks contexts with which all of them
+/// fit in memory together (`catalog::plan_contexts`). `--model-name` names the first.
+pub(crate) async fn engine_configs(args: &ServeArgs) -> anyhow::Result<Vec<EngineConfig>> {
+    if args.models.len() == 1 {
+        return Ok(vec![engine_config(args, &args.models[0]).await?]);
+    }
+    let opts = args.hub.resolve_options();
+    let mut resolved = Vec::with_capacity(args.models.len());
+    for spec in &args.models {
+        let model = catalog::resolve(spec, &opts).await?;
+        let memory = model
+            .memory()
+            .with_context(|| format!("reading the memory needs of {spec}"))?;
+        resolved.push((model, memory));
+    }
+    let needs: Vec<_> = resolved.iter().map(|(_, m)| *m).collect();
+    let room = catalog::available_memory();
+    let ctxs = catalog::plan_contexts(&needs, args.ctx, args.parallel, room).map_err(|e| {
+        let which = match &e {
+            catalog::FitError::Together { index, .. } => format!(" ({})", args.models[index - 1]),
+            _ => String::new(),
+        };
+        anyhow::Error::new(e).context(format!(
+            "the models do not fit in memory together{which}; serve fewer or smaller ones"
+        ))
+    })?;
+    let mut names = std::collections::BTreeSet::new();
+    let mut out = Vec::with_capacity(resolved.len());
+    for (i, ((model, memory), ctx)) in resolved.into_iter().zip(ctxs).enumerate() {
+        if args.ctx.is_none() && ctx < memory.default_ctx() {
+            tracing::warn!(model = %model.name, ctx, "context lowered so that the models fit in memory");
+        }
+        let name = match (i, &args.model_name) {
+            (0, Some(n)) => n.clone(),
+            _ => model.name,
+        };
+        anyhow::ensure!(
+            names.insert(name.clone()),
+            "two --model are named '{name}'; serve each model once"
+        );
+        out.push(EngineConfig {
+            model_name: Some(name),
+            parallel: args.parallel,
+            ctx: Some(ctx),
+            threads: args.threads,
+            queue: args.queue,
+            ..EngineConfig::new(model.path)
+        });
+    }
+    Ok(out)
 }
 
 /// Resolves `--model` (catalog name, hub ref, URL or path; downloading if needed) and picks a

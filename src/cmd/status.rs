@@ -84,12 +84,23 @@ pub fn format_status(s: &StatusDoc) -> String {
     let mesh = s.mesh.as_ref();
     line("node", or_dash(mesh.map(|m| m.node_id.as_str())));
     line("role", s.role.as_str().into());
-    line("model", or_dash(s.model.as_deref()));
-    if let Some(e) = &s.engine {
-        line(
-            "slots",
-            format!("{} busy of {}", e.slots.busy, e.slots.total),
-        );
+    if s.models.len() > 1 {
+        // Several models: each with its own slots.
+        for m in &s.models {
+            let (busy, total) = (m.engine.slots.busy, m.engine.slots.total);
+            line(
+                "model",
+                format!("{} ({busy} busy of {total} slots)", clean(&m.name)),
+            );
+        }
+    } else {
+        line("model", or_dash(s.model.as_deref()));
+        if let Some(e) = &s.engine {
+            line(
+                "slots",
+                format!("{} busy of {}", e.slots.busy, e.slots.total),
+            );
+        }
     }
     let kind = match mesh.map(|m| m.mesh_public) {
         Some(true) => " (public)",
@@ -219,6 +230,7 @@ mod tests {
             version: "0".into(),
             role: Role::Client,
             model: None,
+            models: Vec::new(),
             engine: None,
             mesh: None,
         };

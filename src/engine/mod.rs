@@ -3,12 +3,15 @@
 //! [`Engine::start`] loads the model and starts the scheduler thread; the returned handle is
 //! cheap to clone and is what the HTTP layer talks to. Request flow:
 //! `http::openai::validate` (checks and normalises) → [`Engine::submit`] (bounded queue) →
-//! `scheduler` (batches, samples) → [`Event`]s back to the caller.
+//! `scheduler` (batches, samples) → [`Event`]s back to the caller. Embeddings go to a second
+//! context of the same model, created on first use (`embed`). A node serving several models
+//! runs one engine per model.
 //!
 //! A domain module: it imports only `util` (no HTTP, no mesh, no clap, no printing).
 
 mod batch;
 mod config;
+pub mod embed;
 mod model;
 pub mod request;
 mod sampling;
@@ -26,10 +29,12 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use tokio::sync::mpsc;
 
 pub use config::{EngineConfig, ModelInfo, DEFAULT_CTX};
+pub use embed::{EmbedInput, EmbedReply, Embeddings};
 pub use model::ChatMessage;
 pub use request::{Event, EventStream, FinishReason, GenerateRequest, SamplingParams, Usage};
 pub use stats::{Stats, StatsSnapshot};
 
+use embed::Embedder;
 use model::Model;
 use scheduler::{Inbound, Job, Scheduler};
 
@@ -68,6 +73,7 @@ pub struct Engine {
     info: Arc<ModelInfo>,
     jobs: SyncSender<Inbound>,
     shared: Arc<Shared>,
+    embedder: Arc<Embedder>,
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -114,11 +120,18 @@ impl Engine {
             threads = info.threads,
             "model loaded"
         );
+        let embedder = Arc::new(Embedder::new(
+            backend,
+            Arc::clone(&model),
+            info.ctx,
+            info.threads,
+        ));
         Ok(Self {
             model,
             info: Arc::new(info),
             jobs,
             shared,
+            embedder,
         })
     }
 
@@ -171,8 +184,22 @@ impl Engine {
         }
     }
 
+    /// Embeds `inputs` on the model's embedding context (created on first use: see `embed`).
+    pub fn embed(&self, inputs: Vec<EmbedInput>) -> Result<EmbedReply, EngineError> {
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        self.embedder.submit(inputs)
+    }
+
+    /// Length of the vectors [`Engine::embed`] returns.
+    pub fn embedding_dims(&self) -> usize {
+        self.embedder.dims()
+    }
+
     /// Ends every running and queued request with an error event and stops the scheduler.
     pub fn shutdown(&self) {
+        self.embedder.shutdown();
         self.shared.shutdown.store(true, Ordering::SeqCst);
         // Wake an idle scheduler blocked on the queue. When the queue is full the scheduler is
         // not blocked and sees the flag before its next step; when it is gone, nothing to wake.

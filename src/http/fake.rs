@@ -1,5 +1,6 @@
 //! A generator without a model, for tests and benchmarks of the HTTP layer: it "tokenizes" one
-//! token per byte and answers every request with a scripted list of events. Small on purpose;
+//! token per byte and answers every request with a scripted list of events; it embeds a text
+//! as its normalised histogram of tokens modulo [`FAKE_EMBED_DIMS`]. Small on purpose;
 //! it lives in the library so integration tests and examples can use it too.
 
 use std::path::PathBuf;
@@ -10,9 +11,12 @@ use tokio::sync::mpsc;
 
 use super::generate::Generate;
 use crate::engine::{
-    ChatMessage, EngineError, Event, EventStream, FinishReason, GenerateRequest, ModelInfo,
-    StatsSnapshot, Usage,
+    ChatMessage, EmbedInput, EmbedReply, Embeddings, EngineError, Event, EventStream, FinishReason,
+    GenerateRequest, ModelInfo, StatsSnapshot, Usage,
 };
+
+/// Length of the fake's embedding vectors.
+pub const FAKE_EMBED_DIMS: usize = 8;
 
 /// What [`Scripted`] answers.
 #[derive(Debug, Clone)]
@@ -184,5 +188,34 @@ impl Generate for Scripted {
 
     fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    fn embed(&self, inputs: Vec<EmbedInput>) -> Result<EmbedReply, EngineError> {
+        if self.is_shutting_down() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let mut prompt_tokens = 0;
+        let vectors = inputs
+            .into_iter()
+            .map(|input| {
+                let tokens = match input {
+                    EmbedInput::Text(t) => self.tokenize(&t),
+                    EmbedInput::Tokens(t) => t,
+                };
+                prompt_tokens += tokens.len();
+                let mut v = vec![0.0f32; FAKE_EMBED_DIMS];
+                for t in tokens {
+                    v[t.unsigned_abs() as usize % FAKE_EMBED_DIMS] += 1.0;
+                }
+                crate::engine::embed::normalize(&mut v);
+                v
+            })
+            .collect();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        }));
+        Ok(rx)
     }
 }

@@ -1,14 +1,15 @@
 //! What the HTTP layer generates with: the [`Generate`] trait, which the llama.cpp engine
 //! implements and which tests replace with [`super::fake::Scripted`] (so validation, SSE,
 //! forwarding and error tests run without loading a model), and the node's [`LocalSlot`]
-//! (the generator and its [`Slots`]).
+//! (its generators, one per model served, each with its own [`Slots`]).
 
 use std::sync::{Arc, OnceLock};
 
 use super::slots::Slots;
 
 use crate::engine::{
-    ChatMessage, Engine, EngineError, EventStream, GenerateRequest, ModelInfo, StatsSnapshot,
+    ChatMessage, EmbedInput, EmbedReply, Engine, EngineError, EventStream, GenerateRequest,
+    ModelInfo, StatsSnapshot,
 };
 
 /// Something that generates text for one model.
@@ -25,6 +26,14 @@ pub trait Generate: Send + Sync + 'static {
     /// Ends running and queued requests with an error event.
     fn shutdown(&self);
     fn is_shutting_down(&self) -> bool;
+    /// Queues inputs to embed (`/v1/embeddings`); one vector per input comes back, in order.
+    fn embed(&self, inputs: Vec<EmbedInput>) -> Result<EmbedReply, EngineError> {
+        let _ = inputs;
+        Err(EngineError::BadInput(format!(
+            "model '{}' does not compute embeddings",
+            self.info().name
+        )))
+    }
 }
 
 impl Generate for Engine {
@@ -50,13 +59,17 @@ impl Generate for Engine {
     fn is_shutting_down(&self) -> bool {
         Engine::is_shutting_down(self)
     }
+    fn embed(&self, inputs: Vec<EmbedInput>) -> Result<EmbedReply, EngineError> {
+        Engine::embed(self, inputs)
+    }
 }
 
-/// The generator this node serves, which may arrive after the node has started (`mesh --auto`
-/// joins a mesh first, then downloads and loads its model), with its fairly shared [`Slots`].
-/// Empty on a client. Clones share it.
+/// The generators this node serves, one per model, which may arrive after the node has started
+/// (`mesh --auto` joins a mesh first, then downloads and loads its model), each with its fairly
+/// shared [`Slots`]. Empty on a client. Filled once, with every model at once; clones share it.
+/// The first model is "the" model where one is shown (the status document's top-level fields).
 #[derive(Clone, Default)]
-pub struct LocalSlot(Arc<OnceLock<Filled>>);
+pub struct LocalSlot(Arc<OnceLock<Vec<Filled>>>);
 
 struct Filled {
     generator: Arc<dyn Generate>,
@@ -64,25 +77,54 @@ struct Filled {
 }
 
 impl LocalSlot {
+    /// The first model's generator.
     pub fn get(&self) -> Option<&Arc<dyn Generate>> {
-        self.0.get().map(|f| &f.generator)
+        self.filled().first().map(|f| &f.generator)
     }
 
-    /// The generator's slots, shared between local requests and each peer (see [`Slots`]).
+    /// The first model's slots, shared between local requests and each peer (see [`Slots`]).
     pub fn slots(&self) -> Option<&Slots> {
-        self.0.get().map(|f| &f.slots)
+        self.filled().first().map(|f| &f.slots)
     }
 
-    /// Fills the slot; a slot is filled at most once (the generator is handed back otherwise).
+    /// Every generator with its slots, in the order given.
+    pub fn all(&self) -> impl Iterator<Item = (&Arc<dyn Generate>, &Slots)> {
+        self.filled().iter().map(|f| (&f.generator, &f.slots))
+    }
+
+    /// The generator serving `model`, with its slots.
+    pub fn find(&self, model: &str) -> Option<(&Arc<dyn Generate>, &Slots)> {
+        self.all().find(|(g, _)| g.info().name == model)
+    }
+
+    fn filled(&self) -> &[Filled] {
+        self.0.get().map_or(&[], Vec::as_slice)
+    }
+
+    /// Fills the slot with one generator; a slot is filled at most once (the generator is
+    /// handed back otherwise).
     pub fn set(&self, local: Arc<dyn Generate>) -> Result<(), Arc<dyn Generate>> {
-        let info = local.info();
-        let slots = Slots::new(info.parallel.max(1), info.queue_capacity.max(1));
-        self.0
-            .set(Filled {
-                generator: local,
-                slots,
+        self.set_all(vec![local])
+            .map_err(|mut v| v.pop().expect("one given"))
+    }
+
+    /// Fills the slot with several generators (their model names must differ: the first one
+    /// of a name would hide the others). Handed back when filled already or when `all` is empty.
+    pub fn set_all(&self, all: Vec<Arc<dyn Generate>>) -> Result<(), Vec<Arc<dyn Generate>>> {
+        if all.is_empty() {
+            return Err(all);
+        }
+        let filled = all
+            .into_iter()
+            .map(|generator| {
+                let info = generator.info();
+                let slots = Slots::new(info.parallel.max(1), info.queue_capacity.max(1));
+                Filled { generator, slots }
             })
-            .map_err(|f| f.generator)
+            .collect();
+        self.0
+            .set(filled)
+            .map_err(|v| v.into_iter().map(|f| f.generator).collect())
     }
 
     /// A slot holding `local` from the start.

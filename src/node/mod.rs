@@ -1,5 +1,5 @@
 //! The node: the composition root. It puts together what a running `mesh` is — the local
-//! generator slot (llama.cpp engine, or empty on a client), the mesh, discovery, and both HTTP
+//! generator slot (a llama.cpp engine per model served, or empty on a client), the mesh, discovery, and both HTTP
 //! servers — and takes it apart again on shutdown (peers told at once, the offer deleted,
 //! in-flight streams ended with an error chunk).
 //!
@@ -26,10 +26,12 @@ use crate::mesh::{Mesh, MeshConfig, ServingFn};
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What a node runs: an engine (none for a client), the HTTP ports, and optionally a mesh.
+/// What a node runs: its engines (one per model; none for a client), the HTTP ports, and
+/// optionally a mesh.
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    pub engine: Option<EngineConfig>,
+    /// Model names must differ (a request picks its engine by name).
+    pub engines: Vec<EngineConfig>,
     pub host: IpAddr,
     pub port: u16,
     pub api_port: u16,
@@ -40,8 +42,8 @@ pub struct NodeOptions {
 
 /// A running node: the engine, the mesh and the two HTTP servers.
 pub struct Node {
-    /// What this node serves; empty on a client, or until `mesh --auto` has loaded its model
-    /// (peers see it at the next heartbeat).
+    /// What this node serves, one engine per model; empty on a client, or until `mesh --auto`
+    /// has loaded its model (peers see it at the next heartbeat).
     pub local: LocalSlot,
     pub mesh: Option<Mesh>,
     /// Bound address of the OpenAI-compatible API.
@@ -63,7 +65,7 @@ impl Node {
         api_port: u16,
     ) -> anyhow::Result<Self> {
         Self::start_with(NodeOptions {
-            engine: Some(cfg),
+            engines: vec![cfg],
             host,
             port,
             api_port,
@@ -79,13 +81,13 @@ impl Node {
     }
 
     /// Starts everything `opts` asks for, serving `local` (any [`Generate`], e.g. the scripted
-    /// fake of `http::fake`) instead of loading `opts.engine`, which must be `None`.
+    /// fake of `http::fake`) instead of loading `opts.engines`, which must be empty.
     pub async fn start_with_local(
         opts: NodeOptions,
         local: Arc<dyn Generate>,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            opts.engine.is_none(),
+            opts.engines.is_empty(),
             "a node serves either an engine or a given generator"
         );
         Self::start_inner(opts, Some(local)).await
@@ -101,14 +103,14 @@ impl Node {
         let local = LocalSlot::default();
         if let Some(g) = given {
             let _ = local.set(g);
-        } else if let Some(cfg) = opts.engine {
-            let _ = local.set(Arc::new(load_engine(cfg).await?));
+        } else if !opts.engines.is_empty() {
+            let _ = local.set_all(load_engines(opts.engines).await?);
         }
         let mesh = match opts.mesh {
             Some(cfg) => match start_mesh(cfg, &local).await {
                 Ok(m) => Some(m),
                 Err(e) => {
-                    if let Some(g) = local.get() {
+                    for (g, _) in local.all() {
                         g.shutdown();
                     }
                     return Err(e.into());
@@ -164,7 +166,7 @@ impl Node {
         if let Some(mesh) = &self.mesh {
             mesh.shutdown().await;
         }
-        if let Some(g) = self.local.get() {
+        for (g, _) in self.local.all() {
             g.shutdown();
         }
         self.cancel.cancel();
@@ -202,6 +204,33 @@ pub async fn load_engine(cfg: EngineConfig) -> anyhow::Result<Engine> {
     Ok(tokio::task::spawn_blocking(move || Engine::start(cfg)).await??)
 }
 
+/// Loads every model, one after the other; when one fails, those loaded already are shut
+/// down. Two models under one name are refused (a request picks its engine by name).
+async fn load_engines(cfgs: Vec<EngineConfig>) -> anyhow::Result<Vec<Arc<dyn Generate>>> {
+    let mut loaded: Vec<Arc<dyn Generate>> = Vec::with_capacity(cfgs.len());
+    for cfg in cfgs {
+        let path = cfg.model_path.clone();
+        let result = load_engine(cfg).await.and_then(|engine| {
+            let name = &engine.info().name;
+            if loaded.iter().any(|g| &g.info().name == name) {
+                engine.shutdown();
+                anyhow::bail!("two models are named '{name}': give them different names");
+            }
+            Ok(engine)
+        });
+        match result {
+            Ok(engine) => loaded.push(Arc::new(engine)),
+            Err(e) => {
+                for g in &loaded {
+                    g.shutdown();
+                }
+                return Err(e.context(format!("cannot serve {}", path.display())));
+            }
+        }
+    }
+    Ok(loaded)
+}
+
 /// Starts the mesh side: peers learn what `local` serves at every heartbeat, and requests that
 /// arrive over the tunnel are answered by `local` only (they never travel on). The memory
 /// announced is the catalog's figure, the one its fit check uses, unless the config sets one.
@@ -224,7 +253,7 @@ impl Node {
         if let Some(mesh) = &self.mesh {
             mesh.abort().await;
         }
-        if let Some(g) = self.local.get() {
+        for (g, _) in self.local.all() {
             g.shutdown();
         }
         self.cancel.cancel();

@@ -204,6 +204,26 @@ mod tests {
     }
 
     #[test]
+    fn one_node_serving_several_models_makes_a_plausible_offer_listing_each() {
+        let full = offer::MAX_SLOTS_PER_NODE;
+        let nodes = [host(
+            8 << 30,
+            vec![model("a", full, full), model("b", full, 0)],
+        )];
+        let (models, nodes, clients, memory_bytes) = summarize(&nodes);
+        let listed: Vec<_> = models.iter().map(|m| (m.name.as_str(), m.hosts)).collect();
+        assert_eq!(listed, [("a", 1), ("b", 1)]);
+        let c = OfferContent {
+            models,
+            nodes,
+            clients,
+            memory_bytes,
+            ..offer::sample_content("a")
+        };
+        assert_eq!(offer::check_plausible(&c), Ok(()));
+    }
+
+    #[test]
     fn an_offer_lists_at_most_max_models() {
         let many = (0..offer::MAX_MODELS + 5)
             .map(|i| model(&format!("m{i:03}"), 1, 1))

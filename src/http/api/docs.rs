@@ -13,9 +13,12 @@ use crate::mesh::{PeerView, Role};
 pub struct StatusDoc {
     pub version: String,
     pub role: Role,
-    /// The model this node serves; `null` on a client.
+    /// The model this node serves (the first, when it serves several); `null` on a client.
     pub model: Option<String>,
-    /// Present when this node serves a model.
+    /// Every model this node serves, each with its engine's counters; left out on a client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelStatus>,
+    /// Present when this node serves a model: the first model's engine.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineStatus>,
     /// Present when this node is in a mesh.
@@ -38,6 +41,14 @@ pub struct EngineStatus {
     pub decode_tokens_per_second: f64,
     pub tokens_per_second_last_minute: f64,
     pub shutting_down: bool,
+}
+
+/// One served model in `StatusDoc::models`: its name and its engine's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    #[serde(flatten)]
+    pub engine: EngineStatus,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +143,7 @@ mod tests {
             version: "0.1.0".into(),
             role: Role::Client,
             model: None,
+            models: Vec::new(),
             engine: None,
             mesh: None,
         }

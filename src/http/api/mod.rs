@@ -1,5 +1,5 @@
 //! The management API (default 127.0.0.1:3131), for people and scripts:
-//! - `GET /api/status`: this node (model, slots, stats) and its mesh (ids, ticket, role, peers).
+//! - `GET /api/status`: this node (models, slots, stats) and its mesh (ids, ticket, role, peers).
 //! - `GET /api/peers`: the peer table.
 //! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
 //! - `GET /api/discover`, `GET|POST|DELETE /api/publish`: Nostr discovery (`discover.rs`).
@@ -21,7 +21,9 @@ use super::generate::LocalSlot;
 use super::route;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
-use docs::{EngineStatus, JoinDoc, JoinRequest, MeshStatus, PeersDoc, Queue, Slots, StatusDoc};
+use docs::{
+    EngineStatus, JoinDoc, JoinRequest, MeshStatus, ModelStatus, PeersDoc, Queue, Slots, StatusDoc,
+};
 
 /// Largest `POST /api/join` body.
 const MAX_JOIN_BYTES: usize = 16 * 1024;
@@ -60,30 +62,37 @@ async fn status(State(state): State<ApiState>) -> Json<StatusDoc> {
 
 /// The status document (also the first event of `/api/events`).
 pub fn status_doc(state: &ApiState) -> StatusDoc {
-    let engine = state.local.get().map(|g| {
-        let (info, stats) = (g.info(), g.stats());
-        EngineStatus {
-            model_path: info.path.clone(),
-            context_size: info.ctx,
-            context_train: info.n_ctx_train,
-            threads: info.threads,
-            slots: Slots {
-                busy: stats.slots_busy,
-                total: info.parallel,
-            },
-            queue: Queue {
-                // Requests waiting for a slot in turn (`http::slots`) count as queued too.
-                length: stats.queue_len + state.local.slots().map_or(0, |s| s.waiting()),
-                capacity: info.queue_capacity,
-            },
-            requests_served: stats.requests_served,
-            prompt_tokens: stats.prompt_tokens,
-            tokens_generated: stats.tokens_generated,
-            decode_tokens_per_second: stats.decode_tokens_per_second,
-            tokens_per_second_last_minute: stats.tokens_per_second_last_minute,
-            shutting_down: g.is_shutting_down(),
-        }
-    });
+    let models: Vec<ModelStatus> = state
+        .local
+        .all()
+        .map(|(g, slots)| {
+            let (info, stats) = (g.info(), g.stats());
+            ModelStatus {
+                name: info.name.clone(),
+                engine: EngineStatus {
+                    model_path: info.path.clone(),
+                    context_size: info.ctx,
+                    context_train: info.n_ctx_train,
+                    threads: info.threads,
+                    slots: Slots {
+                        busy: stats.slots_busy,
+                        total: info.parallel,
+                    },
+                    queue: Queue {
+                        // Requests waiting for a slot in turn (`http::slots`) count as queued too.
+                        length: stats.queue_len + slots.waiting(),
+                        capacity: info.queue_capacity,
+                    },
+                    requests_served: stats.requests_served,
+                    prompt_tokens: stats.prompt_tokens,
+                    tokens_generated: stats.tokens_generated,
+                    decode_tokens_per_second: stats.decode_tokens_per_second,
+                    tokens_per_second_last_minute: stats.tokens_per_second_last_minute,
+                    shutting_down: g.is_shutting_down(),
+                },
+            }
+        })
+        .collect();
     let mesh = state.mesh.as_ref().map(|mesh| {
         let ticket = mesh.ticket();
         let own = ticket.peers.first();
@@ -105,8 +114,9 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").into(),
         role: route::serving(&state.local).role(),
-        model: state.local.get().map(|g| g.info().name.clone()),
-        engine,
+        model: models.first().map(|m| m.name.clone()),
+        engine: models.first().map(|m| m.engine.clone()),
+        models,
         mesh,
     }
 }

@@ -25,7 +25,7 @@ use crate::mesh::Mesh;
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
     let mut data = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    if let Some(engine) = state.local.get() {
+    for (engine, _) in state.local.all() {
         let info = engine.info();
         seen.insert(info.name.clone());
         data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));
@@ -74,7 +74,7 @@ pub async fn chat_completions(
         fwd.refused_ctx = local.info().ctx;
         return forward::forward(mesh, fwd).await;
     }
-    let permit = take_turn(&state, peer).await?;
+    let permit = take_turn(&state, &model, peer).await?;
     generate(local.as_ref(), permit, prompt, options, Flavor::Chat).await
 }
 
@@ -110,7 +110,7 @@ pub async fn completions(
         fwd.refused_ctx = local.info().ctx;
         return forward::forward(mesh, fwd).await;
     }
-    let permit = take_turn(&state, peer).await?;
+    let permit = take_turn(&state, &model, peer).await?;
     generate(local.as_ref(), permit, prompt, options, Flavor::Text).await
 }
 
@@ -140,13 +140,14 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     })
 }
 
-/// Waits for a slot of the local generator, in turn with the other origins (local users and
-/// each peer: see `http::slots`).
+/// Waits for a slot of the local generator of `model`, in turn with the other origins (local
+/// users and each peer: see `http::slots`).
 async fn take_turn(
     state: &AppState,
+    model: &str,
     peer: Option<Extension<TunnelPeer>>,
 ) -> Result<Option<SlotPermit>, ApiError> {
-    let Some(slots) = state.local.slots() else {
+    let Some((_, slots)) = state.local.find(model) else {
         return Ok(None);
     };
     let origin = Origin::of(peer.map(|Extension(p)| p));

@@ -1,15 +1,18 @@
 //! The OpenAI-compatible HTTP API (default 127.0.0.1:9337): `/v1/models`,
-//! `/v1/chat/completions`, `/v1/completions`, streaming and not.
+//! `/v1/chat/completions`, `/v1/completions`, streaming and not, and `/v1/embeddings`.
 //!
 //! Request path: body bytes → `validate` (400/413 in OpenAI's error shape) → chat template and
 //! tokenizer → `Generate::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
 //! `route::choose` decides local or mesh; a model served by another node of the mesh goes through
 //! `forward` over the HTTP tunnel (`assemble` reads replicas' streams back, pure). Files:
-//! `validate` (pure), `handlers`, `stream`, `forward`, `assemble`;
+//! `validate` (pure), `handlers`, `stream`, `forward`, `assemble`; `embeddings` (its own
+//! handler) with `forward_json` (a JSON answer over the tunnel);
 //! none of them imports another's handlers (errors come from `http::error`).
 
 mod assemble;
+pub mod embeddings;
 mod forward;
+mod forward_json;
 mod handlers;
 mod stream;
 pub mod validate;
@@ -40,6 +43,7 @@ pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
         .route("/v1/models", get(handlers::models))
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

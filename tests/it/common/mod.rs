@@ -44,6 +44,21 @@ pub fn model_path() -> PathBuf {
 
 pub const MODEL: &str = "SmolLM2-135M-Instruct-Q4_1";
 
+/// The second test model (Gemma 3 270M, Q4_K_M); scripts/fetch-test-model.sh puts it there.
+pub fn model2_path() -> PathBuf {
+    let path = std::env::var_os("MESH_TEST_MODEL2")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| model_path().with_file_name(MODEL2_FILE));
+    assert!(
+        path.is_file(),
+        "second test model missing at {}: run scripts/fetch-test-model.sh",
+        path.display()
+    );
+    path
+}
+
+pub const MODEL2_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+
 /// Engine settings small enough for a 2-core test machine. One thread each: nextest runs two
 /// test processes at once, and llama.cpp's spinning threads crawl when cores are oversubscribed.
 pub fn config() -> EngineConfig {
@@ -150,7 +165,7 @@ pub fn fake_with(name: &str, script: Script) -> Arc<Scripted> {
 
 /// A single node (no mesh) serving `local` instead of a model.
 pub async fn start_fake(local: Arc<dyn Generate>) -> TestNode {
-    start_node_with(Some(local), None, None, None)
+    start_node_with(Some(local), Vec::new(), None, None)
         .await
         .expect("node starts")
 }
@@ -160,7 +175,7 @@ pub async fn start_mesh_fake(
     local: Arc<dyn Generate>,
     mesh: MeshConfig,
 ) -> anyhow::Result<TestNode> {
-    start_node_with(Some(local), None, Some(mesh), None).await
+    start_node_with(Some(local), Vec::new(), Some(mesh), None).await
 }
 
 /// A mesh node with Nostr discovery, serving `local` instead of a model.
@@ -169,17 +184,17 @@ pub async fn start_node_fake(
     mesh: MeshConfig,
     discovery: Option<mesh::discovery::DiscoveryConfig>,
 ) -> anyhow::Result<TestNode> {
-    start_node_with(Some(local), None, Some(mesh), discovery).await
+    start_node_with(Some(local), Vec::new(), Some(mesh), discovery).await
 }
 
 async fn start_node_with(
     local: Option<Arc<dyn Generate>>,
-    engine: Option<EngineConfig>,
+    engines: Vec<EngineConfig>,
     mesh: Option<MeshConfig>,
     discovery: Option<mesh::discovery::DiscoveryConfig>,
 ) -> anyhow::Result<TestNode> {
     let opts = NodeOptions {
-        engine,
+        engines,
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
         api_port: 0,
@@ -369,7 +384,15 @@ pub async fn start_node(
     mesh: MeshConfig,
     discovery: Option<mesh::discovery::DiscoveryConfig>,
 ) -> anyhow::Result<TestNode> {
-    start_node_with(None, engine, Some(mesh), discovery).await
+    start_node_with(None, engine.into_iter().collect(), Some(mesh), discovery).await
+}
+
+/// A mesh node serving several models (one engine each).
+pub async fn start_mesh_models(
+    engines: Vec<EngineConfig>,
+    mesh: MeshConfig,
+) -> anyhow::Result<TestNode> {
+    start_node_with(None, engines, Some(mesh), None).await
 }
 
 /// The engine config of the test model under another model name.
