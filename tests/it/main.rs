@@ -14,6 +14,7 @@ mod discovery;
 mod errors;
 mod hostile_relay;
 mod lan;
+mod local_surface;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_flood;
