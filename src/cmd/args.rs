@@ -40,8 +40,9 @@ pub enum Command {
     Models(ModelsArgs),
     /// Download a model into the Hugging Face cache: a catalog name, org/repo/file.gguf or a URL.
     Download(DownloadArgs),
-    /// Show this node's status: role, mesh, ticket, model, peers (asks the running node).
-    Status(QueryArgs),
+    /// Show this node's status: role, mesh, model, peers (asks the running node); with
+    /// --ticket, only the ticket that invites others.
+    Status(StatusArgs),
     /// List the mesh's peers: role, models, connection (direct / relay), RTT.
     Peers(QueryArgs),
     /// Browse mesh offers on Nostr relays, scored for this machine (best first).
@@ -288,6 +289,17 @@ pub struct QueryArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub query: QueryArgs,
+
+    /// Print only the mesh's ticket (from `GET /api/ticket`, answered on this machine only).
+    /// A private mesh's ticket holds its secret: share it only with members.
+    #[arg(long)]
+    pub ticket: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Model to serve: a catalog name (`mesh models`), org/repo/file.gguf, a URL, or a local
     /// .gguf path. Downloaded into the Hugging Face cache first when needed. Repeat to serve
@@ -360,9 +372,35 @@ pub struct ServeArgs {
     #[arg(long)]
     pub model_name: Option<String>,
 
-    /// Address both HTTP servers bind to. Keep the loopback default unless you mean to expose them.
+    /// Address the OpenAI-compatible API binds to. Beyond loopback (e.g. 0.0.0.0 to share it
+    /// on a LAN) it needs --api-key or --insecure-no-auth.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
+
+    /// Address the management API binds to. Keep the loopback default: beyond it, it needs
+    /// --api-key (asked of non-loopback clients) or --insecure-no-auth.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub api_host: IpAddr,
+
+    /// Key clients must send as `Authorization: Bearer KEY`: on every OpenAI API request, and
+    /// on management API requests from other machines.
+    #[arg(long, env = "MESH_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Let --host / --api-host bind beyond loopback without --api-key: anyone who can reach
+    /// the address may use this node.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+
+    /// Browser origin allowed to call the OpenAI API with CORS, e.g. http://localhost:5173
+    /// (repeatable; `*` for any). Without it no CORS headers are sent.
+    #[arg(long = "cors", value_name = "ORIGIN")]
+    pub cors: Vec<String>,
+
+    /// Host name the HTTP servers answer besides localhost and IP addresses (repeatable), e.g.
+    /// the LAN name clients use. Other names are refused against DNS rebinding.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
 
     /// Port of the OpenAI-compatible API (0 picks a free one).
     #[arg(long, default_value_t = 9337)]

@@ -9,6 +9,7 @@ use crate::discovery::nostr_io::relay_list;
 use crate::discovery::publish::{self, PublishSettings};
 use crate::discovery::DiscoveryConfig;
 use crate::engine::EngineConfig;
+use crate::http::guard::{ApiKey, Surface};
 use crate::mesh::proto::peers::PeerEntry;
 use crate::mesh::{identity, MeshConfig};
 use crate::node::{Node, NodeOptions};
@@ -59,7 +60,18 @@ pub fn node_options(
         engines,
         host: args.host,
         port: args.port,
+        api_host: args.api_host,
         api_port: args.api_port,
+        surface: Surface {
+            allow_hosts: args.allow_hosts.clone(),
+            api_key: args
+                .api_key
+                .as_deref()
+                .filter(|k| !k.is_empty())
+                .map(ApiKey::new),
+            cors: args.cors.clone(),
+            insecure_no_auth: args.insecure_no_auth,
+        },
         mesh: Some(mesh),
         discovery: Some(discovery),
     }
@@ -170,7 +182,9 @@ pub fn print_banner(node: &Node) {
         }
         let addrs: Vec<String> = own.ip_addrs().map(|a| a.to_string()).collect();
         if addrs.is_empty() {
-            println!("  addresses    none public yet (`mesh status` shows the ticket once known)");
+            println!(
+                "  addresses    none public yet (`mesh status --ticket` shows the ticket once known)"
+            );
         } else {
             println!("  addresses    {}", addrs.join(" "));
         }

@@ -8,9 +8,9 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::args::QueryArgs;
+use super::args::{QueryArgs, StatusArgs};
 use super::table::{clean, render};
-use crate::http::api::docs::{ErrorDoc, PeersDoc, StatusDoc};
+use crate::http::api::docs::{ErrorDoc, PeersDoc, StatusDoc, TicketDoc};
 use crate::mesh::PeerView;
 use crate::util::http::{client, ClientOptions};
 
@@ -18,7 +18,9 @@ use crate::util::http::{client, ClientOptions};
 const API_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Calls a running node's management API (`api` is its base URL) and reads the answer as `T`;
-/// an error status becomes an error carrying the API's message.
+/// an error status becomes an error carrying the API's message. Requests that change state
+/// are sent as JSON (the API refuses anything else, against CSRF), and `MESH_API_KEY`, when
+/// set, as the Bearer key a node on a non-loopback `--api-host` asks for.
 pub async fn call_api<T: DeserializeOwned>(
     api: &str,
     method: reqwest::Method,
@@ -27,9 +29,15 @@ pub async fn call_api<T: DeserializeOwned>(
 ) -> anyhow::Result<T> {
     let url = format!("{}{path}", api.trim_end_matches('/'));
     let http = client(ClientOptions::api(API_TIMEOUT)).context("cannot build an HTTP client")?;
+    let changes = method != reqwest::Method::GET && method != reqwest::Method::HEAD;
     let mut request = http.request(method, &url);
     if let Some(body) = body {
         request = request.json(body);
+    } else if changes {
+        request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+    }
+    if let Some(key) = std::env::var("MESH_API_KEY").ok().filter(|k| !k.is_empty()) {
+        request = request.bearer_auth(key);
     }
     let resp = request.send().await.with_context(|| {
         format!("cannot reach the node at {api} (is `mesh serve` running? --api picks another)")
@@ -53,7 +61,20 @@ async fn get<T: DeserializeOwned>(args: &QueryArgs, path: &str) -> anyhow::Resul
     call_api(&args.api, reqwest::Method::GET, path, None::<&()>).await
 }
 
-pub async fn status(args: QueryArgs) -> anyhow::Result<()> {
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let StatusArgs {
+        query: args,
+        ticket,
+    } = args;
+    if ticket {
+        let t: TicketDoc = get(&args, "/api/ticket").await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&t)?);
+        } else {
+            println!("{}", clean(&t.ticket));
+        }
+        return Ok(());
+    }
     let s: StatusDoc = get(&args, "/api/status").await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
@@ -134,7 +155,9 @@ pub fn format_status(s: &StatusDoc) -> String {
             },
         );
     }
-    line("ticket", or_dash(mesh.map(|m| m.ticket.as_str())));
+    if mesh.is_some() {
+        line("ticket", "`mesh status --ticket` prints it".into());
+    }
     out
 }
 

@@ -8,6 +8,8 @@
 //!   [`fair`] (pure round-robin).
 //! - [`route`]: local or mesh, and what this node announces that it serves.
 //! - [`error`]: the one error shape of both APIs (OpenAI's), and the SSE error chunk.
+//! - [`guard`]: what guards both servers against web pages and other machines (`Host`,
+//!   JSON-only state changes, same-origin, API key, CORS), applied to each whole router.
 //! - [`serve`]: binding a listener and serving a router until cancelled.
 //!
 //! Imports domain modules (`engine`, `mesh`, `discovery`) and `util`; never `node` or `cmd`.
@@ -17,6 +19,7 @@ pub mod error;
 pub mod fair;
 pub mod fake;
 pub mod generate;
+pub mod guard;
 pub mod openai;
 pub mod route;
 pub mod serve;

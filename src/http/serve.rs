@@ -25,16 +25,20 @@ pub async fn bind(host: IpAddr, port: u16, flag: &'static str) -> Result<TcpList
         .map_err(|source| BindError { addr, flag, source })
 }
 
-/// Serves `app` on `listener` until `cancel`, then drains.
+/// Serves `app` on `listener` until `cancel`, then drains. Handlers and guards see the peer's
+/// address as `ConnectInfo<SocketAddr>`.
 pub fn spawn(
     listener: TcpListener,
     app: axum::Router,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(cancel.cancelled_owned())
+        .await;
         if let Err(e) = served {
             tracing::error!("HTTP server failed: {e}");
         }

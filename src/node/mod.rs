@@ -19,6 +19,7 @@ use crate::catalog;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::generate::{Generate, LocalSlot};
+use crate::http::guard::{self, Surface};
 use crate::http::route;
 use crate::http::{api, openai, serve};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
@@ -32,9 +33,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct NodeOptions {
     /// Model names must differ (a request picks its engine by name).
     pub engines: Vec<EngineConfig>,
+    /// Address of the OpenAI-compatible API (`--host`).
     pub host: IpAddr,
     pub port: u16,
+    /// Address of the management API (`--api-host`).
+    pub api_host: IpAddr,
     pub api_port: u16,
+    /// What guards both servers (allowed hosts, API key, CORS); checked against the
+    /// addresses before anything binds.
+    pub surface: Surface,
     pub mesh: Option<MeshConfig>,
     /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
     pub discovery: Option<DiscoveryConfig>,
@@ -68,7 +75,9 @@ impl Node {
             engines: vec![cfg],
             host,
             port,
+            api_host: host,
             api_port,
+            surface: Surface::default(),
             mesh: None,
             discovery: None,
         })
@@ -97,9 +106,11 @@ impl Node {
         opts: NodeOptions,
         given: Option<Arc<dyn Generate>>,
     ) -> anyhow::Result<Self> {
+        // An API exposed without a key is refused before anything binds.
+        opts.surface.check(opts.host, opts.api_host)?;
         // Bind first: a busy port should fail fast, before a model load.
         let openai = serve::bind(opts.host, opts.port, "--port").await?;
-        let api = serve::bind(opts.host, opts.api_port, "--api-port").await?;
+        let api = serve::bind(opts.api_host, opts.api_port, "--api-port").await?;
         let local = LocalSlot::default();
         if let Some(g) = given {
             let _ = local.set(g);
@@ -130,12 +141,15 @@ impl Node {
         let servers = vec![
             serve::spawn(
                 openai,
-                openai::router(local.clone(), mesh.clone()),
+                guard::openai(openai::router(local.clone(), mesh.clone()), &opts.surface),
                 cancel.clone(),
             ),
             serve::spawn(
                 api,
-                api::router(local.clone(), mesh.clone(), discovery.clone()),
+                guard::management(
+                    api::router(local.clone(), mesh.clone(), discovery.clone()),
+                    &opts.surface,
+                ),
                 cancel.clone(),
             ),
         ];

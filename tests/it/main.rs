@@ -15,6 +15,7 @@ mod embeddings;
 mod errors;
 mod hostile_relay;
 mod lan;
+mod local_surface;
 mod mesh_admission;
 mod mesh_api;
 mod mesh_flood;

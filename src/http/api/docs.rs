@@ -69,8 +69,6 @@ pub struct MeshStatus {
     pub node_id: String,
     pub mesh_id: String,
     pub mesh_public: bool,
-    /// Invites others; a private mesh's ticket holds its secret.
-    pub ticket: String,
     /// The relay this node is reachable through, once connected (in the ticket too).
     #[serde(default)]
     pub home_relay: Option<String>,
@@ -86,6 +84,15 @@ pub struct MeshStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeersDoc {
     pub peers: Vec<PeerView>,
+}
+
+/// `GET /api/ticket` (loopback peers only): the ticket that invites others; a private mesh's
+/// ticket holds its secret, which is why it is not in `/api/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TicketDoc {
+    pub ticket: String,
+    pub mesh_id: String,
+    pub mesh_public: bool,
 }
 
 /// `POST /api/join {"ticket": "mesh1…"}`.
@@ -188,7 +195,6 @@ mod tests {
                 node_id: "n".into(),
                 mesh_id: "id".into(),
                 mesh_public: true,
-                ticket: "mesh1x".into(),
                 home_relay: Some("https://relay.example./".into()),
                 addrs: vec!["198.51.100.7:4000".into()],
                 peers: Vec::new(),
@@ -200,7 +206,11 @@ mod tests {
         assert_eq!(v["slots"]["busy"], 1);
         assert_eq!(v["context_size"], 512);
         assert_eq!(v["mesh_models"][0], "other");
-        assert_eq!(v["ticket"], "mesh1x");
+        assert_eq!(v["home_relay"], "https://relay.example./");
+        assert!(
+            v.get("ticket").is_none(),
+            "the ticket has its own loopback-only route"
+        );
         assert_eq!(serde_json::from_value::<StatusDoc>(v).unwrap(), doc);
     }
 

@@ -1,28 +1,34 @@
 //! The management API (default 127.0.0.1:3131), for people and scripts:
-//! - `GET /api/status`: this node (models, slots, stats) and its mesh (ids, ticket, role, peers).
+//! - `GET /api/status`: this node (models, slots, stats) and its mesh (ids, role, peers; not
+//!   the ticket, whose secret a page must never read).
+//! - `GET /api/ticket`: the ticket, answered to loopback peers only (403 otherwise).
 //! - `GET /api/peers`: the peer table.
 //! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
 //! - `GET /api/discover`, `GET|POST|DELETE /api/publish`: Nostr discovery (`discover.rs`).
 //! - `GET /api/events`: SSE — a `status` snapshot, then `peer_joined`, `peer_left`,
 //!   `model_added`, `model_removed`; a keep-alive comment every 15 s.
 //!
-//! Every document is a type in [`docs`], shared with the CLI that reads it.
+//! Every document is a type in [`docs`], shared with the CLI that reads it. The guards
+//! (`Host`, JSON-only changes, same-origin, key) wrap this whole router in `http::guard`.
 
 mod discover;
 pub mod docs;
 mod events;
 
 use axum::extract::State;
+use axum::http::{Extensions, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::error::ApiError;
 use super::generate::LocalSlot;
+use super::guard::peer_is_loopback;
 use super::route;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
 use docs::{
     EngineStatus, JoinDoc, JoinRequest, MeshStatus, ModelStatus, PeersDoc, Queue, Slots, StatusDoc,
+    TicketDoc,
 };
 
 /// Largest `POST /api/join` body.
@@ -38,6 +44,7 @@ pub struct ApiState {
 pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>) -> Router {
     Router::new()
         .route("/api/status", get(status))
+        .route("/api/ticket", get(ticket))
         .route("/api/peers", get(peers))
         .route("/api/join", post(join))
         .route("/api/events", get(events::events))
@@ -100,7 +107,6 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
             node_id: mesh.node_id().to_string(),
             mesh_id: mesh.mesh_id().to_string(),
             mesh_public: mesh.is_public(),
-            ticket: ticket.encode(),
             home_relay: own
                 .and_then(|a| a.relay_urls().next())
                 .map(|u| u.to_string()),
@@ -127,6 +133,28 @@ fn mesh_of(state: &ApiState) -> Result<&Mesh, ApiError> {
         .mesh
         .as_ref()
         .ok_or_else(|| ApiError::conflict("no_mesh", "this node runs without a mesh"))
+}
+
+/// The ticket, to loopback peers only: a page that got past the `Host` check by any means, or
+/// a client elsewhere on an exposed `--api-host`, still never reads the mesh secret.
+async fn ticket(
+    State(state): State<ApiState>,
+    ext: Extensions,
+) -> Result<Json<TicketDoc>, ApiError> {
+    if !peer_is_loopback(&ext) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "loopback_only",
+            "the ticket is given to clients on this machine only (`mesh status --ticket` there)",
+        ));
+    }
+    let mesh = mesh_of(&state)?;
+    Ok(Json(TicketDoc {
+        ticket: mesh.ticket().encode(),
+        mesh_id: mesh.mesh_id().to_string(),
+        mesh_public: mesh.is_public(),
+    }))
 }
 
 async fn peers(State(state): State<ApiState>) -> Json<PeersDoc> {

@@ -197,7 +197,9 @@ async fn start_node_with(
         engines,
         host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 0,
+        api_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         api_port: 0,
+        surface: Default::default(),
         mesh,
         discovery,
     };
