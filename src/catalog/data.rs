@@ -57,6 +57,10 @@ pub struct CatalogEntry {
     pub sha256: Option<String>,
     /// Parameter count (total, for mixture-of-experts models).
     pub params: u64,
+    /// Parameters one token uses, for mixture-of-experts models (the decode speed estimate
+    /// reads this share of the weights per token); absent for dense models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_params: Option<u64>,
     /// Quantisation, e.g. `Q4_K_M`.
     pub quant: String,
     /// Model family, e.g. `qwen3`.
@@ -219,6 +223,15 @@ pub fn validate_entry(entry: &CatalogEntry) -> Result<(), CatalogError> {
     }
     if entry.size == 0 || entry.params == 0 || entry.context == 0 {
         return Err(invalid(entry, "size, params and context must be > 0"));
+    }
+    if entry
+        .active_params
+        .is_some_and(|a| a == 0 || a > entry.params)
+    {
+        return Err(invalid(
+            entry,
+            "active_params must be > 0 and at most params",
+        ));
     }
     if let Some(sha) = &entry.sha256 {
         if !is_sha256_hex(sha) {

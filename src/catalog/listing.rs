@@ -1,11 +1,12 @@
 //! The catalog as `mesh models` and `mesh --auto` see it: each entry with whether it is in the
-//! Hugging Face cache and whether it fits this machine's memory. Pure apart from looking at the
-//! cache.
+//! Hugging Face cache, whether it fits this machine's memory and, given the machine's figures,
+//! how fast it would decode here. Pure apart from looking at the cache.
 
 use serde::Serialize;
 
 use super::data::CatalogEntry;
 use super::fit::{plan_context, ModelMemory};
+use super::speed::{estimate_entry, Machine, Speed};
 use super::{installed_paths, ResolveOptions};
 
 /// One row of `mesh models`.
@@ -21,10 +22,23 @@ pub struct ModelRow {
     pub ctx: u32,
     /// Estimated bytes needed at `ctx`.
     pub need_bytes: u64,
+    /// Expected decode speed here (when the machine's figures were given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speed: Option<Speed>,
 }
 
 /// Builds the rows: installed from the cache, fit against `available` bytes.
 pub fn rows(entries: &[CatalogEntry], opts: &ResolveOptions, available: u64) -> Vec<ModelRow> {
+    rows_on(entries, opts, available, None)
+}
+
+/// [`rows`] with each model's decode speed on `machine`.
+pub fn rows_on(
+    entries: &[CatalogEntry],
+    opts: &ResolveOptions,
+    available: u64,
+    machine: Option<&Machine>,
+) -> Vec<ModelRow> {
     entries
         .iter()
         .map(|e| {
@@ -37,6 +51,7 @@ pub fn rows(entries: &[CatalogEntry], opts: &ResolveOptions, available: u64) -> 
                 fits: planned.is_ok(),
                 ctx,
                 need_bytes: need.need_bytes(ctx, 1),
+                speed: machine.map(|m| estimate_entry(e, m)),
             }
         })
         .collect()

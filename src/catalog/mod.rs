@@ -10,10 +10,13 @@
 //! - [`fetch`]: a model's file set into the cache (or found there), part by part.
 //! - [`resolve`](resolve()) (here): spec in, local GGUF path out, downloading if needed.
 //! - [`listing`]: catalog rows with installed / fits, as `mesh models` and `--auto` see them.
+//! - [`speed`], [`bandwidth`]: expected decode tok/s (pure), from the machine's measured
+//!   memory bandwidth (cached in `~/.mesh/machine.json`).
 //!
 //! A domain module: it imports only `util` (no engine, mesh, HTTP, clap or printing);
 //! `cmd::models` and `cmd::progress` are its command side.
 
+pub mod bandwidth;
 pub mod cache;
 pub mod data;
 pub mod disk;
@@ -29,6 +32,7 @@ pub mod memory;
 pub mod names;
 pub mod progress;
 pub mod spec;
+pub mod speed;
 
 use std::path::PathBuf;
 

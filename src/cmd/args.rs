@@ -234,7 +234,8 @@ pub struct ModelsArgs {
     #[command(subcommand)]
     pub action: Option<ModelsAction>,
 
-    /// Only list models that fit in this machine's memory at their default context.
+    /// Only list models that fit in this machine's memory at their default context, with the
+    /// decode speed expected here (from the memory bandwidth, measured once).
     #[arg(long)]
     pub fits: bool,
 
@@ -317,6 +318,20 @@ pub struct ServeArgs {
     /// same.
     #[arg(long, conflicts_with_all = ["join", "public"])]
     pub auto: bool,
+
+    /// With --auto: print the mesh it would join and the model it would serve, with the
+    /// reasons, and exit (nothing joined, downloaded or published).
+    #[arg(long, requires = "auto")]
+    pub dry_run: bool,
+
+    /// With --dry-run: print JSON instead of text.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
+
+    /// With --auto: serve only models expected to decode at least this many tokens per second
+    /// on this machine (`mesh models --fits` shows the estimates).
+    #[arg(long, value_name = "TOK/S", default_value_t = crate::catalog::speed::DEFAULT_MIN_TOKENS_PER_SEC)]
+    pub min_speed: f64,
 
     /// Advertise this node's mesh on Nostr relays: republished every 60 s, deleted at Ctrl-C.
     #[arg(long)]

@@ -19,7 +19,10 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
 use super::args::ServeArgs;
+use super::models::human_speed;
 use super::serve;
+use crate::catalog::listing::ModelRow;
+use crate::catalog::speed::{fast_enough, Machine};
 use crate::catalog::{self, ResolveOptions};
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::demand::{self, Candidate, Choice};
@@ -47,6 +50,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.models.len() <= 1,
         "--auto serves one model: give --model once (several models: `mesh serve --model A --model B`)"
     );
+    if args.dry_run {
+        return super::dry_run::run(args).await;
+    }
     let mut policy = Policy::new(Config {
         client: args.client,
         publish: args.publish,
@@ -77,6 +83,8 @@ struct Auto {
     relays: Vec<nostr::RelayUrl>,
     /// Where to look besides the relays (`--lan`, `--peers FILE`).
     local: LocalSources,
+    /// The catalog with fit and speed here (empty for a client).
+    rows: Vec<ModelRow>,
     candidates: Vec<Candidate>,
     ctrl_c: CtrlC,
     /// The running node, if any.
@@ -101,17 +109,21 @@ struct Session {
 impl Auto {
     fn new(args: ServeArgs) -> anyhow::Result<Self> {
         let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
-        let candidates = if args.client {
-            Vec::new()
+        let home = crate::util::home::mesh_home();
+        let (rows, candidates) = if args.client {
+            (Vec::new(), Vec::new())
         } else {
-            catalog_candidates(&args.hub.resolve_options())?
+            let (rows, _) = catalog_rows(&args.hub.resolve_options(), &home)?;
+            let candidates = candidates(&rows, args.min_speed);
+            (rows, candidates)
         };
         let local = args.lan.sources()?;
         Ok(Self {
             args,
-            home: crate::util::home::mesh_home(),
+            home,
             relays,
             local,
+            rows,
             candidates,
             ctrl_c: CtrlC::listen(),
             session: None,
@@ -250,11 +262,23 @@ impl Auto {
         let offer = session.offer.as_ref().map(|o| &o.content);
         let model = self.args.model();
         let Choice { model, reason } = demand::choose_model(model, offer, &self.candidates)
-            .context(
-                "no catalog model fits this machine's memory; run with --client to use the mesh \
-                 without serving, or pick one with --model",
-            )?;
-        println!("auto: serving {model} ({reason}); loading it in the background");
+            .with_context(|| {
+                format!(
+                    "no catalog model fits this machine's memory and decodes at {} tok/s or more \
+                     here (see `mesh models --fits`); run with --client to use the mesh without \
+                     serving, lower --min-speed, or pick one with --model",
+                    self.args.min_speed
+                )
+            })?;
+        let speed = self
+            .rows
+            .iter()
+            .find(|r| r.entry.name == model)
+            .and_then(|r| r.speed)
+            .map_or(String::new(), |s| {
+                format!(", ~{} tok/s expected here", human_speed(s.tokens_per_sec))
+            });
+        println!("auto: serving {model} ({reason}){speed}; loading it in the background");
         let node = session.node.serve_later();
         session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, node)));
         Ok(())
@@ -413,21 +437,32 @@ async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
     }
 }
 
-/// Catalog models with whether each fits this machine.
-fn catalog_candidates(hub: &ResolveOptions) -> anyhow::Result<Vec<Candidate>> {
+/// The catalog rows with their fit and expected speed on this machine, and the machine's
+/// figures (the memory bandwidth is measured once, then read from `~/.mesh/machine.json`).
+pub(super) fn catalog_rows(
+    hub: &ResolveOptions,
+    home: &std::path::Path,
+) -> anyhow::Result<(Vec<ModelRow>, Machine)> {
     let catalog = hub.load_catalog()?;
-    let rows = catalog::listing::rows(&catalog.models, hub, catalog::available_memory());
-    Ok(rows
-        .into_iter()
-        .map(|r| Candidate {
-            name: r.entry.name,
-            size: r.entry.size,
-            fits: r.fits,
-        })
-        .collect())
+    let machine = catalog::bandwidth::machine(home);
+    let available = catalog::available_memory();
+    let rows = catalog::listing::rows_on(&catalog.models, hub, available, Some(&machine));
+    Ok((rows, machine))
 }
 
-async fn discover(
+/// Catalog models with whether each can be served here: it fits in memory and is expected to
+/// decode at `min_speed` tok/s or more.
+pub(super) fn candidates(rows: &[ModelRow], min_speed: f64) -> Vec<Candidate> {
+    rows.iter()
+        .map(|r| Candidate {
+            name: r.entry.name.clone(),
+            size: r.entry.size,
+            fits: r.fits && r.speed.is_none_or(|s| fast_enough(&s, min_speed)),
+        })
+        .collect()
+}
+
+pub(super) async fn discover(
     args: &ServeArgs,
     relays: &[nostr::RelayUrl],
     local: &LocalSources,

@@ -8,6 +8,7 @@
 pub mod args;
 pub mod auto;
 pub mod discover;
+pub mod dry_run;
 pub mod models;
 pub mod network;
 pub mod progress;

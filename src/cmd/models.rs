@@ -9,8 +9,8 @@ use crate::catalog::cache::HubCache;
 use crate::catalog::data::CatalogEntry;
 use crate::catalog::error::DownloadError;
 use crate::catalog::fit::{human_bytes, ModelMemory};
-use crate::catalog::listing::{rows, ModelRow};
-use crate::catalog::{installed_paths, memory, names, resolve, ResolveOptions};
+use crate::catalog::listing::{rows, rows_on, ModelRow};
+use crate::catalog::{bandwidth, installed_paths, memory, names, resolve, speed, ResolveOptions};
 
 /// `mesh models …`.
 pub async fn models(args: ModelsArgs) -> anyhow::Result<()> {
@@ -41,7 +41,9 @@ fn lookup(opts: &ResolveOptions, name: &str) -> anyhow::Result<CatalogEntry> {
 fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()> {
     let catalog = opts.load_catalog()?;
     let available = memory::available_memory();
-    let rows: Vec<ModelRow> = rows(&catalog.models, opts, available)
+    // The speed estimate only with --fits: it needs the memory bandwidth (measured once).
+    let machine = fits_only.then(|| bandwidth::machine(&crate::util::home::mesh_home()));
+    let rows: Vec<ModelRow> = rows_on(&catalog.models, opts, available, machine.as_ref())
         .into_iter()
         .filter(|r| !fits_only || r.fits)
         .collect();
@@ -49,14 +51,18 @@ fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    let speed_head = if machine.is_some() { "  TOK/S" } else { "" };
     println!(
-        "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}",
+        "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}{speed_head}",
         "NAME", "PARAMS", "QUANT", "SIZE", "CTX", "INSTALLED", "FITS"
     );
     for r in &rows {
         let e = &r.entry;
+        let speed = r.speed.map_or(String::new(), |s| {
+            format!("  {:>5}", format!("~{}", human_speed(s.tokens_per_sec)))
+        });
         println!(
-            "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}",
+            "{:<40} {:>7} {:<7} {:>10} {:>7} {:>9} {:>4}{speed}",
             e.name,
             human_params(e.params),
             e.quant,
@@ -75,7 +81,30 @@ fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()
         rows.len(),
         human_bytes(available)
     );
+    if let Some(m) = machine {
+        println!(
+            "TOK/S: expected decode speed here, from a memory bandwidth of {:.1} GB/s{} \
+             (`mesh --auto` serves only models at --min-speed or more, default {})",
+            m.memory_bandwidth / 1e9,
+            m.gpu_bandwidth.map_or(String::new(), |g| format!(
+                " (GPU: {:.0} GB/s assumed)",
+                g / 1e9
+            )),
+            speed::DEFAULT_MIN_TOKENS_PER_SEC
+        );
+    }
     Ok(())
+}
+
+/// `95`, `4.2`, `0.31`: tokens per second with two significant digits or so.
+pub fn human_speed(tps: f64) -> String {
+    if tps >= 10.0 {
+        format!("{tps:.0}")
+    } else if tps >= 1.0 {
+        format!("{tps:.1}")
+    } else {
+        format!("{tps:.2}")
+    }
 }
 
 fn show(opts: &ResolveOptions, name: &str, json: bool) -> anyhow::Result<()> {
@@ -192,5 +221,12 @@ mod tests {
     fn params_are_human() {
         assert_eq!(human_params(135_000_000), "135M");
         assert_eq!(human_params(8_190_000_000), "8.2B");
+    }
+
+    #[test]
+    fn speeds_are_human() {
+        assert_eq!(human_speed(95.4), "95");
+        assert_eq!(human_speed(4.25), "4.2");
+        assert_eq!(human_speed(0.314), "0.31");
     }
 }

@@ -7,6 +7,7 @@
 //! the flags, builds [`NodeOptions`] and reports.
 
 pub mod auto;
+pub mod dry_run;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,0 +1,161 @@
+//! Fit by speed: how fast a model would decode on this machine, as plain arithmetic over
+//! machine figures passed in (measured by [`super::bandwidth`], or made up in tests).
+//!
+//! Decoding one token reads every weight the token uses once, so a memory-bound decoder runs at
+//! about `bandwidth × efficiency ÷ bytes read per token`. Bytes per token are the file size for
+//! a dense model, and the share of active parameters for a mixture of experts
+//! (`active_params` in the catalog). The efficiency is calibrated on this project's own
+//! measurement (docs/BENCHMARKS.md, "Decode speed estimate"): SmolLM2-135M Q4_1 (98 MB) decodes
+//! at about 95 tok/s with llama.cpp on a 2-core machine whose [`super::bandwidth`] figure is
+//! about 22 GB/s (copy traffic, read + write), i.e. 9.3 GB/s of weights read per second, an
+//! efficiency of 0.42. So small a model is bound by more than memory, so the figure errs slow
+//! for larger ones.
+
+use serde::Serialize;
+
+use super::data::CatalogEntry;
+
+/// Default of `--min-speed`: `--auto` serves only models expected to decode at least this fast.
+pub const DEFAULT_MIN_TOKENS_PER_SEC: f64 = 10.0;
+/// Share of the measured CPU memory bandwidth llama.cpp's decoding reaches (calibration above).
+pub const CPU_EFFICIENCY: f64 = 0.42;
+/// Share of a GPU's memory bandwidth llama.cpp's decoding reaches.
+pub const GPU_EFFICIENCY: f64 = 0.6;
+/// Memory bandwidth assumed for a discrete GPU, in bytes per second: llama.cpp's device API
+/// reports memory but not bandwidth (TODO: measure it, e.g. with a timed device copy). 300 GB/s
+/// is the low end of current discrete cards, so the estimate errs slow.
+pub const ASSUMED_GPU_BANDWIDTH: f64 = 300e9;
+
+/// The machine figures the estimate needs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Machine {
+    /// System memory bandwidth in bytes per second (all cores reading and writing).
+    pub memory_bandwidth: f64,
+    /// A discrete GPU's bandwidth in bytes per second, when there is one; integrated GPUs
+    /// share system memory and count as `None`.
+    pub gpu_bandwidth: Option<f64>,
+}
+
+/// Where the model would decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Gpu,
+}
+
+/// The estimate for one model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Speed {
+    /// Expected decode tokens per second (one sequence).
+    pub tokens_per_sec: f64,
+    /// Bytes of weights read per token.
+    pub bytes_per_token: u64,
+    pub device: Device,
+}
+
+/// Bytes of weights one token reads: the file for a dense model, the active share for a
+/// mixture of experts.
+pub fn bytes_per_token(entry: &CatalogEntry) -> u64 {
+    match entry.active_params {
+        Some(active) if entry.params > 0 && active < entry.params => {
+            (entry.size as f64 * active as f64 / entry.params as f64) as u64
+        }
+        _ => entry.size,
+    }
+}
+
+/// Decode speed of a model reading `bytes_per_token` per token on `machine`.
+pub fn estimate(bytes_per_token: u64, machine: &Machine) -> Speed {
+    let (bandwidth, device) = match machine.gpu_bandwidth {
+        Some(bw) if bw > 0.0 => (bw * GPU_EFFICIENCY, Device::Gpu),
+        _ => (machine.memory_bandwidth * CPU_EFFICIENCY, Device::Cpu),
+    };
+    Speed {
+        tokens_per_sec: bandwidth.max(0.0) / bytes_per_token.max(1) as f64,
+        bytes_per_token,
+        device,
+    }
+}
+
+/// The estimate for a catalog entry.
+pub fn estimate_entry(entry: &CatalogEntry, machine: &Machine) -> Speed {
+    estimate(bytes_per_token(entry), machine)
+}
+
+/// Whether a model is fast enough to serve: at least `min_tokens_per_sec` expected.
+pub fn fast_enough(speed: &Speed, min_tokens_per_sec: f64) -> bool {
+    speed.tokens_per_sec >= min_tokens_per_sec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalog;
+
+    /// This 2-core machine, as measured by `bandwidth::measure` (docs/BENCHMARKS.md).
+    fn two_core() -> Machine {
+        Machine {
+            memory_bandwidth: 22e9,
+            gpu_bandwidth: None,
+        }
+    }
+
+    fn entry(name: &str) -> CatalogEntry {
+        Catalog::embedded().unwrap().get(name).unwrap().clone()
+    }
+
+    #[test]
+    fn the_test_model_estimate_is_near_the_measured_95_tokens_per_second() {
+        let s = estimate_entry(&entry("SmolLM2-135M-Instruct-Q4_1"), &two_core());
+        assert_eq!(s.device, Device::Cpu);
+        assert!(
+            (70.0..=130.0).contains(&s.tokens_per_sec),
+            "{}",
+            s.tokens_per_sec
+        );
+    }
+
+    #[test]
+    fn a_32b_dense_model_on_two_cores_is_under_one_token_a_second_and_too_slow() {
+        let s = estimate_entry(&entry("Qwen2.5-32B-Instruct-Q4_K_M"), &two_core());
+        assert!(s.tokens_per_sec < 1.0, "{}", s.tokens_per_sec);
+        assert!(!fast_enough(&s, DEFAULT_MIN_TOKENS_PER_SEC));
+    }
+
+    #[test]
+    fn a_mixture_of_experts_reads_only_its_active_share() {
+        let moe = entry("Qwen3-30B-A3B-Q4_K_M");
+        let dense = entry("Qwen3-32B-Q4_K_M");
+        assert!(bytes_per_token(&moe) < moe.size / 5);
+        assert_eq!(bytes_per_token(&dense), dense.size);
+        let (m, d) = (
+            estimate_entry(&moe, &two_core()),
+            estimate_entry(&dense, &two_core()),
+        );
+        assert!(m.tokens_per_sec > 5.0 * d.tokens_per_sec);
+    }
+
+    #[test]
+    fn a_gpu_decodes_from_its_own_bandwidth() {
+        let gpu = Machine {
+            gpu_bandwidth: Some(ASSUMED_GPU_BANDWIDTH),
+            ..two_core()
+        };
+        let s = estimate_entry(&entry("Qwen3-14B-Q4_K_M"), &gpu);
+        assert_eq!(s.device, Device::Gpu);
+        assert!(fast_enough(&s, DEFAULT_MIN_TOKENS_PER_SEC));
+    }
+
+    #[test]
+    fn the_threshold_is_inclusive_and_zero_figures_give_zero() {
+        let s = estimate(1_000, &two_core());
+        assert!(fast_enough(&s, s.tokens_per_sec));
+        assert!(!fast_enough(&s, s.tokens_per_sec * 1.01));
+        let none = Machine {
+            memory_bandwidth: 0.0,
+            gpu_bandwidth: None,
+        };
+        assert_eq!(estimate(0, &none).tokens_per_sec, 0.0);
+    }
+}
