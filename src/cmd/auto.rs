@@ -502,12 +502,18 @@ pub(super) async fn discover(
         eprintln!("warning: {w}");
     }
     let eligible = found.ranked.iter().filter(|s| s.eligible()).count();
-    println!(
+    let line = format!(
         "auto: {} offer(s), {} joinable, {} rejected",
         found.report.offers.len(),
         eligible,
         found.report.rejected_total()
     );
+    // `--dry-run --json` keeps stdout for the JSON document.
+    if args.json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
     found
 }
 
