@@ -169,19 +169,4 @@ mod tests {
         std::fs::write(home.path().join(MACHINE_FILE), b"{").unwrap();
         assert!(memory_bandwidth(home.path()) > 1e8);
     }
-
-    /// `cargo test --lib measure_bandwidth_here -- --ignored --nocapture`: the figure the
-    /// calibration in `speed` used.
-    #[test]
-    #[ignore]
-    fn measure_bandwidth_here() {
-        for _ in 0..3 {
-            let bw = measure(threads());
-            eprintln!(
-                "{threads} threads: {:.2} GB/s",
-                bw / 1e9,
-                threads = threads()
-            );
-        }
-    }
 }

@@ -50,9 +50,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.models.len() <= 1,
         "--auto serves one model: give --model once (several models: `mesh serve --model A --model B`)"
     );
-    if args.dry_run {
-        return super::dry_run::run(args).await;
-    }
     let mut policy = Policy::new(Config {
         client: args.client,
         publish: args.publish,

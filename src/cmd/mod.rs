@@ -23,6 +23,7 @@ pub use args::{normalize_args, Cli, Command};
 /// Runs one command to its end.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve(args) if args.auto && args.dry_run => dry_run::run(args).await,
         Command::Serve(args) if args.auto => auto::run(args).await,
         Command::Serve(args) => serve::run(args).await,
         Command::Models(args) => models::models(args).await,
