@@ -35,7 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let best = score::pick(&found.ranked, &mut rand::rng());
     let offer = best.map(|s| found.offer(s));
     let choice = choose_model(
-        args.model.as_deref(),
+        args.model(),
         offer.map(|o| &o.content),
         &candidates,
     );
