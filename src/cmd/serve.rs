@@ -62,6 +62,8 @@ pub fn node_options(
         api_port: args.api_port,
         mesh: Some(mesh),
         discovery: Some(discovery),
+        // Console downloads report on `/api/events`, not on this terminal.
+        hub: args.hub.resolve_options_quiet(),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct NodeOptions {
     pub mesh: Option<MeshConfig>,
     /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
     pub discovery: Option<DiscoveryConfig>,
+    /// Where the console's catalog downloads come from and go (hub, cache, catalog).
+    pub hub: catalog::ResolveOptions,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -69,6 +71,7 @@ impl Node {
             api_port,
             mesh: None,
             discovery: None,
+            hub: catalog::ResolveOptions::from_env(),
         })
         .await
     }
@@ -133,7 +136,7 @@ impl Node {
             ),
             serve::spawn(
                 api,
-                api::router(local.clone(), mesh.clone(), discovery.clone()),
+                api::router(local.clone(), mesh.clone(), discovery.clone(), opts.hub),
                 cancel.clone(),
             ),
         ];

@@ -10,6 +10,7 @@ mod catalog_cli;
 mod catalog_download;
 mod claims;
 mod cli;
+mod console;
 mod discovery;
 mod errors;
 mod hostile_relay;
