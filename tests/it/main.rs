@@ -11,6 +11,7 @@ mod catalog_download;
 mod claims;
 mod cli;
 mod console;
+mod console_api;
 mod discovery;
 mod errors;
 mod hostile_relay;
