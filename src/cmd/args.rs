@@ -227,6 +227,15 @@ impl HubArgs {
         opts.progress = super::progress::progress(ProgressMode::Auto);
         opts
     }
+
+    /// [`Self::resolve_options`] without progress on the terminal.
+    pub fn resolve_options_quiet(&self) -> ResolveOptions {
+        ResolveOptions::from_env().with_overrides(
+            self.catalog.as_deref(),
+            self.hf_endpoint.as_deref(),
+            self.offline,
+        )
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -74,6 +74,8 @@ pub fn node_options(
         },
         mesh: Some(mesh),
         discovery: Some(discovery),
+        // Console downloads report on `/api/events`, not on this terminal.
+        hub: args.hub.resolve_options_quiet(),
     }
 }
 

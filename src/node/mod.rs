@@ -46,6 +46,8 @@ pub struct NodeOptions {
     pub mesh: Option<MeshConfig>,
     /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
     pub discovery: Option<DiscoveryConfig>,
+    /// Where the console's catalog downloads come from and go (hub, cache, catalog).
+    pub hub: catalog::ResolveOptions,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -81,6 +83,7 @@ impl Node {
             surface: Surface::default(),
             mesh: None,
             discovery: None,
+            hub: catalog::ResolveOptions::from_env(),
         })
         .await
     }
@@ -148,7 +151,7 @@ impl Node {
             serve::spawn(
                 api,
                 guard::management(
-                    api::router(local.clone(), mesh.clone(), discovery.clone()),
+                    api::router(local.clone(), mesh.clone(), discovery.clone(), opts.hub),
                     &opts.surface,
                 ),
                 cancel.clone(),

@@ -10,6 +10,8 @@ mod catalog_cli;
 mod catalog_download;
 mod claims;
 mod cli;
+mod console;
+mod console_api;
 mod discovery;
 mod embeddings;
 mod errors;

@@ -6,14 +6,21 @@
 //! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
 //! - `GET /api/discover`, `GET|POST|DELETE /api/publish`: Nostr discovery (`discover.rs`).
 //! - `GET /api/events`: SSE — a `status` snapshot, then `peer_joined`, `peer_left`,
-//!   `model_added`, `model_removed`; a keep-alive comment every 15 s.
+//!   `model_added`, `model_removed`, `download`; a keep-alive comment every 15 s.
+//! - The web console: `GET /` and `/console/*` (`console.rs`), reading `GET /api/nodes`,
+//!   `GET /api/models` (`nodes.rs`), `GET /api/catalog`, `POST /api/catalog/download`
+//!   (`catalog.rs`), and chatting through `POST /v1/chat/completions` and `GET /v1/models`,
+//!   the OpenAI API's own handlers mounted here too, so the page needs no other origin.
 //!
-//! Every document is a type in [`docs`], shared with the CLI that reads it. The guards
-//! (`Host`, JSON-only changes, same-origin, key) wrap this whole router in `http::guard`.
+//! Every document is a type in [`docs`] (or beside its handler), shared with the CLI that
+//! reads it.
 
+pub mod catalog;
+mod console;
 mod discover;
 pub mod docs;
 mod events;
+pub mod nodes;
 
 use axum::extract::State;
 use axum::http::{Extensions, StatusCode};
@@ -24,6 +31,7 @@ use super::error::ApiError;
 use super::generate::LocalSlot;
 use super::guard::peer_is_loopback;
 use super::route;
+use crate::catalog::ResolveOptions;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
 use docs::{
@@ -39,10 +47,25 @@ pub struct ApiState {
     pub local: LocalSlot,
     pub mesh: Option<Mesh>,
     pub discovery: Option<Discovery>,
+    /// The console's catalog downloads (from and into where `hub` of [`router`] says).
+    pub downloads: catalog::Downloads,
 }
 
-pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>) -> Router {
+/// The management API and the console; `hub` says where catalog downloads come from and go.
+pub fn router(
+    local: LocalSlot,
+    mesh: Option<Mesh>,
+    discovery: Option<Discovery>,
+    hub: ResolveOptions,
+) -> Router {
+    let chat = super::openai::console_router(local.clone(), mesh.clone());
     Router::new()
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::asset))
+        .route("/api/nodes", get(nodes::nodes))
+        .route("/api/models", get(nodes::models))
+        .route("/api/catalog", get(catalog::catalog))
+        .route("/api/catalog/download", post(catalog::download))
         .route("/api/status", get(status))
         .route("/api/ticket", get(ticket))
         .route("/api/peers", get(peers))
@@ -60,7 +83,9 @@ pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>
             local,
             mesh,
             discovery,
+            downloads: catalog::Downloads::new(hub),
         })
+        .merge(chat)
 }
 
 async fn status(State(state): State<ApiState>) -> Json<StatusDoc> {

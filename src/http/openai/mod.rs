@@ -38,6 +38,16 @@ pub struct AppState {
 const _: () =
     assert!(validate::MAX_BODY_BYTES as u64 == crate::mesh::net::tunnel_server::MAX_BODY_BYTES);
 
+/// The routes the web console chats through, for mounting on the management port beside it
+/// (same handlers and limits; no fallbacks, so it merges into another router).
+pub fn console_router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
+    Router::new()
+        .route("/v1/models", get(handlers::models))
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .layer(DefaultBodyLimit::max(validate::MAX_BODY_BYTES))
+        .with_state(AppState { local, mesh })
+}
+
 pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
     Router::new()
         .route("/v1/models", get(handlers::models))

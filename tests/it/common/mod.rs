@@ -202,6 +202,7 @@ async fn start_node_with(
         surface: Default::default(),
         mesh,
         discovery,
+        hub: mesh::catalog::ResolveOptions::from_env(),
     };
     let node = match local {
         Some(g) => Node::start_with_local(opts, g).await?,
