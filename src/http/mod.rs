@@ -1,5 +1,7 @@
 //! The HTTP layer: both servers `mesh` runs, and where a request goes.
 //! - [`openai`]: the OpenAI-compatible API (default 127.0.0.1:9337).
+//! - [`ollama`]: the Ollama-compatible API on the same port, translated into OpenAI's
+//!   handlers (so routed the same way).
 //! - [`api`]: the management API (default 127.0.0.1:3131) and its typed documents
 //!   ([`api::docs`]), which `mesh status / peers / publish` read back.
 //! - [`generate`]: the [`generate::Generate`] trait (the engine, or [`fake::Scripted`] in
@@ -17,6 +19,7 @@ pub mod error;
 pub mod fair;
 pub mod fake;
 pub mod generate;
+pub mod ollama;
 pub mod openai;
 pub mod route;
 pub mod serve;

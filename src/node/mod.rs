@@ -20,7 +20,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::generate::{Generate, LocalSlot};
 use crate::http::route;
-use crate::http::{api, openai, serve};
+use crate::http::{api, ollama, openai, serve};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
 
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
@@ -128,7 +128,8 @@ impl Node {
         let servers = vec![
             serve::spawn(
                 openai,
-                openai::router(local.clone(), mesh.clone()),
+                openai::router(local.clone(), mesh.clone())
+                    .merge(ollama::router(local.clone(), mesh.clone())),
                 cancel.clone(),
             ),
             serve::spawn(

@@ -23,6 +23,7 @@ mod mesh_kill;
 mod mesh_relay;
 mod mesh_routing;
 mod netns;
+mod ollama_api;
 mod openai_api;
 mod relay;
 mod serve_catalog;

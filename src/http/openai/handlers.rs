@@ -22,21 +22,40 @@ use crate::mesh::state::routing::Need;
 use crate::mesh::Mesh;
 
 /// Every model in the mesh: this node's own, then the peers', each once.
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let mut data = Vec::new();
+pub fn model_names(state: &AppState) -> Vec<String> {
+    let mut names = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     if let Some(engine) = state.local.get() {
-        let info = engine.info();
-        seen.insert(info.name.clone());
-        data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));
+        let name = &engine.info().name;
+        seen.insert(name.clone());
+        names.push(name.clone());
     }
     if let Some(mesh) = &state.mesh {
         for name in mesh.remote_models() {
             if seen.insert(name.clone()) {
-                data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "mesh"}));
+                names.push(name);
             }
         }
     }
+    names
+}
+
+/// `GET /v1/models`: [`model_names`], with the local model's load time.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let created = state
+        .local
+        .get()
+        .map(|g| (g.info().name.clone(), g.info().created));
+    let data: Vec<Value> = model_names(&state)
+        .into_iter()
+        .map(|name| {
+            let created = match &created {
+                Some((local, at)) if *local == name => *at,
+                _ => 0,
+            };
+            json!({"id": name, "object": "model", "created": created, "owned_by": "mesh"})
+        })
+        .collect();
     Json(json!({"object": "list", "data": data}))
 }
 

@@ -14,8 +14,10 @@ mod handlers;
 mod stream;
 pub mod validate;
 
-use axum::extract::DefaultBodyLimit;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -34,6 +36,23 @@ pub struct AppState {
 // The tunnel server refuses bodies larger than this API accepts, and none that it accepts.
 const _: () =
     assert!(validate::MAX_BODY_BYTES as u64 == crate::mesh::net::tunnel_server::MAX_BODY_BYTES);
+
+pub use stream::Flavor;
+
+/// Every model this port serves, each once: this node's own, then the mesh's.
+pub fn model_names(state: &AppState) -> Vec<String> {
+    handlers::model_names(state)
+}
+
+/// Answers a validated-or-not OpenAI body as `/v1/chat/completions` ([`Flavor::Chat`]) or
+/// `/v1/completions` ([`Flavor::Text`]) would for a local user: the same validation, routing
+/// and forwarding. Other APIs of this port (Ollama's) translate into this.
+pub async fn answer(state: AppState, flavor: Flavor, body: Bytes) -> Result<Response, ApiError> {
+    match flavor {
+        Flavor::Chat => handlers::chat_completions(State(state), None, Ok(body)).await,
+        Flavor::Text => handlers::completions(State(state), None, Ok(body)).await,
+    }
+}
 
 pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
     Router::new()
