@@ -299,6 +299,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub client: bool,
 
+    /// An OpenAI-compatible engine already running (Ollama, llama-server, vLLM, another mesh)
+    /// whose models this node serves too: listed, announced to the mesh, requests forwarded to
+    /// it. `/v1` is added unless given (Ollama: http://127.0.0.1:11434). Repeatable; works with
+    /// or without --model. Polled every 2 s: its models leave the mesh while it is down.
+    #[arg(long, value_name = "URL", value_parser = parse_upstream)]
+    pub upstream: Vec<reqwest::Url>,
+
     /// Find the best mesh on Nostr relays, join it and serve a model it needs (with --client:
     /// only use it); start and publish a new public mesh when none fits. `mesh --auto` is the
     /// same.
@@ -509,4 +516,8 @@ mod tests {
         let err = a.net.resolve().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
+}
+
+fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
+    crate::http::upstream::parse_base(text)
 }

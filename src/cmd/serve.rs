@@ -15,11 +15,15 @@ use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.client && !args.upstream.is_empty() {
+        anyhow::bail!("--client serves no model; drop --upstream or --client");
+    }
     let engine = match (&args.model, args.client) {
         (Some(_), true) => anyhow::bail!("--client serves no model; drop --model or --client"),
+        (None, false) if !args.upstream.is_empty() => None,
         (None, false) => anyhow::bail!(
-            "nothing to serve: pass --model NAME|FILE.gguf, --client to use the mesh's models, \
-             or --auto to find a mesh"
+            "nothing to serve: pass --model NAME|FILE.gguf, --upstream URL of an engine already \
+             running, --client to use the mesh's models, or --auto to find a mesh"
         ),
         (Some(spec), false) => Some(engine_config(&args, spec).await?),
         (None, true) => None,
@@ -62,6 +66,7 @@ pub fn node_options(
         api_port: args.api_port,
         mesh: Some(mesh),
         discovery: Some(discovery),
+        upstreams: args.upstream.clone(),
     }
 }
 
@@ -143,10 +148,17 @@ pub fn print_banner(node: &Node) {
                 info.parallel, info.ctx, info.threads
             );
         }
-        None => println!(
+        None if node.local.upstreams().bases().is_empty() => println!(
             "mesh {} (client: serving no model)",
             env!("CARGO_PKG_VERSION")
         ),
+        None => println!(
+            "mesh {} serving upstream engines",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+    for base in node.local.upstreams().bases() {
+        println!("  upstream     {base} (its models, polled every 2 s)");
     }
     println!("  OpenAI API   http://{}/v1", node.openai_addr);
     println!("  management   http://{}/api/status", node.api_addr);

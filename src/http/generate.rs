@@ -6,6 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::slots::Slots;
+use super::upstream::Upstreams;
 
 use crate::engine::{
     ChatMessage, Engine, EngineError, EventStream, GenerateRequest, ModelInfo, StatsSnapshot,
@@ -53,10 +54,14 @@ impl Generate for Engine {
 }
 
 /// The generator this node serves, which may arrive after the node has started (`mesh --auto`
-/// joins a mesh first, then downloads and loads its model), with its fairly shared [`Slots`].
-/// Empty on a client. Clones share it.
+/// joins a mesh first, then downloads and loads its model), with its fairly shared [`Slots`];
+/// and the upstream engines whose models it serves too (`--upstream`). Empty on a client.
+/// Clones share it.
 #[derive(Clone, Default)]
-pub struct LocalSlot(Arc<OnceLock<Filled>>);
+pub struct LocalSlot {
+    filled: Arc<OnceLock<Filled>>,
+    upstreams: Upstreams,
+}
 
 struct Filled {
     generator: Arc<dyn Generate>,
@@ -65,24 +70,29 @@ struct Filled {
 
 impl LocalSlot {
     pub fn get(&self) -> Option<&Arc<dyn Generate>> {
-        self.0.get().map(|f| &f.generator)
+        self.filled.get().map(|f| &f.generator)
     }
 
     /// The generator's slots, shared between local requests and each peer (see [`Slots`]).
     pub fn slots(&self) -> Option<&Slots> {
-        self.0.get().map(|f| &f.slots)
+        self.filled.get().map(|f| &f.slots)
     }
 
     /// Fills the slot; a slot is filled at most once (the generator is handed back otherwise).
     pub fn set(&self, local: Arc<dyn Generate>) -> Result<(), Arc<dyn Generate>> {
         let info = local.info();
         let slots = Slots::new(info.parallel.max(1), info.queue_capacity.max(1));
-        self.0
+        self.filled
             .set(Filled {
                 generator: local,
                 slots,
             })
             .map_err(|f| f.generator)
+    }
+
+    /// The upstream engines this node also serves (`--upstream`).
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     /// A slot holding `local` from the start.

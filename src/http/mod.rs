@@ -8,7 +8,8 @@
 //!   tests) and the node's [`generate::LocalSlot`].
 //! - [`slots`]: the generator's slots, queued fairly between local users and each peer by
 //!   [`fair`] (pure round-robin).
-//! - [`route`]: local or mesh, and what this node announces that it serves.
+//! - [`upstream`]: engines already running beside `mesh` (`--upstream`), polled and proxied.
+//! - [`route`]: local, upstream or mesh, and what this node announces that it serves.
 //! - [`error`]: the one error shape of both APIs (OpenAI's), and the SSE error chunk.
 //! - [`serve`]: binding a listener and serving a router until cancelled.
 //!
@@ -24,3 +25,4 @@ pub mod openai;
 pub mod route;
 pub mod serve;
 pub mod slots;
+pub mod upstream;

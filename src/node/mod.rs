@@ -20,7 +20,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::generate::{Generate, LocalSlot};
 use crate::http::route;
-use crate::http::{api, ollama, openai, serve};
+use crate::http::{api, ollama, openai, serve, upstream};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
 
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub mesh: Option<MeshConfig>,
     /// Nostr discovery (`/api/discover`, publishing); publishing needs a mesh.
     pub discovery: Option<DiscoveryConfig>,
+    /// OpenAI-compatible engines already running whose models this node serves too
+    /// (`--upstream`; base URLs from `http::upstream::parse_base`).
+    pub upstreams: Vec<reqwest::Url>,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -69,6 +72,7 @@ impl Node {
             api_port,
             mesh: None,
             discovery: None,
+            upstreams: Vec::new(),
         })
         .await
     }
@@ -125,7 +129,7 @@ impl Node {
         let cancel = CancellationToken::new();
         let openai_addr = openai.local_addr()?;
         let api_addr = api.local_addr()?;
-        let servers = vec![
+        let mut servers = vec![
             serve::spawn(
                 openai,
                 openai::router(local.clone(), mesh.clone())
@@ -138,6 +142,17 @@ impl Node {
                 cancel.clone(),
             ),
         ];
+        for base in opts.upstreams {
+            let index = local.upstreams().add(base.clone());
+            let poll = upstream::poll::run(
+                local.upstreams().clone(),
+                index,
+                base,
+                mesh.clone(),
+                cancel.clone(),
+            );
+            servers.push(tokio::spawn(poll));
+        }
         Ok(Self {
             local,
             mesh,

@@ -28,3 +28,4 @@ mod openai_api;
 mod relay;
 mod serve_catalog;
 mod tunnel_limits;
+mod upstream;

@@ -17,6 +17,7 @@ use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
 use crate::http::slots::{Origin, SlotPermit};
+use crate::http::upstream;
 use crate::mesh::net::tunnel_server::TunnelPeer;
 use crate::mesh::state::routing::Need;
 use crate::mesh::Mesh;
@@ -29,6 +30,11 @@ pub fn model_names(state: &AppState) -> Vec<String> {
         let name = &engine.info().name;
         seen.insert(name.clone());
         names.push(name.clone());
+    }
+    for offer in state.local.upstreams().offers() {
+        if seen.insert(offer.name.clone()) {
+            names.push(offer.name);
+        }
     }
     if let Some(mesh) = &state.mesh {
         for name in mesh.remote_models() {
@@ -81,6 +87,9 @@ pub async fn chat_completions(
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
+        Target::Upstream(u) => {
+            return upstream::proxy::forward(u, "/chat/completions", fwd.body).await
+        }
         Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };
@@ -118,6 +127,7 @@ pub async fn completions(
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
+        Target::Upstream(u) => return upstream::proxy::forward(u, "/completions", fwd.body).await,
         Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };

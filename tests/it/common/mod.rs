@@ -185,6 +185,7 @@ async fn start_node_with(
         api_port: 0,
         mesh,
         discovery,
+        upstreams: Vec::new(),
     };
     let node = match local {
         Some(g) => Node::start_with_local(opts, g).await?,
