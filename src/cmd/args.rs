@@ -438,6 +438,10 @@ pub struct RelayServerArgs {
     pub max_connections: usize,
 }
 
+fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
+    crate::http::upstream::parse_base(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,8 +520,4 @@ mod tests {
         let err = a.net.resolve().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
-}
-
-fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
-    crate::http::upstream::parse_base(text)
 }
