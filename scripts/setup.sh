@@ -22,7 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check rust-just openai playwright
+python3 -m pip install -q --disable-pip-version-check rust-just openai ollama playwright
 scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 if ! command -v just >/dev/null; then
   echo "setup: 'just' is installed in $scripts_dir; add it to PATH"

@@ -322,6 +322,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub client: bool,
 
+    /// An OpenAI-compatible engine already running (Ollama, llama-server, vLLM, another mesh)
+    /// whose models this node serves too: listed, announced to the mesh, requests forwarded to
+    /// it. `/v1` is added unless given (Ollama: http://127.0.0.1:11434). Repeatable; works with
+    /// or without --model. Polled every 2 s: its models leave the mesh while it is down.
+    #[arg(long, value_name = "URL", value_parser = parse_upstream)]
+    pub upstream: Vec<reqwest::Url>,
+
     /// Find the best mesh on Nostr relays, join it and serve a model it needs (with --client:
     /// only use it); start and publish a new public mesh when none fits. `mesh --auto` is the
     /// same.
@@ -500,6 +507,10 @@ pub struct RelayServerArgs {
     /// Connections open at once; more are answered 503.
     #[arg(long, value_name = "N", default_value_t = relay::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+}
+
+fn parse_upstream(text: &str) -> Result<reqwest::Url, String> {
+    crate::http::upstream::parse_base(text)
 }
 
 #[cfg(test)]

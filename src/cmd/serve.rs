@@ -16,11 +16,15 @@ use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.client && !args.upstream.is_empty() {
+        anyhow::bail!("--client serves no model; drop --upstream or --client");
+    }
     let engines = match (args.models.is_empty(), args.client) {
         (false, true) => anyhow::bail!("--client serves no model; drop --model or --client"),
+        (true, false) if !args.upstream.is_empty() => Vec::new(),
         (true, false) => anyhow::bail!(
-            "nothing to serve: pass --model NAME|FILE.gguf, --client to use the mesh's models, \
-             or --auto to find a mesh"
+            "nothing to serve: pass --model NAME|FILE.gguf, --upstream URL of an engine already \
+             running, --client to use the mesh's models, or --auto to find a mesh"
         ),
         (false, false) => engine_configs(&args).await?,
         (true, true) => Vec::new(),
@@ -76,6 +80,7 @@ pub fn node_options(
         discovery: Some(discovery),
         // Console downloads report on `/api/events`, not on this terminal.
         hub: args.hub.resolve_options_quiet(),
+        upstreams: args.upstream.clone(),
     }
 }
 
@@ -149,9 +154,15 @@ pub fn discovery_config(
 
 pub fn print_banner(node: &Node) {
     let engines: Vec<_> = node.local.all().map(|(g, _)| g.info().clone()).collect();
-    if engines.is_empty() {
+    let upstreams = node.local.upstreams().bases();
+    if engines.is_empty() && upstreams.is_empty() {
         println!(
             "mesh {} (client: serving no model)",
+            env!("CARGO_PKG_VERSION")
+        );
+    } else if engines.is_empty() {
+        println!(
+            "mesh {} serving upstream engines",
             env!("CARGO_PKG_VERSION")
         );
     }
@@ -165,6 +176,9 @@ pub fn print_banner(node: &Node) {
             "  slots {} x {} tokens, {} threads",
             info.parallel, info.ctx, info.threads
         );
+    }
+    for base in upstreams {
+        println!("  upstream     {base} (its models, polled every 2 s)");
     }
     println!("  OpenAI API   http://{}/v1", node.openai_addr);
     println!("  management   http://{}/api/status", node.api_addr);

@@ -6,6 +6,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::slots::Slots;
+use super::upstream::Upstreams;
 
 use crate::engine::{
     ChatMessage, EmbedInput, EmbedReply, Engine, EngineError, EventStream, GenerateRequest,
@@ -66,10 +67,14 @@ impl Generate for Engine {
 
 /// The generators this node serves, one per model, which may arrive after the node has started
 /// (`mesh --auto` joins a mesh first, then downloads and loads its model), each with its fairly
-/// shared [`Slots`]. Empty on a client. Filled once, with every model at once; clones share it.
-/// The first model is "the" model where one is shown (the status document's top-level fields).
+/// shared [`Slots`]; and the upstream engines whose models it serves too (`--upstream`). Empty
+/// on a client. Filled once, with every model at once; clones share it. The first model is
+/// "the" model where one is shown (the status document's top-level fields).
 #[derive(Clone, Default)]
-pub struct LocalSlot(Arc<OnceLock<Vec<Filled>>>);
+pub struct LocalSlot {
+    filled: Arc<OnceLock<Vec<Filled>>>,
+    upstreams: Upstreams,
+}
 
 struct Filled {
     generator: Arc<dyn Generate>,
@@ -98,7 +103,7 @@ impl LocalSlot {
     }
 
     fn filled(&self) -> &[Filled] {
-        self.0.get().map_or(&[], Vec::as_slice)
+        self.filled.get().map_or(&[], Vec::as_slice)
     }
 
     /// Fills the slot with one generator; a slot is filled at most once (the generator is
@@ -122,9 +127,14 @@ impl LocalSlot {
                 Filled { generator, slots }
             })
             .collect();
-        self.0
+        self.filled
             .set(filled)
             .map_err(|v| v.into_iter().map(|f| f.generator).collect())
+    }
+
+    /// The upstream engines this node also serves (`--upstream`).
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     /// A slot holding `local` from the start.

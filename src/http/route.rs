@@ -1,14 +1,16 @@
-//! Where a request for a model goes: this node's own generator, or another node of the mesh;
-//! and what this node serves, as the mesh announces it.
+//! Where a request for a model goes: this node's own generator, an upstream engine of this node
+//! (`--upstream`), or another node of the mesh; and what this node serves, as the mesh
+//! announces it.
 
 use std::sync::Arc;
 
 use super::generate::{Generate, LocalSlot};
+use super::upstream;
 use crate::mesh::{Mesh, ModelOffer, Serving};
 
-/// What the slot serves now, as the mesh announces it (every model with its free slots; the
-/// load summed over them). The one place a node's role is decided: it hosts when the slot is
-/// filled.
+/// What the slot and the upstream engines serve now, as the mesh announces it (every model with
+/// its free slots; the load summed over them). The one place a node's role is decided: it hosts
+/// when it serves a model.
 pub fn serving(local: &LocalSlot) -> Serving {
     let mut serving = Serving::default();
     let mut queue = 0usize;
@@ -26,6 +28,11 @@ pub fn serving(local: &LocalSlot) -> Serving {
     }
     serving.queue_depth = u32::try_from(queue).unwrap_or(u32::MAX);
     serving.tokens_per_second = tokens_per_second as f32;
+    for offer in local.upstreams().offers() {
+        if serving.models.iter().all(|m| m.name != offer.name) {
+            serving.models.push(offer);
+        }
+    }
     serving
 }
 
@@ -33,18 +40,26 @@ pub fn serving(local: &LocalSlot) -> Serving {
 pub enum Target<'a> {
     /// This node serves it.
     Local(Arc<dyn Generate>),
+    /// An upstream engine of this node serves it.
+    Upstream(upstream::Route),
     /// Another node might: forward it into the mesh.
     Mesh(&'a Mesh),
     /// No mesh and not served here: 404.
     Nowhere,
 }
 
-/// Local first (the engine serving `model`, no network hop), else the mesh, else nowhere. Pure.
+/// Local first (the engine serving `model`, no network hop), then an upstream engine of this
+/// node, else the mesh, else nowhere.
 pub fn choose<'a>(local: &LocalSlot, mesh: Option<&'a Mesh>, model: &str) -> Target<'a> {
-    match (local.find(model), mesh) {
-        (Some((g, _)), _) => Target::Local(g.clone()),
-        (None, Some(mesh)) => Target::Mesh(mesh),
-        (None, None) => Target::Nowhere,
+    if let Some((g, _)) = local.find(model) {
+        return Target::Local(g.clone());
+    }
+    if let Some(route) = local.upstreams().find(model) {
+        return Target::Upstream(route);
+    }
+    match mesh {
+        Some(mesh) => Target::Mesh(mesh),
+        None => Target::Nowhere,
     }
 }
 
@@ -84,6 +99,27 @@ mod tests {
             .collect();
         assert_eq!(models, vec![("a", 2, 256), ("b", 3, 1024)]);
         assert!(slot.set_all(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn an_upstreams_models_are_announced_and_routed_to_it_after_the_local_one() {
+        let slot = LocalSlot::with(Arc::new(Scripted::new("m")));
+        let up = upstream::parse_base("http://127.0.0.1:1").unwrap();
+        let i = slot.upstreams().add(up);
+        assert!(matches!(choose(&slot, None, "u"), Target::Nowhere));
+        slot.upstreams().set_models(i, vec!["m".into(), "u".into()]);
+        assert!(matches!(choose(&slot, None, "u"), Target::Upstream(_)));
+        assert!(matches!(choose(&slot, None, "m"), Target::Local(_)));
+        let names: Vec<String> = serving(&slot).models.into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["m", "u"]);
+        let client = LocalSlot::default();
+        let i = client
+            .upstreams()
+            .add(upstream::parse_base("http://127.0.0.1:1").unwrap());
+        client.upstreams().set_models(i, vec!["u".into()]);
+        assert_eq!(serving(&client).role(), crate::mesh::Role::Host);
+        client.upstreams().set_models(i, Vec::new());
+        assert_eq!(serving(&client).role(), crate::mesh::Role::Client);
     }
 
     #[test]

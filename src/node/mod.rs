@@ -22,7 +22,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::http::generate::{Generate, LocalSlot};
 use crate::http::guard::{self, Surface};
 use crate::http::route;
-use crate::http::{api, openai, serve};
+use crate::http::{api, ollama, openai, serve, upstream};
 use crate::mesh::{Mesh, MeshConfig, ServingFn};
 
 /// How long open connections get to finish after Ctrl-C before the process exits anyway.
@@ -48,6 +48,9 @@ pub struct NodeOptions {
     pub discovery: Option<DiscoveryConfig>,
     /// Where the console's catalog downloads come from and go (hub, cache, catalog).
     pub hub: catalog::ResolveOptions,
+    /// OpenAI-compatible engines already running whose models this node serves too
+    /// (`--upstream`; base URLs from `http::upstream::parse_base`).
+    pub upstreams: Vec<reqwest::Url>,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -84,6 +87,7 @@ impl Node {
             mesh: None,
             discovery: None,
             hub: catalog::ResolveOptions::from_env(),
+            upstreams: Vec::new(),
         })
         .await
     }
@@ -142,10 +146,14 @@ impl Node {
         let cancel = CancellationToken::new();
         let openai_addr = openai.local_addr()?;
         let api_addr = api.local_addr()?;
-        let servers = vec![
+        let mut servers = vec![
             serve::spawn(
                 openai,
-                guard::openai(openai::router(local.clone(), mesh.clone()), &opts.surface),
+                guard::openai(
+                    openai::router(local.clone(), mesh.clone())
+                        .merge(ollama::router(local.clone(), mesh.clone())),
+                    &opts.surface,
+                ),
                 cancel.clone(),
             ),
             serve::spawn(
@@ -157,6 +165,17 @@ impl Node {
                 cancel.clone(),
             ),
         ];
+        for base in opts.upstreams {
+            let index = local.upstreams().add(base.clone());
+            let poll = upstream::poll::run(
+                local.upstreams().clone(),
+                index,
+                base,
+                mesh.clone(),
+                cancel.clone(),
+            );
+            servers.push(tokio::spawn(poll));
+        }
         Ok(Self {
             local,
             mesh,

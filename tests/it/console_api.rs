@@ -35,6 +35,7 @@ async fn console_endpoints_serve_the_page_the_mesh_a_chat_and_catalog_downloads_
             api_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             api_port: 0,
             surface: Default::default(),
+            upstreams: Vec::new(),
             mesh: Some(a_cfg),
             discovery: None,
             hub: ResolveOptions {

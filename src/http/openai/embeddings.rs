@@ -146,6 +146,9 @@ pub async fn embeddings(
     let inputs = inputs(req.input)?;
     let local = match route::choose(&state.local, state.mesh.as_ref(), &req.model) {
         Target::Local(g) => g,
+        Target::Upstream(u) => {
+            return crate::http::upstream::proxy::forward(u, "/embeddings", body).await
+        }
         Target::Mesh(mesh) => {
             return forward_json::forward(mesh, &req.model, "/v1/embeddings", body).await
         }

@@ -17,26 +17,53 @@ use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
 use crate::http::slots::{Origin, SlotPermit};
+use crate::http::upstream;
 use crate::mesh::net::tunnel_server::TunnelPeer;
 use crate::mesh::state::routing::Need;
 use crate::mesh::Mesh;
 
 /// Every model in the mesh: this node's own, then the peers', each once.
-pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let mut data = Vec::new();
+pub fn model_names(state: &AppState) -> Vec<String> {
+    let mut names = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for (engine, _) in state.local.all() {
-        let info = engine.info();
-        seen.insert(info.name.clone());
-        data.push(json!({"id": info.name, "object": "model", "created": info.created, "owned_by": "mesh"}));
+        let name = &engine.info().name;
+        if seen.insert(name.clone()) {
+            names.push(name.clone());
+        }
+    }
+    for offer in state.local.upstreams().offers() {
+        if seen.insert(offer.name.clone()) {
+            names.push(offer.name);
+        }
     }
     if let Some(mesh) = &state.mesh {
         for name in mesh.remote_models() {
             if seen.insert(name.clone()) {
-                data.push(json!({"id": name, "object": "model", "created": 0, "owned_by": "mesh"}));
+                names.push(name);
             }
         }
     }
+    names
+}
+
+/// `GET /v1/models`: [`model_names`], with the local model's load time.
+pub async fn models(State(state): State<AppState>) -> Json<Value> {
+    let created: Vec<(String, u64)> = state
+        .local
+        .all()
+        .map(|(g, _)| (g.info().name.clone(), g.info().created))
+        .collect();
+    let data: Vec<Value> = model_names(&state)
+        .into_iter()
+        .map(|name| {
+            let created = created
+                .iter()
+                .find(|(local, _)| *local == name)
+                .map_or(0, |(_, at)| *at);
+            json!({"id": name, "object": "model", "created": created, "owned_by": "mesh"})
+        })
+        .collect();
     Json(json!({"object": "list", "data": data}))
 }
 
@@ -62,6 +89,9 @@ pub async fn chat_completions(
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
+        Target::Upstream(u) => {
+            return upstream::proxy::forward(u, "/chat/completions", fwd.body).await
+        }
         Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };
@@ -99,6 +129,7 @@ pub async fn completions(
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
+        Target::Upstream(u) => return upstream::proxy::forward(u, "/completions", fwd.body).await,
         Target::Mesh(mesh) => return forward::forward(mesh, fwd).await,
         Target::Nowhere => return Err(ApiError::model_not_found(&model)),
     };

@@ -17,8 +17,10 @@ mod handlers;
 mod stream;
 pub mod validate;
 
-use axum::extract::DefaultBodyLimit;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -46,6 +48,23 @@ pub fn console_router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
         .route("/v1/chat/completions", post(handlers::chat_completions))
         .layer(DefaultBodyLimit::max(validate::MAX_BODY_BYTES))
         .with_state(AppState { local, mesh })
+}
+
+pub use stream::Flavor;
+
+/// Every model this port serves, each once: this node's own, then the mesh's.
+pub fn model_names(state: &AppState) -> Vec<String> {
+    handlers::model_names(state)
+}
+
+/// Answers a validated-or-not OpenAI body as `/v1/chat/completions` ([`Flavor::Chat`]) or
+/// `/v1/completions` ([`Flavor::Text`]) would for a local user: the same validation, routing
+/// and forwarding. Other APIs of this port (Ollama's) translate into this.
+pub async fn answer(state: AppState, flavor: Flavor, body: Bytes) -> Result<Response, ApiError> {
+    match flavor {
+        Flavor::Chat => handlers::chat_completions(State(state), None, Ok(body)).await,
+        Flavor::Text => handlers::completions(State(state), None, Ok(body)).await,
+    }
 }
 
 pub fn router(local: LocalSlot, mesh: Option<Mesh>) -> Router {

@@ -203,6 +203,7 @@ async fn start_node_with(
         mesh,
         discovery,
         hub: mesh::catalog::ResolveOptions::from_env(),
+        upstreams: Vec::new(),
     };
     let node = match local {
         Some(g) => Node::start_with_local(opts, g).await?,
