@@ -24,6 +24,7 @@ mod mesh_relay;
 mod mesh_routing;
 mod netns;
 mod openai_api;
+mod openai_structured;
 mod relay;
 mod serve_catalog;
 mod tunnel_limits;

@@ -5,12 +5,13 @@
 //! tokenizer → `Generate::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
 //! `route::choose` decides local or mesh; a model served by another node of the mesh goes through
 //! `forward` over the HTTP tunnel (`assemble` reads replicas' streams back, pure). Files:
-//! `validate` (pure), `handlers`, `stream`, `forward`, `assemble`;
+//! `validate` (pure), `handlers`, `stream`, `logprobs` (pure), `forward`, `assemble`;
 //! none of them imports another's handlers (errors come from `http::error`).
 
 mod assemble;
 mod forward;
 mod handlers;
+mod logprobs;
 mod stream;
 pub mod validate;
 
