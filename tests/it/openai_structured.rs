@@ -409,8 +409,8 @@ async fn n_choices_share_one_prompt_evaluation_streaming_and_not() {
         .all()
         .await;
     let chunks = done_chunks(&data);
-    let mut texts = vec![String::new(); 3];
-    let mut finishes = vec![0; 3];
+    let mut texts: Vec<String> = (0..3).map(|_| String::new()).collect();
+    let mut finishes = [0; 3];
     for c in &chunks {
         for ch in c["choices"].as_array().unwrap() {
             let i = ch["index"].as_u64().unwrap() as usize;
@@ -489,7 +489,7 @@ async fn structured_output_logprobs_and_n_work_through_a_remote_node() {
     let data = SseReader::new(a.post("/v1/chat/completions", &streamed).await)
         .all()
         .await;
-    let mut texts = vec![String::new(); 2];
+    let mut texts: Vec<String> = (0..2).map(|_| String::new()).collect();
     for c in done_chunks(&data) {
         for ch in c["choices"].as_array().unwrap() {
             let i = ch["index"].as_u64().unwrap() as usize;
