@@ -12,6 +12,8 @@
 mod batch;
 mod config;
 pub mod embed;
+pub mod grammar;
+mod logprobs;
 mod model;
 pub mod request;
 mod sampling;
@@ -31,7 +33,10 @@ use tokio::sync::mpsc;
 pub use config::{EngineConfig, ModelInfo, DEFAULT_CTX};
 pub use embed::{EmbedInput, EmbedReply, Embeddings};
 pub use model::ChatMessage;
-pub use request::{Event, EventStream, FinishReason, GenerateRequest, SamplingParams, Usage};
+pub use request::{
+    Event, EventStream, FinishReason, GenerateRequest, SamplingParams, TokenLogprob, TopLogprob,
+    Usage, MAX_CHOICES, MAX_TOP_LOGPROBS,
+};
 pub use stats::{Stats, StatsSnapshot};
 
 use embed::Embedder;
@@ -151,9 +156,22 @@ impl Engine {
         self.model.tokenize(text)
     }
 
-    /// Queues a request. Fails at once when the prompt cannot fit, the queue is full, or the
-    /// engine is shutting down. Dropping the returned stream cancels the request.
+    /// Queues a request of one choice (`req.n` must be at most 1; see [`Self::submit_choices`]).
     pub fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError> {
+        if req.n > 1 {
+            return Err(EngineError::BadInput(
+                "several choices need submit_choices".into(),
+            ));
+        }
+        let mut streams = self.submit_choices(req)?;
+        Ok(streams.remove(0))
+    }
+
+    /// Queues a request of `req.n` choices (at least one), one event stream per choice, in
+    /// choice order. Fails at once when the prompt cannot fit, `n` exceeds the slots, the
+    /// grammar does not parse, the queue is full, or the engine is shutting down. Dropping a
+    /// stream cancels its choice.
+    pub fn submit_choices(&self, req: GenerateRequest) -> Result<Vec<EventStream>, EngineError> {
         if self.is_shutting_down() {
             return Err(EngineError::ShuttingDown);
         }
@@ -166,11 +184,54 @@ impl Engine {
                 ctx: self.info.ctx,
             });
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        if req
+            .grammar
+            .as_ref()
+            .is_some_and(|g| g.len() > grammar::MAX_GRAMMAR_BYTES)
+        {
+            return Err(EngineError::BadInput(format!(
+                "the grammar is over {} bytes",
+                grammar::MAX_GRAMMAR_BYTES
+            )));
+        }
+        let n = req.n.max(1);
+        if n > self.info.parallel.min(MAX_CHOICES) {
+            return Err(EngineError::BadInput(format!(
+                "'n' is {n} but this node generates at most {} choices at once",
+                self.info.parallel.min(MAX_CHOICES)
+            )));
+        }
+        if req.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::BadInput(format!(
+                "'top_logprobs' must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        let mut choices = Vec::with_capacity(n as usize);
+        let mut streams = Vec::with_capacity(n as usize);
+        for choice in 0..n {
+            // Parsed here, on the caller's thread: a grammar llama.cpp refuses is a 400, and
+            // the engine thread never meets one.
+            let grammar = match &req.grammar {
+                Some(g) => {
+                    Some(sampling::grammar(&self.model.inner, g).map_err(EngineError::BadInput)?)
+                }
+                None => None,
+            };
+            let sampler = sampling::build(
+                &req.sampling,
+                choice,
+                self.model.inner.n_vocab(),
+                &self.model.eog_tokens,
+                grammar,
+            );
+            let (tx, rx) = mpsc::unbounded_channel();
+            choices.push((tx, sampler));
+            streams.push(rx);
+        }
         // Count before sending so the scheduler's decrement can never run first.
         self.shared.stats.queue_len.fetch_add(1, Ordering::Relaxed);
-        match self.jobs.try_send(Inbound::Job(Job { req, events: tx })) {
-            Ok(()) => Ok(rx),
+        match self.jobs.try_send(Inbound::Job(Job { req, choices })) {
+            Ok(()) => Ok(streams),
             Err(e) => {
                 self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
                 Err(match e {

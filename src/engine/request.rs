@@ -36,8 +36,13 @@ impl Default for SamplingParams {
     }
 }
 
+/// Most choices one request may ask for (`n`); each takes one of the engine's slots.
+pub const MAX_CHOICES: u32 = 8;
+/// Most alternatives reported per token (`top_logprobs`), as OpenAI allows.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
 /// One generation job: a tokenized prompt and how to continue it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
     pub prompt: Vec<i32>,
     pub sampling: SamplingParams,
@@ -45,6 +50,14 @@ pub struct GenerateRequest {
     pub max_tokens: Option<u32>,
     /// Generation ends before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// A GBNF grammar (root rule `root`) every choice's output must match (structured output).
+    pub grammar: Option<String>,
+    /// Report each generated token's log-probability with this many alternatives
+    /// (0..=[`MAX_TOP_LOGPROBS`]) as [`Event::Logprob`]; `None`: no log-probabilities.
+    pub logprobs: Option<u32>,
+    /// Choices to generate (0 counts as 1): the prompt is decoded once and its KV cells are
+    /// copied to one sequence per extra choice (`Engine::submit_choices`).
+    pub n: u32,
 }
 
 /// Why generation ended, as OpenAI names it.
@@ -72,11 +85,33 @@ pub struct Usage {
     pub completion_tokens: u32,
 }
 
-/// What the engine sends for a request, in order: zero or more `Text`, then `Done` or `Error`.
+/// A generated token's log-probability under the model (log-softmax of the raw logits at that
+/// position: before temperature, penalties and grammar, as OpenAI and llama-server report it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token's bytes (a token may hold part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely tokens at that position, most likely first.
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// What the engine sends for one choice, in order: zero or more `Text` (each token's
+/// `Logprob` before the text it makes, when asked for), then `Done` or `Error`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A piece of generated text (never empty).
     Text(String),
+    /// The log-probability of the next generated token (only when the request asks for it).
+    /// Text is released after UTF-8 and stop-string checks, so it may lag behind; a token cut
+    /// by a stop string still had its `Logprob` sent.
+    Logprob(TokenLogprob),
     Done {
         finish: FinishReason,
         usage: Usage,

@@ -1,6 +1,9 @@
 //! Builds llama.cpp's sampler chain from [`SamplingParams`], in llama-server's order:
-//! (banned end tokens) → penalties → top-k → top-p → min-p → temperature → draw (or greedy at temperature 0).
+//! (grammar) → (banned end tokens) → penalties → top-k → top-p → min-p → temperature → draw (or
+//! greedy at temperature 0). The grammar comes first, so every later step only sees tokens the
+//! grammar allows (and an end-of-generation token only once the grammar is complete).
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
@@ -10,9 +13,18 @@ use super::request::SamplingParams;
 /// How many recent tokens the presence/frequency penalties look at (llama.cpp's default).
 const PENALTY_LAST_N: i32 = 64;
 
-/// `eog` lists the model's end-of-generation tokens, banned when `ignore_eos` is set.
-pub fn build(params: &SamplingParams, n_vocab: i32, eog: &[i32]) -> LlamaSampler {
+/// `eog` lists the model's end-of-generation tokens, banned when `ignore_eos` is set;
+/// `grammar`, when set, is the grammar sampler (see [`grammar`]). `choice` (0 for the first of a
+/// request's `n` choices) is added to a fixed seed, so choices differ yet stay reproducible.
+pub fn build(
+    params: &SamplingParams,
+    choice: u32,
+    n_vocab: i32,
+    eog: &[i32],
+    grammar: Option<LlamaSampler>,
+) -> LlamaSampler {
     let mut chain = Vec::new();
+    chain.extend(grammar);
     if params.ignore_eos && !eog.is_empty() {
         let bans: Vec<_> = eog
             .iter()
@@ -43,6 +55,15 @@ pub fn build(params: &SamplingParams, n_vocab: i32, eog: &[i32]) -> LlamaSampler
         chain.push(LlamaSampler::min_p(params.min_p, 1));
     }
     chain.push(LlamaSampler::temp(params.temperature));
-    chain.push(LlamaSampler::dist(params.seed.unwrap_or_else(rand::random)));
+    let seed = params
+        .seed
+        .map_or_else(rand::random, |s| s.wrapping_add(choice));
+    chain.push(LlamaSampler::dist(seed));
     LlamaSampler::chain_simple(chain)
+}
+
+/// llama.cpp's grammar sampler for a GBNF grammar with root rule `root`; an error when
+/// llama.cpp cannot parse it (its parser returns no sampler then).
+pub fn grammar(model: &LlamaModel, gbnf: &str) -> Result<LlamaSampler, String> {
+    LlamaSampler::grammar(model, gbnf, "root").map_err(|e| format!("invalid grammar: {e}"))
 }

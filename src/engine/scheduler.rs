@@ -7,6 +7,11 @@
 //! event receiver dropped) frees its slot at the next step. Jobs wait in a bounded channel;
 //! `Engine::submit` answers "overloaded" when it is full. When nothing runs, the thread blocks on
 //! that channel; `Engine::shutdown` wakes it with [`Inbound::Wake`].
+//!
+//! A job with `n` choices waits (first in line) until `n` slots are free and takes them all: the
+//! first slot decodes the prompt; the moment its last prompt token has logits, its KV cells are
+//! copied to the other slots' sequences (`llama_memory_seq_cp`) and every choice samples its first
+//! token from those same logits with its own sampler. The prompt is decoded once.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -21,9 +26,9 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::batch::{self, Plan, SlotView, Tokens};
 use super::model::Model;
-use super::request::{Event, FinishReason, GenerateRequest, Usage};
+use super::request::{Event, FinishReason, GenerateRequest, TokenLogprob, TopLogprob, Usage};
 use super::text::{StopMatcher, StopScan, Utf8Stream};
-use super::{sampling, Shared};
+use super::{logprobs, Shared};
 
 /// What the engine handle sends the scheduler thread.
 pub(super) enum Inbound {
@@ -32,16 +37,25 @@ pub(super) enum Inbound {
     Wake,
 }
 
-/// A request handed to the scheduler, with the channel its events go to.
+/// A request handed to the scheduler, with one event channel and one sampler per choice
+/// (built by `Engine::submit_choices`, so a bad grammar is refused before queueing).
 pub(super) struct Job {
     pub req: GenerateRequest,
-    pub events: UnboundedSender<Event>,
+    pub choices: Vec<(UnboundedSender<Event>, LlamaSampler)>,
 }
 
 /// A sequence being served in one slot.
 struct Active {
     events: UnboundedSender<Event>,
+    /// The prompt to decode (empty for a choice that copies another slot's prompt cells).
     prompt: Vec<i32>,
+    prompt_tokens: u32,
+    /// For a choice after the first: the slot whose prompt cells it waits for.
+    waiting_for: Option<usize>,
+    /// For the first choice: the slots waiting for its prompt cells.
+    siblings: Vec<usize>,
+    /// Alternatives per token when the request asks for log-probabilities.
+    logprobs: Option<u32>,
     /// Prompt tokens already decoded into the KV cache.
     prefilled: usize,
     /// Next free position of this sequence in the KV cache.
@@ -61,7 +75,9 @@ impl Active {
     /// What this sequence has to decode, for the planner. A sequence with a sampled token has
     /// finished its prompt (the first token is sampled from the last prompt token's logits).
     fn view(&self) -> SlotView {
-        if let Some(token) = self.next {
+        if self.waiting_for.is_some() {
+            SlotView::Idle
+        } else if let Some(token) = self.next {
             SlotView::Generating {
                 token,
                 pos: self.n_past,
@@ -86,6 +102,8 @@ pub(super) struct Scheduler<'m> {
     /// Context length per sequence: prompt plus generated tokens never exceed it.
     ctx_per_seq: i32,
     slots: Vec<Option<Active>>,
+    /// The next job, taken from the queue but waiting for as many free slots as it has choices.
+    pending: Option<Job>,
     shared: Arc<Shared>,
 }
 
@@ -105,6 +123,7 @@ impl<'m> Scheduler<'m> {
             n_batch,
             ctx_per_seq: ctx_per_seq as i32,
             slots: (0..parallel).map(|_| None).collect(),
+            pending: None,
             shared,
         }
     }
@@ -117,17 +136,29 @@ impl<'m> Scheduler<'m> {
                 return;
             }
             self.drop_cancelled();
-            while let Some(free) = self.slots.iter().position(Option::is_none) {
-                match inbox.try_recv() {
-                    Ok(Inbound::Job(job)) => self.admit(free, job),
-                    Ok(Inbound::Wake) => continue 'run,
-                    Err(_) => break,
+            loop {
+                if self.pending.is_none() {
+                    if self.free_slots() == 0 {
+                        break;
+                    }
+                    match inbox.try_recv() {
+                        Ok(Inbound::Job(job)) => self.pending = Some(job),
+                        Ok(Inbound::Wake) => continue 'run,
+                        Err(_) => break,
+                    }
+                }
+                let need = self.pending.as_ref().map_or(0, |j| j.choices.len());
+                if need > self.free_slots() {
+                    break; // first in line: waits for enough slots
+                }
+                if let Some(job) = self.pending.take() {
+                    self.admit(job);
                 }
             }
-            if self.slots.iter().all(Option::is_none) {
+            if self.slots.iter().all(Option::is_none) && self.pending.is_none() {
                 // Nothing runs: block until a job comes, shutdown wakes us, or the engine is gone.
                 match inbox.recv() {
-                    Ok(Inbound::Job(job)) => self.admit(0, job),
+                    Ok(Inbound::Job(job)) => self.pending = Some(job),
                     Ok(Inbound::Wake) => {}
                     Err(_) => return,
                 }
@@ -137,30 +168,80 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn admit(&mut self, slot: usize, job: Job) {
+    fn free_slots(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_none()).count()
+    }
+
+    /// Puts a job's choices into free slots (the caller checked there are enough).
+    fn admit(&mut self, job: Job) {
         self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
-        if job.events.is_closed() {
+        if job.choices.iter().all(|(events, _)| events.is_closed()) {
             return; // client left while queued
         }
-        let n_vocab = self.model.inner.n_vocab();
-        self.shared
-            .stats
-            .prompt_tokens
-            .fetch_add(job.req.prompt.len() as u64, Ordering::Relaxed);
-        self.slots[slot] = Some(Active {
-            events: job.events,
-            sampler: sampling::build(&job.req.sampling, n_vocab, &self.model.eog_tokens),
-            prompt: job.req.prompt,
-            prefilled: 0,
-            n_past: 0,
-            next: None,
-            generated: 0,
-            max_tokens: job.req.max_tokens,
-            utf8: Utf8Stream::default(),
-            stop: StopMatcher::new(job.req.stop),
-            logits_at: None,
-        });
+        let free: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_none())
+            .take(job.choices.len())
+            .collect();
+        let Some(&first) = free.first() else { return };
+        let req = job.req;
+        let prompt_tokens = req.prompt.len() as u32;
+        let mut prompt = Some(req.prompt);
+        for ((events, sampler), &slot) in job.choices.into_iter().zip(&free) {
+            let is_first = slot == first;
+            self.slots[slot] = Some(Active {
+                events,
+                prompt: prompt.take().unwrap_or_default(),
+                prompt_tokens,
+                waiting_for: (!is_first).then_some(first),
+                siblings: if is_first {
+                    free[1..].to_vec()
+                } else {
+                    Vec::new()
+                },
+                logprobs: req.logprobs,
+                sampler,
+                prefilled: 0,
+                n_past: 0,
+                next: None,
+                generated: 0,
+                max_tokens: req.max_tokens,
+                utf8: Utf8Stream::default(),
+                stop: StopMatcher::new(req.stop.clone()),
+                logits_at: None,
+            });
+        }
         self.update_busy();
+    }
+
+    /// After a decode: each first choice whose prompt just got its logits hands its KV cells and
+    /// logits to the choices waiting for it.
+    fn share_prompts(&mut self) {
+        for p in 0..self.slots.len() {
+            let Some(a) = self.slots[p].as_mut() else {
+                continue;
+            };
+            let Some(at) = a.logits_at.filter(|_| !a.siblings.is_empty()) else {
+                continue;
+            };
+            let (siblings, n_past) = (std::mem::take(&mut a.siblings), a.n_past);
+            for s in siblings {
+                let waiting = self.slots[s]
+                    .as_ref()
+                    .is_some_and(|w| w.waiting_for == Some(p));
+                if !waiting {
+                    continue; // that choice's client left
+                }
+                if let Err(e) = self.ctx.copy_kv_cache_seq(p as i32, s as i32, None, None) {
+                    self.fail(s, &format!("copying the prompt's KV cells failed: {e}"));
+                    continue;
+                }
+                if let Some(w) = self.slots[s].as_mut() {
+                    w.waiting_for = None;
+                    w.n_past = n_past;
+                    w.logits_at = Some(at);
+                }
+            }
+        }
     }
 
     /// One decode step over every active sequence.
@@ -196,11 +277,18 @@ impl<'m> Scheduler<'m> {
             }
             return;
         }
+        self.share_prompts();
         let mut sampled = Vec::with_capacity(self.slots.len());
         for (seq, slot) in self.slots.iter_mut().enumerate() {
             if let Some(a) = slot {
                 if let Some(at) = a.logits_at {
-                    sampled.push((seq, a.sampler.sample(&self.ctx, at).0));
+                    let tok = a.sampler.sample(&self.ctx, at).0;
+                    // The same logits the sampler started from, before it changed its copy.
+                    let lp = a.logprobs.map(|k| {
+                        let logits = self.ctx.get_logits_ith(at);
+                        logprobs::compute(logits, tok, k as usize)
+                    });
+                    sampled.push((seq, tok, lp));
                 }
             }
         }
@@ -209,8 +297,8 @@ impl<'m> Scheduler<'m> {
         self.shared
             .stats
             .record_step(sampled.len() as u64, busy, plan.prefills());
-        for (seq, tok) in sampled {
-            self.on_token(seq, tok);
+        for (seq, tok, lp) in sampled {
+            self.on_token(seq, tok, lp);
         }
     }
 
@@ -235,6 +323,11 @@ impl<'m> Scheduler<'m> {
                             .add(LlamaToken(tok), e.pos + i as i32, &seq_ids, logits)?;
                     }
                     a.prefilled = range.end;
+                    // Counted as decoded (not as submitted): `n` choices decode one prompt.
+                    self.shared
+                        .stats
+                        .prompt_tokens
+                        .fetch_add(range.len() as u64, Ordering::Relaxed);
                 }
             }
             n += e.len();
@@ -247,12 +340,26 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Handles a sampled token: end of generation, text, stop strings, limits.
-    fn on_token(&mut self, seq: usize, tok: i32) {
+    fn on_token(&mut self, seq: usize, tok: i32, lp: Option<(f32, Vec<(i32, f32)>)>) {
         if self.model.is_end_of_generation(tok) {
             return self.finish(seq, FinishReason::Stop, true);
         }
         let bytes = self.model.token_bytes(tok);
         let a = self.slots[seq].as_mut().expect("active slot");
+        if let Some((logprob, top)) = lp {
+            let top = top
+                .into_iter()
+                .map(|(t, logprob)| TopLogprob {
+                    bytes: self.model.token_bytes(t),
+                    logprob,
+                })
+                .collect();
+            let _ = a.events.send(Event::Logprob(TokenLogprob {
+                bytes: bytes.clone(),
+                logprob,
+                top,
+            }));
+        }
         a.generated += 1;
         let text = a.utf8.push(&bytes);
         match a.stop.push(&text) {
@@ -283,7 +390,7 @@ impl<'m> Scheduler<'m> {
             send_text(&a.events, tail);
         }
         let usage = Usage {
-            prompt_tokens: a.prompt.len() as u32,
+            prompt_tokens: a.prompt_tokens,
             completion_tokens: a.generated,
         };
         // Count and free the slot before answering, so a client that reads /api/status after
@@ -297,19 +404,29 @@ impl<'m> Scheduler<'m> {
     }
 
     fn fail(&mut self, seq: usize, message: &str) {
-        let active = self.slots[seq].take();
-        self.free(seq);
-        if let Some(a) = active {
+        if let Some(a) = self.free(seq) {
             let _ = a.events.send(Event::Error(message.to_owned()));
         }
     }
 
-    fn free(&mut self, seq: usize) {
-        self.slots[seq] = None;
+    /// Empties a slot and its KV cells; hands back what it held.
+    fn free(&mut self, seq: usize) -> Option<Active> {
+        let mut gone = self.slots[seq].take();
+        // Choices still waiting for this prompt's cells will never get them.
+        let siblings = gone.as_mut().map(|a| std::mem::take(&mut a.siblings));
+        for s in siblings.unwrap_or_default() {
+            if self.slots[s]
+                .as_ref()
+                .is_some_and(|w| w.waiting_for == Some(seq))
+            {
+                self.fail(s, "the choice decoding the prompt ended");
+            }
+        }
         if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None) {
             tracing::error!("clearing KV cache of sequence {seq}: {e}");
         }
         self.update_busy();
+        gone
     }
 
     fn drop_cancelled(&mut self) {
@@ -329,10 +446,18 @@ impl<'m> Scheduler<'m> {
         for seq in 0..self.slots.len() {
             self.fail(seq, message);
         }
+        if let Some(job) = self.pending.take() {
+            self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
+            for (events, _) in job.choices {
+                let _ = events.send(Event::Error(message.to_owned()));
+            }
+        }
         while let Ok(msg) = inbox.try_recv() {
             if let Inbound::Job(job) = msg {
                 self.shared.stats.queue_len.fetch_sub(1, Ordering::Relaxed);
-                let _ = job.events.send(Event::Error(message.to_owned()));
+                for (events, _) in job.choices {
+                    let _ = events.send(Event::Error(message.to_owned()));
+                }
             }
         }
     }

@@ -24,6 +24,19 @@ pub trait Generate: Send + Sync + 'static {
     fn tokenize(&self, text: &str) -> Vec<i32>;
     /// Queues a request; dropping the stream cancels it.
     fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError>;
+    /// Queues a request of `req.n` choices (at least one): one stream per choice, in order.
+    /// The engine decodes the prompt once for all of them; this default (for stand-ins)
+    /// submits each choice on its own.
+    fn submit_choices(&self, req: GenerateRequest) -> Result<Vec<EventStream>, EngineError> {
+        (0..req.n.max(1))
+            .map(|_| {
+                self.submit(GenerateRequest {
+                    n: 1,
+                    ..req.clone()
+                })
+            })
+            .collect()
+    }
     /// Ends running and queued requests with an error event.
     fn shutdown(&self);
     fn is_shutting_down(&self) -> bool;
@@ -53,6 +66,9 @@ impl Generate for Engine {
     }
     fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError> {
         Engine::submit(self, req)
+    }
+    fn submit_choices(&self, req: GenerateRequest) -> Result<Vec<EventStream>, EngineError> {
+        Engine::submit_choices(self, req)
     }
     fn shutdown(&self) {
         Engine::shutdown(self)

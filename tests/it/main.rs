@@ -30,6 +30,7 @@ mod multi_model;
 mod netns;
 mod ollama_api;
 mod openai_api;
+mod openai_structured;
 mod relay;
 mod serve_catalog;
 mod tunnel_limits;

@@ -6,7 +6,9 @@
 
 use serde_json::Value;
 
-use crate::engine::{FinishReason, Usage};
+use super::logprobs;
+use super::stream::Choice;
+use crate::engine::{FinishReason, Usage, MAX_CHOICES};
 
 /// How a stream's first bytes look.
 pub fn looks_like_sse(first: &[u8]) -> bool {
@@ -45,13 +47,10 @@ pub fn ending(tail: &[u8]) -> Ending {
 }
 
 /// A whole stream, read back into one answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Assembled {
-    Answer {
-        text: String,
-        finish: FinishReason,
-        usage: Usage,
-    },
+    /// Choices in index order, each with its text, finish reason and logprobs.
+    Answer { choices: Vec<Choice>, usage: Usage },
     /// The replica reported that the generation failed, with its message.
     Failed(String),
 }
@@ -61,12 +60,20 @@ pub enum Assembled {
 #[error("the replica's stream is malformed: {0}")]
 pub struct Garbage(pub &'static str);
 
+/// A choice being assembled.
+#[derive(Default)]
+struct Partial {
+    text: String,
+    finish: Option<FinishReason>,
+    logprobs: Value,
+}
+
 /// Folds a complete SSE body (`chat.completion.chunk` or `text_completion` chunks, a usage
-/// chunk, `[DONE]`) into the answer it carries.
+/// chunk, `[DONE]`) into the answer it carries; chunks of several choices are told apart by
+/// their `index`.
 pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
     let body = std::str::from_utf8(body).map_err(|_| Garbage("not UTF-8"))?;
-    let mut text = String::new();
-    let mut finish = None;
+    let mut partials: Vec<Partial> = vec![Partial::default()];
     let mut usage = Usage::default();
     for event in body.split("\n\n") {
         let data: Vec<&str> = event
@@ -79,12 +86,17 @@ pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
         }
         let data = data.join("\n");
         if data == "[DONE]" {
-            let finish = finish.ok_or(Garbage("no finish reason before [DONE]"))?;
-            return Ok(Assembled::Answer {
-                text,
-                finish,
-                usage,
-            });
+            let choices = partials
+                .into_iter()
+                .map(|p| {
+                    Ok(Choice {
+                        text: p.text,
+                        finish: p.finish.ok_or(Garbage("no finish reason before [DONE]"))?,
+                        logprobs: p.logprobs,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            return Ok(Assembled::Answer { choices, usage });
         }
         let chunk: Value =
             serde_json::from_str(&data).map_err(|_| Garbage("a chunk is not JSON"))?;
@@ -102,14 +114,26 @@ pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
         let choices = chunk["choices"]
             .as_array()
             .ok_or(Garbage("a chunk without choices"))?;
-        if let Some(choice) = choices.first() {
+        for choice in choices {
+            let index = match &choice["index"] {
+                Value::Null => 0,
+                i => i
+                    .as_u64()
+                    .filter(|&i| i < u64::from(MAX_CHOICES))
+                    .ok_or(Garbage("a choice index out of range"))? as usize,
+            };
+            if partials.len() <= index {
+                partials.resize_with(index + 1, Partial::default);
+            }
+            let p = &mut partials[index];
             let piece = choice["delta"]["content"]
                 .as_str()
                 .or(choice["text"].as_str());
-            text.push_str(piece.unwrap_or(""));
+            p.text.push_str(piece.unwrap_or(""));
+            logprobs::merge(&mut p.logprobs, &choice["logprobs"]);
             match choice["finish_reason"].as_str() {
-                Some("stop") => finish = Some(FinishReason::Stop),
-                Some("length") => finish = Some(FinishReason::Length),
+                Some("stop") => p.finish = Some(FinishReason::Stop),
+                Some("length") => p.finish = Some(FinishReason::Length),
                 Some(_) => return Err(Garbage("unknown finish reason")),
                 None => {}
             }
@@ -137,8 +161,11 @@ mod tests {
         assert_eq!(
             assemble(CHAT.as_bytes()),
             Ok(Assembled::Answer {
-                text: "Hello, world".into(),
-                finish: FinishReason::Stop,
+                choices: vec![Choice {
+                    text: "Hello, world".into(),
+                    finish: FinishReason::Stop,
+                    logprobs: Value::Null,
+                }],
                 usage: Usage {
                     prompt_tokens: 7,
                     completion_tokens: 2
@@ -153,7 +180,8 @@ mod tests {
         let text = "data: {\"choices\":[{\"text\":\"Once\",\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"text\":\"\",\"finish_reason\":\"length\"}]}\n\ndata: [DONE]\n\n";
         assert!(matches!(
             assemble(text.as_bytes()),
-            Ok(Assembled::Answer { text, finish: FinishReason::Length, .. }) if text == "Once"
+            Ok(Assembled::Answer { choices, .. })
+                if choices.len() == 1 && choices[0].text == "Once" && choices[0].finish == FinishReason::Length
         ));
         let failed = "data: {\"choices\":[{\"text\":\"On\",\"finish_reason\":null}]}\n\ndata: {\"error\":{\"message\":\"decode failed\",\"code\":\"generation_failed\"}}\n\n";
         assert_eq!(
@@ -161,6 +189,47 @@ mod tests {
             Ok(Assembled::Failed("decode failed".into()))
         );
         assert_eq!(ending(failed.as_bytes()), Ending::Error);
+    }
+
+    #[test]
+    fn interleaved_choices_and_their_logprobs_assemble_by_index() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":1,\"text\":\"B\",\"logprobs\":{\"tokens\":[\"B\"],\"token_logprobs\":[-1.0],\"top_logprobs\":[{}],\"text_offset\":[0]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"text\":\"A\",\"logprobs\":null,\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":1,\"text\":\"b\",\"logprobs\":{\"tokens\":[\"b\"],\"token_logprobs\":[-2.0],\"top_logprobs\":[{}],\"text_offset\":[1]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"text\":\"\",\"finish_reason\":\"length\"}]}\n\n",
+            "data: {\"choices\":[{\"index\":1,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let Ok(Assembled::Answer { choices, .. }) = assemble(body.as_bytes()) else {
+            panic!("not assembled");
+        };
+        assert_eq!(choices.len(), 2);
+        assert_eq!(
+            (choices[0].text.as_str(), choices[0].finish),
+            ("A", FinishReason::Length)
+        );
+        assert_eq!(
+            (choices[1].text.as_str(), choices[1].finish),
+            ("Bb", FinishReason::Stop)
+        );
+        assert!(choices[0].logprobs.is_null());
+        assert_eq!(
+            choices[1].logprobs["token_logprobs"],
+            serde_json::json!([-1.0, -2.0])
+        );
+        assert_eq!(
+            choices[1].logprobs["text_offset"],
+            serde_json::json!([0, 1])
+        );
+        // A choice that never finished, or an index past the limit, is garbage.
+        let unfinished = body.replace(
+            "data: {\"choices\":[{\"index\":1,\"text\":\"\",\"finish_reason\":\"stop\"}]}\n\n",
+            "",
+        );
+        assert!(assemble(unfinished.as_bytes()).is_err());
+        let far = "data: {\"choices\":[{\"index\":4000000000,\"text\":\"x\",\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        assert!(assemble(far.as_bytes()).is_err());
     }
 
     #[test]

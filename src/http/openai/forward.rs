@@ -243,14 +243,10 @@ async fn try_host(
         return Tried::Served(relay(first, body, attempt));
     }
     match collect(first, &mut body, &peer).await {
-        Ok(Assembled::Answer {
-            text,
-            finish,
-            usage,
-        }) => {
+        Ok(Assembled::Answer { choices, usage }) => {
             attempt.completed();
             let meta = Meta::new(req.flavor, req.model);
-            Tried::Served(Json(meta.complete(&text, finish, usage)).into_response())
+            Tried::Served(Json(meta.complete(&choices, usage)).into_response())
         }
         Ok(Assembled::Failed(message)) => failed(
             &mut attempt,

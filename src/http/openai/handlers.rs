@@ -9,10 +9,11 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::forward::{self, Forwarded};
-use super::stream::{self, Flavor};
+use super::logprobs;
+use super::stream::{self, Choice, Flavor};
 use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, MAX_BODY_BYTES};
 use super::AppState;
-use crate::engine::{Event, EventStream, FinishReason, GenerateRequest, Usage};
+use crate::engine::{Event, EventStream, GenerateRequest, Usage};
 use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
@@ -193,28 +194,52 @@ async fn generate(
     o: Options,
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
-    let events = engine.submit(GenerateRequest {
+    let choices = engine.submit_choices(GenerateRequest {
         prompt,
         sampling: o.sampling,
         max_tokens: o.max_tokens,
         stop: o.stop,
+        grammar: o.grammar,
+        logprobs: o.logprobs,
+        n: o.n,
     })?;
     let meta = stream::Meta::new(flavor, &engine.info().name);
     if o.stream {
-        return Ok(stream::sse(events, meta, o.include_usage, permit).into_response());
+        return Ok(stream::sse(choices, meta, o.include_usage, permit).into_response());
     }
-    let (text, finish, usage) = collect(events).await?;
+    let answers =
+        futures::future::try_join_all(choices.into_iter().map(|c| collect(c, flavor))).await?;
     drop(permit);
-    Ok(Json(meta.complete(&text, finish, usage)).into_response())
+    let mut usage = Usage::default();
+    for (_, u) in &answers {
+        usage.prompt_tokens = u.prompt_tokens;
+        usage.completion_tokens += u.completion_tokens;
+    }
+    let choices: Vec<Choice> = answers.into_iter().map(|(c, _)| c).collect();
+    Ok(Json(meta.complete(&choices, usage)).into_response())
 }
 
-/// Gathers a whole answer for a non-streaming request.
-async fn collect(mut events: EventStream) -> Result<(String, FinishReason, Usage), ApiError> {
+/// Gathers a whole choice for a non-streaming request.
+async fn collect(mut events: EventStream, flavor: Flavor) -> Result<(Choice, Usage), ApiError> {
     let mut text = String::new();
+    let mut lps = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
             Event::Text(t) => text.push_str(&t),
-            Event::Done { finish, usage } => return Ok((text, finish, usage)),
+            Event::Logprob(lp) => lps.push(lp),
+            Event::Done { finish, usage } => {
+                let logprobs = if lps.is_empty() {
+                    Value::Null
+                } else {
+                    logprobs::render(flavor == Flavor::Chat, &lps, &mut 0)
+                };
+                let choice = Choice {
+                    text,
+                    finish,
+                    logprobs,
+                };
+                return Ok((choice, usage));
+            }
             Event::Error(e) => return Err(ApiError::generation_failed(e)),
         }
     }

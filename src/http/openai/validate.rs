@@ -2,8 +2,9 @@
 //! reaches the engine. Pure functions over bytes; each rejection is a 400 with a clear message.
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use crate::engine::{ChatMessage, SamplingParams};
+use crate::engine::{grammar, ChatMessage, SamplingParams, MAX_CHOICES, MAX_TOP_LOGPROBS};
 use crate::http::error::ApiError;
 
 /// Largest request body accepted, in bytes (documented in the README): over it, 413.
@@ -84,6 +85,21 @@ pub struct OptionsIn {
     pub n: Option<u32>,
     /// llama-server extension: keep generating past end-of-generation tokens.
     pub ignore_eos: Option<bool>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`.
+    pub response_format: Option<Value>,
+    /// llama-server extensions: a GBNF grammar, or a JSON schema, the output must match.
+    pub grammar: Option<String>,
+    pub json_schema: Option<Value>,
+    /// Chat: `true`/`false` (with `top_logprobs`); completions: how many alternatives.
+    pub logprobs: Option<LogprobsIn>,
+    pub top_logprobs: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum LogprobsIn {
+    On(bool),
+    Alternatives(u32),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +115,12 @@ pub struct Options {
     pub stop: Vec<String>,
     pub stream: bool,
     pub include_usage: bool,
+    /// GBNF grammar the output must match (structured output).
+    pub grammar: Option<String>,
+    /// Alternatives per token when log-probabilities are asked for.
+    pub logprobs: Option<u32>,
+    /// Choices to generate, 1..=[`MAX_CHOICES`].
+    pub n: u32,
 }
 
 pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -186,11 +208,14 @@ pub fn options(o: OptionsIn) -> Result<Options, ApiError> {
     let presence_penalty = range("presence_penalty", o.presence_penalty, -2.0, 2.0)?.unwrap_or(0.0);
     let frequency_penalty =
         range("frequency_penalty", o.frequency_penalty, -2.0, 2.0)?.unwrap_or(0.0);
-    if let Some(n) = o.n {
-        if n != 1 {
-            return Err(ApiError::bad_request("only 'n': 1 is supported"));
-        }
+    let n = o.n.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&n) {
+        return Err(ApiError::bad_request(format!(
+            "'n' must be between 1 and {MAX_CHOICES}, got {n}"
+        )));
     }
+    let logprobs = logprobs(o.logprobs, o.top_logprobs)?;
+    let grammar = structured_output(o.response_format, o.grammar, o.json_schema)?;
     let max_tokens = o.max_completion_tokens.or(o.max_tokens);
     if max_tokens == Some(0) {
         return Err(ApiError::bad_request("'max_tokens' must be at least 1"));
@@ -231,7 +256,94 @@ pub fn options(o: OptionsIn) -> Result<Options, ApiError> {
         stop,
         stream,
         include_usage,
+        grammar,
+        logprobs,
+        n,
     })
+}
+
+/// `logprobs` / `top_logprobs` as the number of alternatives per token, `None` when off.
+fn logprobs(on: Option<LogprobsIn>, top: Option<u32>) -> Result<Option<u32>, ApiError> {
+    let k = match (on, top) {
+        (None | Some(LogprobsIn::On(false)), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "'top_logprobs' needs 'logprobs': true",
+            ))
+        }
+        (None | Some(LogprobsIn::On(false)), None) => return Ok(None),
+        (Some(LogprobsIn::On(true)), top) => top.unwrap_or(0),
+        (Some(LogprobsIn::Alternatives(k)), top) => top.unwrap_or(k),
+    };
+    if k > MAX_TOP_LOGPROBS {
+        return Err(ApiError::bad_request(format!(
+            "'top_logprobs' must be between 0 and {MAX_TOP_LOGPROBS}, got {k}"
+        )));
+    }
+    Ok(Some(k))
+}
+
+/// The grammar that `response_format`, `grammar` or `json_schema` asks for (at most one of
+/// them). JSON schemas go through llama.cpp's converter (`engine::grammar`); a raw grammar is
+/// parsed by the engine when submitted (it needs the model's vocabulary).
+fn structured_output(
+    format: Option<Value>,
+    gbnf: Option<String>,
+    schema: Option<Value>,
+) -> Result<Option<String>, ApiError> {
+    let format = format.filter(|f| f.get("type").and_then(Value::as_str) != Some("text"));
+    let given = [format.is_some(), gbnf.is_some(), schema.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        return Err(ApiError::bad_request(
+            "give at most one of 'response_format', 'grammar' and 'json_schema'",
+        ));
+    }
+    let convert = |field: &str, schema: &Value| {
+        grammar::from_json_schema(schema)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("'{field}': {e}")))
+    };
+    if let Some(g) = gbnf {
+        if g.len() > grammar::MAX_GRAMMAR_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "'grammar' is over {} bytes",
+                grammar::MAX_GRAMMAR_BYTES
+            )));
+        }
+        return Ok(Some(g));
+    }
+    if let Some(schema) = schema {
+        return convert("json_schema", &schema);
+    }
+    let Some(format) = format else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        // llama-server also takes a schema here: {"type": "json_object", "schema": {...}}.
+        Some("json_object") => match format.get("schema") {
+            Some(schema) => convert("response_format.schema", schema),
+            None => {
+                let any_object = serde_json::from_str(grammar::JSON_OBJECT_SCHEMA)
+                    .expect("constant schema is JSON");
+                convert("response_format", &any_object)
+            }
+        },
+        Some("json_schema") => {
+            let schema = format
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .or_else(|| format.get("schema"))
+                .ok_or_else(|| {
+                    ApiError::bad_request("'response_format.json_schema.schema' is required")
+                })?;
+            convert("response_format.json_schema.schema", schema)
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "'response_format.type' must be text, json_object or json_schema, got '{other}'"
+        ))),
+        None => Err(ApiError::bad_request(
+            "'response_format' must be an object with a 'type'",
+        )),
+    }
 }
 
 fn range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<Option<f32>, ApiError> {
@@ -296,7 +408,9 @@ mod tests {
             ("min_p", "1.5"),
             ("presence_penalty", "-3"),
             ("top_k", "-1"),
-            ("n", "2"),
+            ("n", "0"),
+            ("n", "9"),
+            ("top_logprobs", "21"),
             ("max_tokens", "0"),
         ] {
             let body = format!(
@@ -329,6 +443,77 @@ mod tests {
         assert!(p(r#"{"model":"m","prompt":["a","b"]}"#).is_err());
         assert!(p(r#"{"model":"m","prompt":""}"#).is_err());
         assert!(p(r#"{"model":"m","prompt":5}"#).is_err());
+    }
+
+    #[test]
+    fn structured_output_fields_become_a_grammar() {
+        let with = |extra: &str| {
+            chat(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+            ))
+        };
+        assert_eq!(with("").unwrap().1.grammar, None);
+        assert_eq!(
+            with(r#","response_format":{"type":"text"}"#)
+                .unwrap()
+                .1
+                .grammar,
+            None
+        );
+        for extra in [
+            r#","response_format":{"type":"json_object"}"#,
+            r#","response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object"}}}"#,
+            r#","json_schema":{"type":"integer"}"#,
+        ] {
+            let g = with(extra).unwrap().1.grammar.unwrap();
+            assert!(g.contains("root ::="), "{extra}: {g}");
+        }
+        let raw = with(r#","grammar":"root ::= \"a\"""#).unwrap().1.grammar;
+        assert_eq!(raw.as_deref(), Some(r#"root ::= "a""#));
+        for (extra, needle) in [
+            (
+                r#","response_format":{"type":"json_schema"}"#,
+                "json_schema.schema",
+            ),
+            (r#","response_format":{"type":"yaml"}"#, "yaml"),
+            (r#","response_format":"json""#, "'type'"),
+            (
+                r#","response_format":{"type":"json_schema","json_schema":{"schema":{"type":"strnig"}}}"#,
+                "strnig",
+            ),
+            (r#","grammar":"a","json_schema":{}"#, "at most one"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(needle), "{extra}: {}", e.message);
+        }
+        let huge = format!(
+            r#","grammar":"{}""#,
+            "a".repeat(grammar::MAX_GRAMMAR_BYTES + 1)
+        );
+        assert!(with(&huge).unwrap_err().message.contains("grammar"));
+    }
+
+    #[test]
+    fn logprobs_and_n_are_read_for_chat_and_completions() {
+        let o = |extra: &str| {
+            chat(&format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#
+            ))
+            .map(|(_, o)| (o.logprobs, o.n))
+        };
+        assert_eq!(o("").unwrap(), (None, 1));
+        assert_eq!(o(r#","logprobs":false"#).unwrap(), (None, 1));
+        assert_eq!(o(r#","logprobs":true"#).unwrap(), (Some(0), 1));
+        assert_eq!(
+            o(r#","logprobs":true,"top_logprobs":20,"n":8"#).unwrap(),
+            (Some(20), 8)
+        );
+        // The completions spelling: a count.
+        assert_eq!(o(r#","logprobs":3"#).unwrap(), (Some(3), 1));
+        assert!(o(r#","logprobs":21"#).is_err());
+        assert!(o(r#","top_logprobs":1"#).is_err());
+        assert!(o(r#","n":9"#).is_err());
     }
 
     #[test]
