@@ -24,6 +24,7 @@ mod mesh_relay;
 mod mesh_routing;
 mod netns;
 mod openai_api;
+mod p2p;
 mod relay;
 mod serve_catalog;
 mod tunnel_limits;

@@ -4,13 +4,16 @@
 //! - `POST /api/join {"ticket": "mesh1…"}`: join more members of this node's mesh.
 //! - `GET /api/discover`, `GET|POST|DELETE /api/publish`: Nostr discovery (`discover.rs`).
 //! - `GET /api/events`: SSE — a `status` snapshot, then `peer_joined`, `peer_left`,
-//!   `model_added`, `model_removed`; a keep-alive comment every 15 s.
+//!   `model_added`, `model_removed`, `message`; a keep-alive comment every 15 s.
+//! - `POST /api/invite`, `POST /api/send`, `GET /api/inbox`, `POST /api/leave`,
+//!   `GET /api/logs`: join codes, messages, leaving, logs (`p2p.rs`).
 //!
 //! Every document is a type in [`docs`], shared with the CLI that reads it.
 
 mod discover;
 pub mod docs;
 mod events;
+pub mod p2p;
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -19,6 +22,7 @@ use axum::{Json, Router};
 use super::error::ApiError;
 use super::generate::LocalSlot;
 use super::route;
+use crate::discovery::invite::Invites;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
 use docs::{EngineStatus, JoinDoc, JoinRequest, MeshStatus, PeersDoc, Queue, Slots, StatusDoc};
@@ -31,6 +35,8 @@ pub struct ApiState {
     pub local: LocalSlot,
     pub mesh: Option<Mesh>,
     pub discovery: Option<Discovery>,
+    /// Join codes this node opened (`POST /api/invite`).
+    pub invites: Invites,
 }
 
 pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>) -> Router {
@@ -39,6 +45,11 @@ pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>
         .route("/api/peers", get(peers))
         .route("/api/join", post(join))
         .route("/api/events", get(events::events))
+        .route("/api/invite", post(p2p::invite))
+        .route("/api/send", post(p2p::send))
+        .route("/api/inbox", get(p2p::inbox))
+        .route("/api/leave", post(p2p::leave))
+        .route("/api/logs", get(p2p::logs))
         .route("/api/discover", get(discover::discover))
         .route(
             "/api/publish",
@@ -51,6 +62,7 @@ pub fn router(local: LocalSlot, mesh: Option<Mesh>, discovery: Option<Discovery>
             local,
             mesh,
             discovery,
+            invites: Invites::default(),
         })
 }
 
