@@ -122,3 +122,60 @@ impl Mesh {
         peers
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use iroh::SecretKey;
+
+    use super::*;
+    use crate::mesh::state::inbox::SENDER_BURST;
+    use crate::mesh::{MeshConfig, NetConfig, Serving, ServingFn, Ticket};
+
+    async fn start(join: Vec<Ticket>) -> Mesh {
+        let mut cfg = MeshConfig::new(SecretKey::generate());
+        cfg.net = NetConfig::offline();
+        cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
+        cfg.name = "test".into();
+        cfg.join = join;
+        let nothing: ServingFn = Arc::new(Serving::default);
+        Mesh::start(cfg, nothing, axum::Router::new())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_member_over_its_message_budget_is_refused_and_nothing_more_is_filed() {
+        let a = start(vec![]).await;
+        let b = start(vec![a.ticket()]).await;
+        let to = [a.node_id()];
+        for i in 0..SENDER_BURST {
+            let r = b.send_message(&to, &format!("m{i}")).await;
+            assert!(r[0].delivered, "{r:?}");
+        }
+        let r = b.send_message(&to, "one too many").await;
+        assert!(!r[0].delivered);
+        assert!(
+            r[0].error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("too many"),
+            "{r:?}"
+        );
+        let mut seq = a.watch_inbox();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            seq.wait_for(|s| *s >= u64::from(SENDER_BURST)),
+        )
+        .await;
+        let got = a.inbox(0);
+        assert_eq!(got.len(), SENDER_BURST as usize);
+        assert_eq!(got[0].from, b.node_id().to_string());
+        // Too large never leaves the sender.
+        let big = "x".repeat(msg::MAX_MESSAGE_BYTES + 1);
+        assert!(!b.send_message(&to, &big).await[0].delivered);
+        b.abort().await;
+        a.abort().await;
+    }
+}
