@@ -108,8 +108,9 @@ impl Mesh {
         if self.sender.broadcast(bytes.into()).await.is_ok() {
             tokio::time::sleep(LEAVE_FLUSH).await;
         }
-        self.membership_stop.cancel();
+        // Gate first: membership drops what it receives from then on, before it stops.
         self.shared.gate.close_all();
+        self.membership_stop.cancel();
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let changes = self.shared.with_table(|t| t.expire(far, Duration::ZERO));
         let peers = changes

@@ -323,3 +323,24 @@ async fn mesh_chat_answers_through_the_local_node_and_through_a_joined_mesh() {
     assert!(!stdout(&out).trim().is_empty(), "an answer over the mesh");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_outlives_the_relay_closing_its_idle_subscription() {
+    // The relay ends quiet sessions after 2 s; the code is used 5 s after it was made.
+    let relay = mesh::relay::start(mesh::relay::RelayOptions {
+        port: 0,
+        idle_timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await
+    .expect("relay starts");
+    let url = relay.url().to_string();
+    let home = temp_home();
+    let a = MeshProcess::start_async(serve(home.path(), &url, &[])).await;
+    let code = invite(home.path(), &a.api(), &[]).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let out = run(home.path(), &["join", &code, "--relay", &url]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), a.value("ticket"));
+    relay.shutdown().await;
+}

@@ -38,6 +38,9 @@ pub const MAX_USES: u32 = 1000;
 pub const CLOSED_GRACE: Duration = Duration::from_secs(600);
 /// How long a joiner waits for the inviting node's answers.
 pub const REDEEM_TIMEOUT: Duration = Duration::from_secs(20);
+/// A joiner with no answer yet sends its first message again this often (a relay between
+/// sessions, or a lost event, must not cost the whole wait).
+pub const RESEND_EVERY: Duration = Duration::from_secs(2);
 
 /// Why no invite could be made.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,11 @@ impl Invites {
         ttl: Duration,
     ) -> Result<InviteInfo, InviteError> {
         let (uses, ttl) = (uses.clamp(1, MAX_USES), ttl.min(MAX_TTL));
+        let stop = CancellationToken::new();
+        let expires = Instant::now() + ttl;
+        let ends = expires + CLOSED_GRACE;
+        // The channel number is taken (under the lock) before the relays are asked, so two
+        // invites made at once never share one.
         let code = {
             let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
@@ -109,22 +117,21 @@ impl Invites {
                     break c;
                 }
             };
-            Code::generate(channel, |n| rng.random_range(0..n))
-        };
-        let channel = Channel::open(relays, &code.channel_tag())
-            .await
-            .map_err(InviteError::Relays)?;
-        let stop = CancellationToken::new();
-        let expires = Instant::now() + ttl;
-        let ends = expires + CLOSED_GRACE;
-        {
-            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             live.push(Live {
-                channel: code.channel,
+                channel,
                 ends,
                 _stop: stop.clone().drop_guard(),
             });
-        }
+            Code::generate(channel, |n| rng.random_range(0..n))
+        };
+        let channel = match Channel::open(relays, &code.channel_tag()).await {
+            Ok(c) => c,
+            Err(e) => {
+                let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+                live.retain(|l| l.channel != code.channel);
+                return Err(InviteError::Relays(e));
+            }
+        };
         let inviter = Inviter::new(&code, ticket, uses, expires);
         tokio::spawn(drive_inviter(channel, inviter, ends, stop, code.channel));
         Ok(InviteInfo {
@@ -182,7 +189,21 @@ pub async fn redeem(relays: &[RelayUrl], code: &str) -> Result<String, RedeemErr
     let (mut joiner, first) = Joiner::start(&code);
     channel.send(None, &first);
     let run = async {
-        while let Some(msg) = channel.recv().await {
+        let mut resend = tokio::time::interval(RESEND_EVERY);
+        resend.tick().await;
+        loop {
+            let msg = tokio::select! {
+                msg = channel.recv() => match msg {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = resend.tick() => {
+                    if joiner.waiting() {
+                        channel.send(None, &first);
+                    }
+                    continue;
+                }
+            };
             if !msg.to_us {
                 continue;
             }

@@ -187,7 +187,9 @@ pub struct Inviter<P> {
     uses_left: u32,
     expires: Instant,
     burned: bool,
-    sessions: HashMap<P, (Keys, Instant)>,
+    /// Joiners in a SPAKE2 run: their keys, when it started, and the `pake` answer (sent again
+    /// when the joiner repeats its first message because the answer got lost).
+    sessions: HashMap<P, (Keys, Instant, Body)>,
 }
 
 impl<P: Hash + Eq + Clone> Inviter<P> {
@@ -228,7 +230,7 @@ impl<P: Hash + Eq + Clone> Inviter<P> {
         nonce: [u8; 12],
     ) -> Vec<Action<P>> {
         self.sessions
-            .retain(|_, (_, started)| now.saturating_duration_since(*started) < SESSION_TTL);
+            .retain(|_, (_, started, _)| now.saturating_duration_since(*started) < SESSION_TTL);
         let closed = |reason| {
             vec![Action::Send {
                 to: from.clone(),
@@ -240,7 +242,13 @@ impl<P: Hash + Eq + Clone> Inviter<P> {
                 if let Some(reason) = self.closed(now) {
                     return closed(reason);
                 }
-                if self.sessions.contains_key(&from) || self.sessions.len() >= MAX_SESSIONS {
+                if let Some((_, _, answer)) = self.sessions.get(&from) {
+                    return vec![Action::Send {
+                        to: from,
+                        body: answer.clone(),
+                    }];
+                }
+                if self.sessions.len() >= MAX_SESSIONS {
                     return vec![];
                 }
                 let Some(theirs) = decode_msg(&msg) else {
@@ -254,17 +262,18 @@ impl<P: Hash + Eq + Clone> Inviter<P> {
                 let Ok(shared) = state.finish(&theirs) else {
                     return vec![];
                 };
+                let answer = Body::Pake {
+                    msg: BASE64.encode(&ours),
+                };
                 self.sessions
-                    .insert(from.clone(), (Keys::derive(&shared), now));
+                    .insert(from.clone(), (Keys::derive(&shared), now, answer.clone()));
                 vec![Action::Send {
                     to: from,
-                    body: Body::Pake {
-                        msg: BASE64.encode(&ours),
-                    },
+                    body: answer,
                 }]
             }
             Body::Confirm { mac } => {
-                let Some((keys, _)) = self.sessions.remove(&from) else {
+                let Some((keys, _, _)) = self.sessions.remove(&from) else {
                     return vec![];
                 };
                 if let Some(reason) = self.closed(now) {
@@ -324,6 +333,12 @@ impl<P: PartialEq + Clone> Joiner<P> {
             msg: BASE64.encode(&msg),
         };
         (joiner, body)
+    }
+
+    /// Whether no inviter has answered yet (the driver repeats the first message meanwhile:
+    /// a relay may have lost it).
+    pub fn waiting(&self) -> bool {
+        self.inviter.is_none()
     }
 
     pub fn on_message(&mut self, from: P, body: Body) -> Step<P> {
@@ -491,6 +506,26 @@ mod tests {
         let (_, first) = Joiner::<u8>::start(&code(RIGHT));
         assert_eq!(inv.on_message(50, first, later, [0; 12]).len(), 1);
         assert_eq!(inv.sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_first_message_gets_the_same_answer_and_spends_nothing() {
+        let now = Instant::now();
+        let mut inv = inviter(1, now);
+        let (mut j, first) = Joiner::<u8>::start(&code(RIGHT));
+        let one = inv.on_message(1, first.clone(), now, [0; 12]);
+        let two = inv.on_message(1, first, now, [0; 12]);
+        assert_eq!(one, two);
+        assert!(j.waiting());
+        let Action::Send { body, .. } = two[0].clone() else {
+            panic!()
+        };
+        let Step::Send { body: confirm, .. } = j.on_message(0, body) else {
+            panic!()
+        };
+        assert!(!j.waiting());
+        let out = inv.on_message(1, confirm, now, [0; 12]);
+        assert!(matches!(out[1], Action::Joined { by: 1 }));
     }
 
     #[test]

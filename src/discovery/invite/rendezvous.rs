@@ -4,6 +4,7 @@
 //! node, no mesh and no person. This file only moves events; `proto` decides.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use nostr::{
@@ -23,6 +24,12 @@ pub const INVITE_KIND: u16 = 21_337;
 const INCOMING_QUEUE: usize = 64;
 /// Event ids remembered to drop the copies other relays deliver.
 const SEEN_IDS: usize = 256;
+/// A WebSocket ping this often keeps a quiet subscription open (relays close idle sessions;
+/// `mesh relay` after 120 s).
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Pauses before opening a session again after the relay ended one.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// A message from the channel: its author (the other side's throwaway key) and whether it is
 /// addressed (`p` tag) to us.
@@ -78,6 +85,8 @@ impl Channel {
                 Err(e) => errors.push(e),
             }
         }
+        // Nobody will hold the channel: its relay tasks end now.
+        stop.cancel();
         Err(format!(
             "no Nostr relay took the rendezvous subscription: {}",
             errors.join("; ")
@@ -132,7 +141,9 @@ impl Channel {
     }
 }
 
-/// One relay: subscribe, report readiness, then pass events both ways until stopped.
+/// One relay: subscribe, report readiness (first session only), then pass events both ways
+/// until stopped; a session the relay ends (idle timeout, restart) is opened again after a
+/// growing pause, so a code keeps working for its whole lifetime.
 async fn relay_task(
     url: RelayUrl,
     tag: String,
@@ -141,36 +152,78 @@ async fn relay_task(
     ready: mpsc::Sender<Result<(), String>>,
     stop: CancellationToken,
 ) {
-    let mut socket = match connect(&url).await {
+    let mut ready = Some(ready);
+    let mut pause = RECONNECT_MIN;
+    loop {
+        let was_up = session(&url, &tag, &mut out, &incoming, &mut ready, &stop).await;
+        if let Some(tx) = ready.take() {
+            let _ = tx.try_send(Err(format!("{url}: closed before the subscription was up")));
+        }
+        if stop.is_cancelled() {
+            return;
+        }
+        pause = if was_up {
+            RECONNECT_MIN
+        } else {
+            (pause * 2).min(RECONNECT_MAX)
+        };
+        tracing::debug!("rendezvous: {url}: session ended; again in {pause:?}");
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// One session with a relay; `true` when it got as far as the subscription's `EOSE`.
+async fn session(
+    url: &RelayUrl,
+    tag: &str,
+    out: &mut broadcast::Receiver<String>,
+    incoming: &mpsc::Sender<Event>,
+    ready: &mut Option<mpsc::Sender<Result<(), String>>>,
+    stop: &CancellationToken,
+) -> bool {
+    let report = |ready: &mut Option<mpsc::Sender<Result<(), String>>>, r: Result<(), String>| {
+        if let Some(tx) = ready.take() {
+            let _ = tx.try_send(r);
+        }
+    };
+    let mut socket = match connect(url).await {
         Ok(s) => s,
         Err(e) => {
-            let _ = ready.send(Err(format!("{url}: {e}"))).await;
-            return;
+            report(ready, Err(format!("{url}: {e}")));
+            return false;
         }
     };
     let sub = SubscriptionId::generate();
     let filter = Filter::new()
         .kind(Kind::Custom(INVITE_KIND))
-        .hashtag(tag.clone())
+        .hashtag(tag.to_string())
         .since(Timestamp::from(
             Timestamp::now().as_secs().saturating_sub(5),
         ));
     let req = ClientMessage::req(sub.clone(), vec![filter]).as_json();
     if let Err(e) = socket.send(Message::text(req)).await {
-        let _ = ready.send(Err(format!("{url}: {e}"))).await;
-        return;
+        report(ready, Err(format!("{url}: {e}")));
+        return false;
     }
-    let mut ready = Some(ready);
+    let mut up = false;
     let deadline = tokio::time::sleep(REPLY_TIMEOUT);
     tokio::pin!(deadline);
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = &mut deadline, if ready.is_some() => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(format!("{url}: no answer to the subscription"))).await;
+            _ = &mut deadline, if !up => {
+                report(ready, Err(format!("{url}: no answer to the subscription")));
+                break;
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
                 }
-                return;
             }
             sent = out.recv() => match sent {
                 Ok(json) => {
@@ -193,9 +246,8 @@ async fn relay_task(
                 }
                 match RelayMessage::from_json(text.as_str()) {
                     Ok(RelayMessage::EndOfStoredEvents(id)) if *id == sub => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Ok(())).await;
-                        }
+                        up = true;
+                        report(ready, Ok(()));
                     }
                     Ok(RelayMessage::Event { subscription_id, event }) if *subscription_id == sub => {
                         let event = event.into_owned();
@@ -208,10 +260,8 @@ async fn relay_task(
                         tracing::debug!("rendezvous: {url} refused an event: {message}");
                     }
                     Ok(RelayMessage::Closed { subscription_id, message }) if *subscription_id == sub => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(Err(format!("{url}: refused: {message}"))).await;
-                        }
-                        return;
+                        report(ready, Err(format!("{url}: refused: {message}")));
+                        break;
                     }
                     _ => {}
                 }
@@ -219,4 +269,5 @@ async fn relay_task(
         }
     }
     let _ = socket.close(None).await;
+    up
 }
