@@ -219,7 +219,7 @@ pub async fn inbox(
     let mesh = mesh_of(&state)?;
     wait_past(mesh.watch_inbox(), q.after, q.wait_secs).await;
     let messages = mesh.inbox(q.after);
-    let last_seq = messages.last().map_or(q.after.max(0), |m| m.seq);
+    let last_seq = messages.last().map_or(q.after, |m| m.seq);
     Ok(Json(InboxDoc { messages, last_seq }))
 }
 
