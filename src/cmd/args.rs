@@ -54,6 +54,161 @@ pub enum Command {
     /// How this machine looks from outside: public address, NAT type, relay latencies, and
     /// whether peers will reach it directly or through a relay.
     Network(NetworkArgs),
+    /// Make a short join code for the running node's mesh (like 7-plasma-quiver-lantern), to
+    /// read aloud instead of a ticket; `mesh join CODE` or `mesh serve --join CODE` uses it.
+    Invite(InviteArgs),
+    /// Trade a join code for the mesh's ticket and print the ticket.
+    Join(JoinArgs),
+    /// Send a text message to one member of the mesh (`mesh send NODE "text"`) or to all
+    /// (`mesh send --all "text"`).
+    Send(SendArgs),
+    /// Show the messages this node received (`--follow`: wait for more).
+    Inbox(FollowArgs),
+    /// Ask the mesh a question from the shell; the answer streams to stdout.
+    Chat(ChatArgs),
+    /// Make the running node leave its mesh; it stays up and serves on as a single node.
+    Leave(QueryArgs),
+    /// Show the running node's recent log lines (`--follow`: wait for more).
+    Logs(FollowArgs),
+}
+
+/// Join codes' and messages' flags.
+#[derive(Debug, Clone, Args)]
+pub struct InviteArgs {
+    /// How many nodes may join with the code.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub uses: u32,
+
+    /// How long the code works: seconds, or with a unit (90s, 10m, 2h).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub ttl: std::time::Duration,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node whose mesh to invite to.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+/// `90`, `90s`, `10m`, `2h` as a duration.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with s, m or h, like 10m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("{s:?}: unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("must be longer than 0".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// The join code (`mesh invite` on a node of the mesh prints one).
+    pub code: String,
+
+    /// Print JSON ({"ticket": …}).
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// NODE (a node id, a prefix of one, or a peer name) and the text; only the text with
+    /// --all.
+    #[arg(required = true, num_args = 1..=2, value_name = "NODE TEXT")]
+    pub words: Vec<String>,
+
+    /// Send to every member.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to send from.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+/// `mesh inbox` and `mesh logs`.
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
+    /// Keep waiting for new ones (Ctrl-C ends).
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node to ask.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    /// The question.
+    pub prompt: String,
+
+    /// Model to ask (default: the first one the node lists).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// OpenAI-compatible API of the node to ask.
+    #[arg(long, default_value = "http://127.0.0.1:9337")]
+    pub api_url: String,
+
+    /// Largest answer, in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: u32,
+
+    /// Instead of a running node: join the mesh of this ticket or join code for this one
+    /// question (a throwaway client node), then leave.
+    #[arg(long, value_name = "TICKET|CODE")]
+    pub join: Option<JoinTarget>,
+
+    #[command(flatten)]
+    pub relay: RelayArgs,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// What `--join` takes: a ticket, or a join code to trade for one.
+#[derive(Debug, Clone)]
+pub enum JoinTarget {
+    Ticket(Ticket),
+    Code(String),
+}
+
+impl std::str::FromStr for JoinTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        use crate::discovery::invite::Code;
+        if Code::looks_like(s) {
+            Code::parse(s).map_err(|e| e.to_string())?;
+            return Ok(JoinTarget::Code(s.trim().to_string()));
+        }
+        s.parse::<Ticket>()
+            .map(JoinTarget::Ticket)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// How the node reaches others and is reached (iroh relays, port mapping, which addresses it
@@ -120,7 +275,7 @@ pub struct NetworkArgs {
 pub fn normalize_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     let names = [
         "serve", "models", "download", "status", "peers", "discover", "publish", "relay",
-        "network", "help",
+        "network", "invite", "join", "send", "inbox", "chat", "leave", "logs", "help",
     ];
     let has_command = args.iter().skip(1).any(|a| names.iter().any(|n| a == n));
     if !has_command && args.iter().skip(1).any(|a| a == "--auto") {
@@ -368,9 +523,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 64)]
     pub max_clients: u32,
 
-    /// Join a mesh with a ticket printed by one of its nodes (repeat to give several).
-    #[arg(long, value_name = "TICKET")]
-    pub join: Vec<Ticket>,
+    /// Join a mesh with a ticket printed by one of its nodes, or a join code (`mesh invite`;
+    /// traded for the ticket on the Nostr relays). Repeat to give several.
+    #[arg(long, value_name = "TICKET|CODE")]
+    pub join: Vec<JoinTarget>,
 
     /// Start a public mesh: its tickets hold no secret, so anyone with one may join.
     #[arg(long, conflicts_with = "join")]

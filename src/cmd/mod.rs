@@ -7,10 +7,12 @@
 
 pub mod args;
 pub mod auto;
+pub mod chat;
 pub mod discover;
 pub mod dry_run;
 pub mod models;
 pub mod network;
+pub mod p2p;
 pub mod progress;
 pub mod publish;
 pub mod relay;
@@ -34,5 +36,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Publish(args) => publish::publish(args).await,
         Command::Relay(args) => relay::run(args).await,
         Command::Network(args) => network::run(args).await,
+        Command::Invite(args) => p2p::invite(args).await,
+        Command::Join(args) => p2p::join(args).await,
+        Command::Send(args) => p2p::send(args).await,
+        Command::Inbox(args) => p2p::inbox(args).await,
+        Command::Chat(args) => chat::chat(args).await,
+        Command::Leave(args) => p2p::leave(args).await,
+        Command::Logs(args) => p2p::logs(args).await,
     }
 }

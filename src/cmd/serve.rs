@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use super::args::ServeArgs;
+use super::args::{JoinTarget, ServeArgs};
 use crate::catalog;
 use crate::discovery::nostr_io::relay_list;
 use crate::discovery::publish::{self, PublishSettings};
@@ -15,7 +15,10 @@ use crate::mesh::{identity, MeshConfig};
 use crate::node::{Node, NodeOptions};
 use crate::util::signals::CtrlC;
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
+    // Join codes first: a refused code should fail before a model load.
+    let tickets = super::p2p::tickets(&args.join, &args.relay.relays).await?;
+    args.join = tickets.into_iter().map(JoinTarget::Ticket).collect();
     if args.client && !args.upstream.is_empty() {
         anyhow::bail!("--client serves no model; drop --upstream or --client");
     }
@@ -93,7 +96,12 @@ pub fn mesh_config(args: &ServeArgs) -> anyhow::Result<MeshConfig> {
         identity::load_or_create(&home).context("cannot load the node key")?
     };
     let mut mesh = MeshConfig::new(secret_key);
-    mesh.join = args.join.clone();
+    for target in &args.join {
+        match target {
+            JoinTarget::Ticket(t) => mesh.join.push(t.clone()),
+            JoinTarget::Code(_) => anyhow::bail!("a join code must be traded for its ticket first"),
+        }
+    }
     if !args.auto {
         // `--auto` asks the listed nodes for their offers instead (`LanArgs::sources`).
         for (i, entry) in args.lan.peer_entries()?.into_iter().enumerate() {

@@ -15,6 +15,7 @@
 
 pub mod browse;
 pub mod demand;
+pub mod invite;
 pub mod local;
 pub mod nostr_io;
 pub mod offer;

@@ -44,7 +44,7 @@ pub const MAX_EVENTS: usize = 2000;
 /// reader hold.
 pub const MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What to ask relays for: offers, optionally only those serving a model or in a region (relays
 /// filter on the single-letter tags).
@@ -185,7 +185,7 @@ pub async fn publish(relays: &[RelayUrl], event: &Event) -> Vec<RelayReport> {
         .collect()
 }
 
-async fn connect(url: &RelayUrl) -> Result<Socket, String> {
+pub(crate) async fn connect(url: &RelayUrl) -> Result<Socket, String> {
     crate::util::tls::install_crypto_provider();
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))

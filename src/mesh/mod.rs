@@ -1,8 +1,8 @@
 //! The mesh: nodes that act as one. An iroh endpoint (identity, QUIC, hole punching, relays),
-//! five protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
+//! six protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
 //! (`mesh/http/1`), ping (`mesh/ping/1`, open to all, for discovery's RTT probe) and offer
-//! (`mesh/offer/1`, open to all: the signed offer discovery gives it, for LAN discovery) — and
-//! the peer table that requests are routed by.
+//! (`mesh/offer/1`, open to all: the signed offer discovery gives it, for LAN discovery),
+//! messages (`mesh/msg/1`, members only) — and the peer table that requests are routed by.
 //!
 //! - [`proto`]: wire formats and handshakes, sans IO (tickets, admission, announcements).
 //! - [`state`]: the peer table and replica choice, plain data with timers passed in.
@@ -20,6 +20,7 @@ mod error;
 #[cfg(test)]
 mod hostile_tests;
 pub mod identity;
+mod messages;
 pub mod net;
 pub mod proto;
 pub mod state;
@@ -41,8 +42,10 @@ use tokio_util::sync::CancellationToken;
 pub use attempt::{Attempt, Picked};
 pub use config::{MeshConfig, NetConfig, Relays, DEFAULT_RELAYS_ENV};
 pub use error::MeshError;
+pub use messages::SendReport;
 pub use proto::announce::{ModelOffer, Role};
 pub use proto::ticket::{MeshId, Ticket};
+pub use state::inbox::InboxMessage;
 pub use state::peers::ConnType;
 pub use view::{MeshEvent, PeerView};
 
@@ -125,6 +128,9 @@ pub(crate) struct Shared {
     relays_configured: bool,
     /// The offer `mesh/offer/1` hands out (set by discovery's publisher).
     offer: OfferSlot,
+    /// Messages from members (`mesh/msg/1`), and the `seq` of the newest.
+    inbox: Mutex<state::inbox::Inbox>,
+    inbox_seq: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -194,6 +200,8 @@ pub struct Mesh {
     router: Router,
     sender: iroh_gossip::api::GossipSender,
     cancel: CancellationToken,
+    /// Stops the membership driver alone ([`Mesh::leave`]).
+    membership_stop: CancellationToken,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -239,7 +247,10 @@ impl Mesh {
             })
             .spawn(endpoint.clone());
         let offer = OfferSlot::default();
-        let router = protocols(&endpoint, keys, &gate, &gossip, tunnel_app, &offer);
+        let (msg_server, received) = net::msg::MsgServer::new();
+        let router = protocols(
+            &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server,
+        );
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
         let (sender, receiver) = match joined {
             Ok(topic) => topic,
@@ -277,19 +288,24 @@ impl Mesh {
             dial,
             relays_configured: !cfg.net.relays.urls().is_empty(),
             offer,
+            inbox: Mutex::default(),
+            inbox_seq: watch::channel(0).0,
         });
+        let filing = tokio::spawn(messages::file_received(shared.clone(), received));
+        let membership_stop = cancel.child_token();
         let membership = tokio::spawn(membership::run(
             shared.clone(),
             sender.clone(),
             receiver,
-            cancel.clone(),
+            membership_stop.clone(),
         ));
         Ok(Self {
             shared,
             router,
             sender,
             cancel,
-            tasks: Arc::new(Mutex::new(vec![admitter, membership])),
+            membership_stop,
+            tasks: Arc::new(Mutex::new(vec![admitter, membership, filing])),
         })
     }
 
@@ -528,7 +544,7 @@ fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
     }
 }
 
-/// The five protocols on iroh's router, one ALPN each.
+/// The six protocols on iroh's router, one ALPN each.
 fn protocols(
     endpoint: &Endpoint,
     keys: MeshKeys,
@@ -536,6 +552,7 @@ fn protocols(
     gossip: &Gossip,
     tunnel_app: axum::Router,
     offer: &OfferSlot,
+    msg: net::msg::MsgServer,
 ) -> Router {
     let admission = Admission {
         keys,
@@ -547,6 +564,7 @@ fn protocols(
         .accept(iroh_gossip::ALPN, gossip.clone())
         .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
         .accept(ping::ALPN, ping::PingServer)
+        .accept(net::msg::ALPN, msg)
         .accept(
             net::offer::ALPN,
             OfferServer {

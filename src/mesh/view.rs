@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::proto::announce::{ModelOffer, Role};
+use super::state::inbox::InboxMessage;
 use super::state::peers::ConnType;
 
 /// What happened in the mesh, for `GET /api/events`.
@@ -30,6 +31,8 @@ pub enum MeshEvent {
         to: ConnType,
         rtt_ms: Option<f64>,
     },
+    /// A member sent this node a message (`mesh send`); also in `/api/inbox`.
+    Message(InboxMessage),
 }
 
 impl MeshEvent {
@@ -41,6 +44,7 @@ impl MeshEvent {
             Self::ModelAdded { .. } => "model_added",
             Self::ModelRemoved { .. } => "model_removed",
             Self::PathChanged { .. } => "path_changed",
+            Self::Message(_) => "message",
         }
     }
 }
@@ -86,6 +90,13 @@ mod tests {
                 to: ConnType::Direct,
                 rtt_ms: Some(1.5),
             },
+            MeshEvent::Message(InboxMessage {
+                seq: 1,
+                from: "a".into(),
+                from_name: "n".into(),
+                text: "hi".into(),
+                received_ms: 5,
+            }),
         ] {
             let v = serde_json::to_value(&ev).unwrap();
             assert_eq!(v["type"], ev.name());

@@ -12,6 +12,7 @@ use nostr_relay_builder::prelude::NostrDatabase;
 
 use super::ip_rate::ip_key;
 use super::{RelayOptions, DELETION_KIND};
+use crate::discovery::invite::INVITE_KIND;
 use crate::discovery::offer::OFFER_KIND;
 
 /// The write policy: which events the relay stores. Pure; [`Admission::check`] is the decision.
@@ -26,7 +27,8 @@ impl Admission {
     pub fn new(opts: &RelayOptions) -> Self {
         Admission {
             max_event_bytes: opts.max_event_bytes,
-            kinds: (!opts.any_kind).then(|| BTreeSet::from([OFFER_KIND, DELETION_KIND])),
+            kinds: (!opts.any_kind)
+                .then(|| BTreeSet::from([OFFER_KIND, DELETION_KIND, INVITE_KIND])),
         }
     }
 
@@ -40,7 +42,7 @@ impl Admission {
         }
         match &self.kinds {
             Some(kinds) if !kinds.contains(&kind) => Err(format!(
-                "kind {kind} not accepted: this relay takes mesh offers ({OFFER_KIND}) and deletions ({DELETION_KIND})"
+                "kind {kind} not accepted: this relay takes mesh offers ({OFFER_KIND}), deletions ({DELETION_KIND}) and join-code rendezvous events ({INVITE_KIND})"
             )),
             _ => Ok(()),
         }

@@ -9,10 +9,12 @@
 //! - [`sysinfo`]: total RAM, host name.
 //! - [`home`]: where `mesh` keeps its files (`~/.mesh`).
 //! - [`model_id`]: a model's id in the API from its file name.
+//! - [`logs`]: the ring of recent log lines (`mesh logs`) and the tracing layer feeding it.
 
 pub mod backoff;
 pub mod home;
 pub mod http;
+pub mod logs;
 pub mod model_id;
 pub mod signals;
 pub mod sysinfo;

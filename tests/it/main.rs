@@ -31,6 +31,7 @@ mod netns;
 mod ollama_api;
 mod openai_api;
 mod openai_structured;
+mod p2p;
 mod relay;
 mod serve_catalog;
 mod tunnel_limits;

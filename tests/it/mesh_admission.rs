@@ -59,7 +59,11 @@ async fn a_node_that_skips_admission_is_closed_out() {
         .bind()
         .await
         .unwrap();
-    for alpn in [&b"mesh/http/1"[..], iroh_gossip::ALPN] {
+    for alpn in [
+        &b"mesh/http/1"[..],
+        iroh_gossip::ALPN,
+        mesh::mesh::net::msg::ALPN,
+    ] {
         // The gate closes the connection right after the TLS handshake: the close may surface
         // from `connect` itself or from the connection it returned. Either way it must be the
         // gate's own 403, not some network failure.

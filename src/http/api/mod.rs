@@ -11,6 +11,8 @@
 //!   `GET /api/models` (`nodes.rs`), `GET /api/catalog`, `POST /api/catalog/download`
 //!   (`catalog.rs`), and chatting through `POST /v1/chat/completions` and `GET /v1/models`,
 //!   the OpenAI API's own handlers mounted here too, so the page needs no other origin.
+//! - `POST /api/invite`, `POST /api/send`, `GET /api/inbox`, `POST /api/leave`,
+//!   `GET /api/logs`: join codes, messages, leaving, logs (`p2p.rs`); `message` events.
 //!
 //! Every document is a type in [`docs`] (or beside its handler), shared with the CLI that
 //! reads it.
@@ -21,6 +23,7 @@ mod discover;
 pub mod docs;
 mod events;
 pub mod nodes;
+pub mod p2p;
 
 use axum::extract::State;
 use axum::http::{Extensions, StatusCode};
@@ -32,6 +35,7 @@ use super::generate::LocalSlot;
 use super::guard::peer_is_loopback;
 use super::route;
 use crate::catalog::ResolveOptions;
+use crate::discovery::invite::Invites;
 use crate::discovery::Discovery;
 use crate::mesh::{Mesh, Ticket};
 use docs::{
@@ -49,6 +53,8 @@ pub struct ApiState {
     pub discovery: Option<Discovery>,
     /// The console's catalog downloads (from and into where `hub` of [`router`] says).
     pub downloads: catalog::Downloads,
+    /// Join codes this node opened (`POST /api/invite`).
+    pub invites: Invites,
 }
 
 /// The management API and the console; `hub` says where catalog downloads come from and go.
@@ -71,6 +77,11 @@ pub fn router(
         .route("/api/peers", get(peers))
         .route("/api/join", post(join))
         .route("/api/events", get(events::events))
+        .route("/api/invite", post(p2p::invite))
+        .route("/api/send", post(p2p::send))
+        .route("/api/inbox", get(p2p::inbox))
+        .route("/api/leave", post(p2p::leave))
+        .route("/api/logs", get(p2p::logs))
         .route("/api/discover", get(discover::discover))
         .route(
             "/api/publish",
@@ -84,6 +95,7 @@ pub fn router(
             mesh,
             discovery,
             downloads: catalog::Downloads::new(hub),
+            invites: Invites::default(),
         })
         .merge(chat)
 }

@@ -48,6 +48,8 @@ struct Inner {
     banned: HashMap<EndpointId, Instant>,
     /// Open connections of admitted nodes (to close them on a ban).
     conns: HashMap<EndpointId, Vec<WeakConnectionHandle>>,
+    /// This node left its mesh (`mesh leave`): nobody is admitted any more.
+    closed: bool,
 }
 
 /// The set of nodes that proved membership to us (and to which we proved ours), and of those
@@ -66,6 +68,9 @@ impl Gate {
     pub fn admit(&self, id: EndpointId) {
         let now = Instant::now();
         self.with(|g| {
+            if g.closed {
+                return;
+            }
             if g.banned.get(&id).is_some_and(|&until| now < until) {
                 return;
             }
@@ -92,7 +97,29 @@ impl Gate {
     }
 
     pub fn is_admitted(&self, id: &EndpointId) -> bool {
-        self.with(|g| g.admitted.contains_key(id))
+        self.with(|g| !g.closed && g.admitted.contains_key(id))
+    }
+
+    /// This node left its mesh: forgets every admission, refuses all new ones and closes the
+    /// members' open connections (`mesh leave`).
+    pub fn close_all(&self) {
+        let conns = self.with(|g| {
+            g.closed = true;
+            g.admitted.clear();
+            std::mem::take(&mut g.conns)
+        });
+        for c in conns
+            .values()
+            .flatten()
+            .filter_map(WeakConnectionHandle::upgrade)
+        {
+            c.close(NOT_ADMITTED.into(), b"left the mesh");
+        }
+    }
+
+    /// Whether [`Gate::close_all`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.with(|g| g.closed)
     }
 
     pub fn is_banned(&self, id: &EndpointId) -> bool {
@@ -185,6 +212,9 @@ impl EndpointHooks for GateHooks {
         }
         if is_open(alpn) || self.gate.is_admitted(&remote.id) {
             return BeforeConnectOutcome::Accept;
+        }
+        if self.gate.is_closed() {
+            return BeforeConnectOutcome::Reject;
         }
         let (tx, rx) = oneshot::channel();
         if self.admitter.send((remote.clone(), tx)).await.is_err() {

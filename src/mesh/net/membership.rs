@@ -82,6 +82,10 @@ pub(crate) fn receive(
     delivered_from: iroh::EndpointId,
     direct: bool,
 ) {
+    // This node left its mesh (`mesh leave`): a message still in flight changes nothing.
+    if shared.gate.is_closed() {
+        return;
+    }
     let now = Instant::now();
     if !guard(
         shared,

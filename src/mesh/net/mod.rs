@@ -9,6 +9,7 @@
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
 //! - [`offer`]: `mesh/offer/1`, the mesh's signed offer handed out directly (LAN, `--peers`).
 //! - [`lan`]: `--lan`, mDNS: advertising this node and finding others on the LAN.
+//! - [`msg`]: `mesh/msg/1`, text messages between members.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
@@ -16,6 +17,7 @@ pub mod endpoint;
 pub mod gate;
 pub mod lan;
 pub(crate) mod membership;
+pub mod msg;
 pub mod offer;
 pub mod ping;
 pub mod report;

@@ -7,10 +7,12 @@
 //! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 //! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
 //! - [`seen`]: models seen in the mesh recently (503 vs. 404).
+//! - [`inbox`]: messages from members, and the per-sender rate limit.
 
 pub mod budget;
 pub mod flood;
 pub mod health;
+pub mod inbox;
 pub mod network;
 pub mod peers;
 pub mod routing;
