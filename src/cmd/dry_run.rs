@@ -34,11 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     let best = score::pick(&found.ranked, &mut rand::rng());
     let offer = best.map(|s| found.offer(s));
-    let choice = choose_model(
-        args.model(),
-        offer.map(|o| &o.content),
-        &candidates,
-    );
+    let choice = choose_model(args.model(), offer.map(|o| &o.content), &candidates);
     let target = best.zip(offer).map(|(s, o)| Target {
         name: o.content.name.clone(),
         mesh_id: o.mesh_id.to_string(),
