@@ -184,8 +184,12 @@ async fn bad_ollama_requests_get_ollamas_error_shape_and_status() {
         assert_eq!(status, 400, "{body} → {v}");
         assert!(error_of(&v).unwrap().contains(field), "{v}");
     }
-    let resp = n
-        .http
+    // A client of its own: the server answers 413 without reading the body and closes the
+    // connection, which a pooled client would otherwise reuse for the next request.
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .post(format!("{}/api/chat", n.base))
         .header("content-type", "application/json")
         .body(vec![b' '; 5 * 1024 * 1024])

@@ -57,6 +57,34 @@ pub struct Forwarded<'a> {
     pub refused_ctx: u32,
 }
 
+/// The next replica to try for `model`: the best one not in `tried`, waiting while every one
+/// left is half-open with its trial running (at most [`TRIAL_WAIT`] in all, counted in
+/// `waited`; then a host on trial is taken anyway). `None`: no replica left.
+pub(super) async fn next_host(
+    mesh: &Mesh,
+    model: &str,
+    tried: &[EndpointId],
+    need: &Need,
+    waited: &mut Duration,
+) -> Option<(Attempt, u32)> {
+    loop {
+        let mut changes = mesh.watch_health();
+        changes.borrow_and_update();
+        match mesh.pick(model, tried, need, *waited >= TRIAL_WAIT) {
+            Picked::Host { attempt, ctx } => return Some((attempt, ctx)),
+            Picked::Wait => {
+                let start = Instant::now();
+                let woke = tokio::time::timeout(TRIAL_WAIT - *waited, changes.changed()).await;
+                *waited = match woke {
+                    Ok(Ok(())) => *waited + start.elapsed(),
+                    _ => TRIAL_WAIT,
+                };
+            }
+            Picked::Nothing => return None,
+        }
+    }
+}
+
 /// How one try went.
 enum Tried {
     /// The response for the client.
@@ -83,20 +111,9 @@ pub async fn forward(mesh: &Mesh, req: Forwarded<'_>) -> Result<Response, ApiErr
     let mut too_long: Option<Response> = None;
     let mut waited = Duration::ZERO;
     while tried.len() < MAX_ATTEMPTS {
-        let mut changes = mesh.watch_health();
-        changes.borrow_and_update();
-        let (attempt, ctx) = match mesh.pick(req.model, &tried, &need, waited >= TRIAL_WAIT) {
-            Picked::Host { attempt, ctx } => (attempt, ctx),
-            Picked::Wait => {
-                let start = Instant::now();
-                let woke = tokio::time::timeout(TRIAL_WAIT - waited, changes.changed()).await;
-                waited = match woke {
-                    Ok(Ok(())) => waited + start.elapsed(),
-                    _ => TRIAL_WAIT,
-                };
-                continue;
-            }
-            Picked::Nothing => break,
+        let Some((attempt, ctx)) = next_host(mesh, req.model, &tried, &need, &mut waited).await
+        else {
+            break;
         };
         tried.push(attempt.peer());
         match try_host(mesh, attempt, &req, upstream.clone()).await {

@@ -9,7 +9,7 @@
 //! The answer's head must come within the tunnel's `HEAD_TIMEOUT`: the replica computes the
 //! whole answer before it sends its head.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, StatusCode};
@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use iroh::EndpointId;
 use serde_json::Value;
 
-use super::forward::{no_host, MAX_ANSWER_BYTES, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES, TRIAL_WAIT};
+use super::forward::{next_host, no_host, MAX_ANSWER_BYTES, MAX_ATTEMPTS, MAX_ERROR_BODY_BYTES};
 use crate::http::error::ApiError;
 use crate::mesh::net::tunnel;
 use crate::mesh::state::routing::{self, Need};
-use crate::mesh::{Attempt, Mesh, Picked};
+use crate::mesh::{Attempt, Mesh};
 
 /// Sends `body` (the client's, validated and unchanged) for `model` to `path` on the best
 /// replica that answers properly.
@@ -42,20 +42,9 @@ pub async fn forward(
     let mut last_error: Option<String> = None;
     let mut waited = Duration::ZERO;
     while tried.len() < MAX_ATTEMPTS {
-        let mut changes = mesh.watch_health();
-        changes.borrow_and_update();
-        let mut attempt = match mesh.pick(model, &tried, &need, waited >= TRIAL_WAIT) {
-            Picked::Host { attempt, .. } => attempt,
-            Picked::Wait => {
-                let start = Instant::now();
-                let woke = tokio::time::timeout(TRIAL_WAIT - waited, changes.changed()).await;
-                waited = match woke {
-                    Ok(Ok(())) => waited + start.elapsed(),
-                    _ => TRIAL_WAIT,
-                };
-                continue;
-            }
-            Picked::Nothing => break,
+        let Some((mut attempt, _)) = next_host(mesh, model, &tried, &need, &mut waited).await
+        else {
+            break;
         };
         tried.push(attempt.peer());
         match try_host(mesh, &mut attempt, path, body.clone()).await {
