@@ -309,7 +309,15 @@ async fn with_a_peer_flooding_the_queue_a_local_request_gets_the_next_slot_but_o
     assert_eq!(status, 200);
     // The local answer is instant: its freed slot may already have gone to the next flood
     // request (then one more head arrived), but to no other.
-    let more_heads = std::iter::from_fn(|| heads.try_recv().ok()).count();
+    let mut more_heads = std::iter::from_fn(|| heads.try_recv().ok()).count();
+    // That request may have left the queue with its head still on the way back.
+    if slots.waiting() + more_heads < 3
+        && tokio::time::timeout(Duration::from_secs(5), heads.recv())
+            .await
+            .is_ok_and(|h| h.is_some())
+    {
+        more_heads += 1;
+    }
     assert_eq!(
         slots.waiting() + more_heads,
         3,
