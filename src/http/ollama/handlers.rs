@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::reply::{self, Piece, Reader, Reply, Shape, Timing};
 use super::request::{self, Generate, Translated};
 use crate::http::error::ApiError;
-use crate::http::openai::validate::MAX_BODY_BYTES;
+use crate::http::openai::body_bytes;
 use crate::http::openai::{self, AppState, Flavor};
 use crate::mesh::state::routing::Need;
 
@@ -281,16 +281,6 @@ fn ollama_error(e: ApiError) -> Response {
 
 fn not_found(model: &str) -> Response {
     ollama_error(ApiError::model_not_found(model))
-}
-
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(MAX_BODY_BYTES)
-        } else {
-            ApiError::bad_request(format!("cannot read request body: {rejection}"))
-        }
-    })
 }
 
 fn ndjson(body: Body) -> Response {

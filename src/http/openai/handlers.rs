@@ -162,7 +162,8 @@ fn larger_elsewhere<'a>(
     hosts.iter().any(|c| c.ctx > info.ctx).then_some(mesh)
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+/// The request body, or the error for one too large or unreadable (shared with Ollama's API).
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(MAX_BODY_BYTES)

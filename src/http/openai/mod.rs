@@ -51,6 +51,7 @@ pub fn console_router(local: LocalSlot, mesh: Option<Mesh>) -> Router {
         .with_state(AppState { local, mesh })
 }
 
+pub use handlers::body_bytes;
 pub use stream::Flavor;
 
 /// Every model this port serves, each once: this node's own, then the mesh's.
