@@ -160,11 +160,6 @@ async fn a_member_flooding_its_neighbour_is_banned_cut_off_and_refused() {
     }
 }
 
-// Passes alone (about 12 s) but not beside another test on a 2-core machine: a few sybils stay
-// in the table past expiry there. Ignored until that is understood (issue 12 note); run it with
-// `cargo nextest run --run-ignored only sybil_announcements_over_gossip`. The unit test
-// `fifty_thousand_sybils_leave_every_table_under_its_cap_and_empty_after_expiry` covers the caps.
-#[ignore = "flaky under load: sybils outlive expiry when another test runs beside it (issue 12)"]
 #[tokio::test]
 async fn sybil_announcements_over_gossip_leave_every_table_under_its_cap() {
     const SYBILS: usize = 3000;

@@ -57,7 +57,8 @@ async fn watch_leaves(api: String) -> Arc<Mutex<Vec<String>>> {
     let mut sse = SseReader::new(resp);
     let seen = left.clone();
     tokio::spawn(async move {
-        while let Some(data) = sse.next().await {
+        // The stream breaks when the test ends and kills the node: that is the end, not a failure.
+        while let Ok(Some(data)) = sse.try_next().await {
             // Each payload is one event; `peer_left` is the one with a reason.
             let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
             if let Some(id) = v["node_id"].as_str() {

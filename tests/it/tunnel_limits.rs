@@ -3,7 +3,8 @@
 //! - 100 stalled 4 MiB uploads grow the serving `mesh` process's RSS by less than 64 MiB, and
 //!   every one of those streams is ended by the server (refused, or cut at the body deadline);
 //! - a peer over its stream cap is refused while another peer and local users are served;
-//! - with a peer flooding a generator's queue, a local request gets the next slot but one.
+//! - with a peer flooding a generator's queue, a local request gets the next slot but one;
+//! - a peer that stops reading its answers loses their slots after the write deadline.
 
 use crate::common;
 
@@ -16,6 +17,7 @@ use iroh::EndpointId;
 use mesh::http::fake::Script;
 use mesh::mesh::net::tunnel_server::{
     BODY_READ_DEADLINE, HEADER_READ_TIMEOUT, MAX_STREAMS_PER_PEER, STREAM_REFUSED,
+    WRITE_STALL_TIMEOUT,
 };
 use tokio::sync::mpsc;
 
@@ -324,4 +326,52 @@ async fn with_a_peer_flooding_the_queue_a_local_request_gets_the_next_slot_but_o
         "three flood requests still wait, or one of them took the local request's slot"
     );
     assert!(more_heads <= 1, "{more_heads} flood requests got a slot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_stops_reading_its_answers_loses_their_slots_after_the_write_deadline() {
+    // Answers of 4 MiB: more than QUIC's 1.25 MB stream window, so an unread one blocks.
+    let piece = "a".repeat(MIB);
+    let g = fake_with(MODEL, Script::Text(vec![piece; 4]));
+    let b = start_mesh_fake(g, mesh_config(vec![])).await.unwrap();
+    let attacker = start_mesh(None, mesh_config(vec![b.ticket()]))
+        .await
+        .unwrap();
+    let b_id = b.node_id();
+    attacker
+        .wait_peers(JOIN_WITHIN, "B serving the model", |p| {
+            serves(p, &b_id, MODEL)
+        })
+        .await;
+    let slots = b.node.local.slots().expect("B serves").clone();
+    let conn = tunnel(&attacker, &b_id).await;
+
+    // Both of B's slots (the fake's two), taken by streaming requests never read.
+    const SLOTS: u32 = 2;
+    let body = serde_json::to_vec(&chat(MODEL, true)).unwrap();
+    let mut unread = Vec::new();
+    for _ in 0..SLOTS {
+        let h = head("POST", "/v1/chat/completions", body.len());
+        unread.push(send_part(&conn, h, body.clone().into()).await);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the unread answers in both slots",
+        || std::future::ready(slots.busy() == SLOTS),
+    )
+    .await;
+
+    // A local user waits for a slot; it gets one once the write deadline ends an unread answer.
+    let asked = Instant::now();
+    let ask = chat(MODEL, false);
+    let local = b.post_json("/v1/chat/completions", &ask);
+    let (status, v) = tokio::time::timeout(WRITE_STALL_TIMEOUT + Duration::from_secs(40), local)
+        .await
+        .expect("a slot held by an unread answer is freed after the write deadline");
+    assert_eq!(status, 200, "{:.200}", v.to_string());
+    eprintln!(
+        "local request served after {:.1} s",
+        asked.elapsed().as_secs_f64()
+    );
+    drop(unread);
 }

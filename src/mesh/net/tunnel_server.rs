@@ -10,7 +10,10 @@
 //!   fit what the peer ([`MAX_BYTES_IN_FLIGHT_PER_PEER`]: 429) and all peers
 //!   ([`MAX_BYTES_IN_FLIGHT`]: 503, so the caller tries another replica) may have in flight,
 //!   before a byte of it is read;
-//! - the whole body must arrive within [`BODY_READ_DEADLINE`] of the head, or the exchange ends.
+//! - the whole body must arrive within [`BODY_READ_DEADLINE`] of the head, or the exchange ends;
+//! - the answer must be read: a write that waits longer than [`WRITE_STALL_TIMEOUT`] (the
+//!   peer stopped reading and QUIC flow control is full) ends the exchange, so a peer cannot
+//!   hold a generator slot, which lives as long as its answer is being written, for ever.
 //!
 //! The accounting is plain data ([`crate::mesh::state::budget`]); this file only applies it.
 //! Each request carries a [`TunnelPeer`] extension naming the peer it came from, so the HTTP
@@ -40,6 +43,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A request body must have fully arrived this long after its head, or the exchange ends.
 /// 4 MiB in 20 s is 1.7 Mbit/s: slower links are served by a closer replica.
 pub const BODY_READ_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest one write of an answer may wait for the peer to read (to open QUIC flow control).
+/// An honest peer reads as fast as its own client does; a silent one loses the stream.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest request body accepted: the OpenAI API's own limit (`http::openai::validate`).
 pub const MAX_BODY_BYTES: u64 = 4 * 1024 * 1024;
 /// Streams one peer may have open on this node at once, over all its connections.
@@ -98,7 +104,9 @@ impl ProtocolHandler for TunnelServer {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     exchange(tower.clone(), budget.clone(), peer, req)
                 });
-                let io = TokioIo::new(tokio::io::join(recv, send));
+                let mut send = tokio_io_timeout::TimeoutWriter::new(send);
+                send.set_timeout(Some(WRITE_STALL_TIMEOUT));
+                let io = TokioIo::new(tokio::io::join(recv, Box::pin(send)));
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -103,6 +103,29 @@ pub struct PeerTable {
     /// Newest `seq` seen per node, and when, also after it left: older (replayed) messages are
     /// ignored.
     newest: BTreeMap<EndpointId, (u64, Instant)>,
+    /// How many peers announce each model, kept as peers come, change and go: every heartbeat
+    /// would otherwise rebuild the set of all models of all peers (O(peers) per message).
+    model_hosts: BTreeMap<String, usize>,
+}
+
+/// The distinct model names of an announcement.
+fn names(ann: &Announcement) -> BTreeSet<&str> {
+    ann.models.iter().map(|m| m.name.as_str()).collect()
+}
+
+/// Model changes made while applying one message or sweep, reported added first, then removed,
+/// each in name order.
+#[derive(Default)]
+struct ModelDelta {
+    added: BTreeSet<String>,
+    removed: BTreeSet<String>,
+}
+
+impl ModelDelta {
+    fn into_changes(self) -> impl Iterator<Item = Change> {
+        let added = self.added.into_iter().map(Change::ModelAdded);
+        added.chain(self.removed.into_iter().map(Change::ModelRemoved))
+    }
 }
 
 impl PeerTable {
@@ -122,15 +145,20 @@ impl PeerTable {
             self.forget_oldest_absent();
         }
         self.newest.insert(node, (seq, now));
-        let before = self.models_set();
+        let mut delta = ModelDelta::default();
         let mut changes = Vec::new();
         match msg {
             Message::Announce(ann) => match self.peers.get_mut(&node) {
                 Some(p) => {
-                    p.ann = ann;
+                    let old = std::mem::replace(&mut p.ann, ann);
                     p.last_seen = now;
+                    let new = names(&p.ann).into_iter().map(str::to_owned).collect();
+                    let old = names(&old).into_iter().map(str::to_owned).collect();
+                    Self::count_models(&mut self.model_hosts, &new, &old, &mut delta);
                 }
                 None => {
+                    let new = names(&ann).into_iter().map(str::to_owned).collect();
+                    Self::count_models(&mut self.model_hosts, &new, &BTreeSet::new(), &mut delta);
                     self.peers.insert(
                         node,
                         Peer {
@@ -145,18 +173,53 @@ impl PeerTable {
                 }
             },
             Message::Leave { .. } => {
-                if self.peers.remove(&node).is_some() {
+                if let Some(p) = self.peers.remove(&node) {
+                    self.uncount(&p.ann, &mut delta);
                     changes.push(Change::Left(node, LeftBecause::Leave));
                 }
             }
         }
-        changes.extend(self.model_changes(before));
+        changes.extend(delta.into_changes());
         changes
+    }
+
+    /// Counts a peer's models going from `old` to `new` in `hosts`, noting models that
+    /// appeared in or left the mesh.
+    fn count_models(
+        hosts: &mut BTreeMap<String, usize>,
+        new: &BTreeSet<String>,
+        old: &BTreeSet<String>,
+        delta: &mut ModelDelta,
+    ) {
+        for gone in old.difference(new) {
+            if let Some(n) = hosts.get_mut(gone) {
+                *n -= 1;
+                if *n == 0 {
+                    hosts.remove(gone);
+                    if !delta.added.remove(gone) {
+                        delta.removed.insert(gone.clone());
+                    }
+                }
+            }
+        }
+        for came in new.difference(old) {
+            let n = hosts.entry(came.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 && !delta.removed.remove(came) {
+                delta.added.insert(came.clone());
+            }
+        }
+    }
+
+    /// A peer that left: its models are no longer hosted by it.
+    fn uncount(&mut self, ann: &Announcement, delta: &mut ModelDelta) {
+        let old = names(ann).into_iter().map(str::to_owned).collect();
+        Self::count_models(&mut self.model_hosts, &BTreeSet::new(), &old, delta);
     }
 
     /// Drops peers silent for longer than `expiry`.
     pub fn expire(&mut self, now: Instant, expiry: Duration) -> Vec<Change> {
-        let before = self.models_set();
+        let mut delta = ModelDelta::default();
         let dead: Vec<EndpointId> = self
             .peers
             .iter()
@@ -165,27 +228,35 @@ impl PeerTable {
             .collect();
         let mut changes = Vec::new();
         for id in dead {
-            self.peers.remove(&id);
+            if let Some(p) = self.peers.remove(&id) {
+                self.uncount(&p.ann, &mut delta);
+            }
             changes.push(Change::Left(id, LeftBecause::Expired));
         }
         let peers = &self.peers;
         self.newest.retain(|id, (_, at)| {
             peers.contains_key(id) || now.saturating_duration_since(*at) <= REMEMBER_SEQ
         });
-        changes.extend(self.model_changes(before));
+        changes.extend(delta.into_changes());
         changes
     }
 
-    /// Makes room in `newest`: forgets the node not in the table heard from longest ago.
+    /// Makes room in `newest`: forgets the nodes not in the table heard from longest ago, an
+    /// eighth of the table at once, so a stream of strangers costs one scan per
+    /// `MAX_REMEMBERED / 8` of them rather than one each.
     fn forget_oldest_absent(&mut self) {
-        let oldest = self
+        let mut absent: Vec<(Instant, EndpointId)> = self
             .newest
             .iter()
             .filter(|(id, _)| !self.peers.contains_key(*id))
-            .min_by_key(|(_, (_, at))| *at)
-            .map(|(id, _)| *id);
-        if let Some(id) = oldest {
-            self.newest.remove(&id);
+            .map(|(id, (_, at))| (*at, *id))
+            .collect();
+        let forget = (MAX_REMEMBERED / 8).clamp(1, absent.len().max(1));
+        if absent.len() > forget {
+            absent.select_nth_unstable(forget - 1);
+        }
+        for (_, id) in absent.iter().take(forget) {
+            self.newest.remove(id);
         }
     }
 
@@ -231,17 +302,7 @@ impl PeerTable {
 
     /// Every model served by some peer.
     pub fn models_set(&self) -> BTreeSet<String> {
-        self.peers
-            .values()
-            .flat_map(|p| p.ann.models.iter().map(|m| m.name.clone()))
-            .collect()
-    }
-
-    fn model_changes(&self, before: BTreeSet<String>) -> Vec<Change> {
-        let after = self.models_set();
-        let added = after.difference(&before).cloned().map(Change::ModelAdded);
-        let removed = before.difference(&after).cloned().map(Change::ModelRemoved);
-        added.chain(removed).collect()
+        self.model_hosts.keys().cloned().collect()
     }
 }
 
@@ -280,6 +341,46 @@ mod tests {
             ]
         );
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_model_leaves_the_mesh_with_its_last_host_and_changes_with_announcements() {
+        let mut t = PeerTable::default();
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let now = Instant::now();
+        let ann = |k: &SecretKey, m: &[&str], seq| Message::Announce(announcement(k, m, seq));
+        t.apply(ann(&a, &["m", "x"], 1), now);
+        assert_eq!(
+            t.apply(ann(&b, &["m"], 1), now),
+            vec![Change::Joined(b.public())]
+        );
+        // A switches x for y: one added, one removed; m still has both hosts.
+        assert_eq!(
+            t.apply(ann(&a, &["m", "y"], 2), now),
+            vec![
+                Change::ModelAdded("y".into()),
+                Change::ModelRemoved("x".into())
+            ]
+        );
+        let leave = |k: &SecretKey| Message::Leave {
+            node: k.public(),
+            seq: 3,
+        };
+        assert_eq!(
+            t.apply(leave(&b), now),
+            vec![Change::Left(b.public(), LeftBecause::Leave)]
+        );
+        assert_eq!(t.models_set(), ["m", "y"].map(String::from).into());
+        let changes = t.expire(now + Duration::from_secs(10), EXPIRY);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Left(a.public(), LeftBecause::Expired),
+                Change::ModelRemoved("m".into()),
+                Change::ModelRemoved("y".into())
+            ]
+        );
+        assert!(t.models_set().is_empty());
     }
 
     #[test]

@@ -289,8 +289,13 @@ impl SseReader {
         }
     }
 
-    /// The next `data:` payload, or `None` when the stream ends.
+    /// The next `data:` payload, or `None` when the stream ends; a broken stream panics.
     pub async fn next(&mut self) -> Option<String> {
+        self.try_next().await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::next`] for watchers that outlive the server: a broken stream is an error.
+    pub async fn try_next(&mut self) -> Result<Option<String>, String> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
@@ -302,14 +307,14 @@ impl SseReader {
                 if data.is_empty() {
                     continue; // keep-alive comment
                 }
-                return Some(data.join("\n"));
+                return Ok(Some(data.join("\n")));
             }
             match self.body.next().await {
                 Some(Ok(bytes)) => self
                     .buf
                     .push_str(std::str::from_utf8(&bytes).expect("UTF-8 stream")),
-                Some(Err(e)) => panic!("stream broke: {e}"),
-                None => return None,
+                Some(Err(e)) => return Err(format!("stream broke: {e}")),
+                None => return Ok(None),
             }
         }
     }
