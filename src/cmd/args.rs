@@ -90,6 +90,11 @@ pub struct InviteArgs {
     /// Management API of the node whose mesh to invite to.
     #[arg(long, default_value = "http://127.0.0.1:3131")]
     pub api: String,
+
+    /// Answer on the LAN too (mDNS and a direct connection), so `mesh join CODE --lan` works
+    /// with no Nostr relay or internet. Sends multicast to the LAN.
+    #[arg(long)]
+    pub lan: bool,
 }
 
 /// `90`, `90s`, `10m`, `2h` as a duration.
@@ -119,6 +124,11 @@ pub struct JoinArgs {
     /// Print JSON ({"ticket": …}).
     #[arg(long)]
     pub json: bool,
+
+    /// Trade the code on the LAN (mDNS and a direct connection) instead of the Nostr relays:
+    /// for codes made with `mesh invite --lan`. Sends multicast to the LAN.
+    #[arg(long)]
+    pub lan: bool,
 
     #[command(flatten)]
     pub relay: RelayArgs,
@@ -524,7 +534,8 @@ pub struct ServeArgs {
     pub max_clients: u32,
 
     /// Join a mesh with a ticket printed by one of its nodes, or a join code (`mesh invite`;
-    /// traded for the ticket on the Nostr relays). Repeat to give several.
+    /// traded for the ticket on the Nostr relays, or on the LAN with --lan). Repeat to give
+    /// several.
     #[arg(long, value_name = "TICKET|CODE")]
     pub join: Vec<JoinTarget>,
 

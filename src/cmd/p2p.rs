@@ -1,6 +1,6 @@
 //! `mesh invite`, `mesh join`, `mesh send`, `mesh inbox`, `mesh leave`, `mesh logs`: the
 //! commands that talk to a running node's management API for join codes, messages, leaving
-//! and logs (`mesh join` talks to the Nostr relays instead). `--follow` long-polls the API
+//! and logs (`mesh join` talks to the Nostr relays, or with `--lan` the LAN, instead). `--follow` long-polls the API
 //! (`wait_secs`), so nothing sleeps in a loop.
 
 use anyhow::Context;
@@ -23,6 +23,7 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<()> {
     let req = InviteRequest {
         uses: args.uses,
         ttl_secs: args.ttl.as_secs(),
+        lan: args.lan,
     };
     let doc: InviteDoc = call_api(&args.api, Method::POST, "/api/invite", Some(&req)).await?;
     if args.json {
@@ -35,8 +36,16 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<()> {
     } else {
         format!("{} times", doc.uses)
     };
+    let (join, where_) = match (doc.nostr, doc.lan) {
+        (true, true) => (" [--lan]", "; answers on the Nostr relays and on the LAN"),
+        (false, true) => (
+            " --lan",
+            "; answers on the LAN only (no Nostr relay answered)",
+        ),
+        _ => ("", ""),
+    };
     eprintln!(
-        "works {uses} within {}: `mesh serve --join {}` (or `mesh join` for the ticket)",
+        "works {uses} within {}: `mesh serve --join {}{join}` (or `mesh join` for the ticket){where_}",
         human_secs(doc.ttl_secs),
         clean(&doc.code)
     );
@@ -54,32 +63,45 @@ fn human_secs(s: u64) -> String {
 /// Trades a join code for its ticket on `relays` (from `--relay`, `$MESH_RELAYS` or the
 /// defaults).
 pub async fn redeem(code: &str, relays: &[nostr::RelayUrl]) -> anyhow::Result<Ticket> {
-    let relays = relay_list(relays).map_err(anyhow::Error::msg)?;
-    let ticket = invite::redeem(&relays, code)
-        .await
-        .with_context(|| "join code refused")?;
+    redeem_on(code, relays, false).await
+}
+
+/// [`redeem`], or with `lan` on the LAN (no relay involved).
+pub async fn redeem_on(
+    code: &str,
+    relays: &[nostr::RelayUrl],
+    lan: bool,
+) -> anyhow::Result<Ticket> {
+    let ticket = if lan {
+        invite::redeem_lan(code).await
+    } else {
+        let relays = relay_list(relays).map_err(anyhow::Error::msg)?;
+        invite::redeem(&relays, code).await
+    }
+    .with_context(|| "join code refused")?;
     ticket
         .parse::<Ticket>()
         .map_err(|e| anyhow::anyhow!("the inviting node sent a bad ticket: {e}"))
 }
 
-/// The tickets of `--join` flags, codes traded for theirs.
+/// The tickets of `--join` flags, codes traded for theirs (on the LAN with `lan`).
 pub async fn tickets(
     targets: &[JoinTarget],
     relays: &[nostr::RelayUrl],
+    lan: bool,
 ) -> anyhow::Result<Vec<Ticket>> {
     let mut out = vec![];
     for t in targets {
         out.push(match t {
             JoinTarget::Ticket(t) => t.clone(),
-            JoinTarget::Code(code) => redeem(code, relays).await?,
+            JoinTarget::Code(code) => redeem_on(code, relays, lan).await?,
         });
     }
     Ok(out)
 }
 
 pub async fn join(args: JoinArgs) -> anyhow::Result<()> {
-    let ticket = redeem(&args.code, &args.relay.relays).await?;
+    let ticket = redeem_on(&args.code, &args.relay.relays, args.lan).await?;
     if args.json {
         println!("{}", serde_json::json!({ "ticket": ticket.encode() }));
     } else {

@@ -17,7 +17,7 @@ use crate::util::signals::CtrlC;
 
 pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     // Join codes first: a refused code should fail before a model load.
-    let tickets = super::p2p::tickets(&args.join, &args.relay.relays).await?;
+    let tickets = super::p2p::tickets(&args.join, &args.relay.relays, args.lan.lan).await?;
     args.join = tickets.into_iter().map(JoinTarget::Ticket).collect();
     if args.client && !args.upstream.is_empty() {
         anyhow::bail!("--client serves no model; drop --upstream or --client");

@@ -4,12 +4,12 @@
 //! and `--peers FILE` on loopback. Every Nostr relay named here is a closed port.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::lab::Lab;
+use crate::common::lab::{block_in_ns, Lab};
 use crate::common::*;
 use crate::netns::first_answer;
 
@@ -249,5 +249,166 @@ fn a_bad_peers_file_is_refused_naming_its_line() {
     assert!(
         err.contains("entry 1") && err.contains("joins tickets"),
         "{err}"
+    );
+}
+
+/// `mesh ARGS` run to its end in `ns` (off the runtime), as `lab.mesh` sets it up.
+async fn run_in(lab: &Lab, ns: &str, home: &str, relays: &[String], args: &[&str]) -> Output {
+    let mut cmd = lab.mesh(ns, home, relays);
+    cmd.args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+        .await
+        .expect("run task")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// In `ns`: the node ids in the peer list of the node whose management API is `api`.
+fn peer_ids_in(ns: &str, api: &str) -> Vec<String> {
+    let api = api.to_owned();
+    block_in_ns(ns, move || async move {
+        let http = reqwest::Client::builder().no_proxy().build().ok()?;
+        let v: Value = http
+            .get(format!("{api}/api/peers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        Some(
+            v["peers"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["node_id"].as_str().map(str::to_owned))
+                .collect(),
+        )
+    })
+    .unwrap_or_default()
+}
+
+/// `mesh invite --lan --json EXTRA` in `ns` for the node at `api`: the code, checked to answer
+/// on the LAN only (no Nostr relay answers in the lab).
+async fn lan_invite(lab: &Lab, ns: &str, api: &str, relays: &[String], extra: &[&str]) -> String {
+    let args = [&["invite", "--lan", "--json", "--api", api][..], extra].concat();
+    let out = run_in(lab, ns, "lan-code-a", relays, &args).await;
+    assert!(out.status.success(), "invite: {}", stderr(&out));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["lan"], true, "{doc}");
+    assert_eq!(doc["nostr"], false, "no Nostr relay answered: {doc}");
+    doc["code"].as_str().unwrap().to_string()
+}
+
+fn channel_of(code: &str) -> u16 {
+    code.split('-').next().unwrap().parse().unwrap()
+}
+
+/// The same code with its last word changed: a wrong guess on the right channel.
+fn wrong_guess(code: &str) -> String {
+    let (head, last) = code.rsplit_once('-').unwrap();
+    let other = if last == "zoo" { "zone" } else { "zoo" };
+    format!("{head}-{other}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_code_works_on_the_lan_with_no_nostr_relay_and_wrong_and_expired_codes_fail() {
+    let mut lab = match Lab::new() {
+        Ok(lab) => lab,
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+    mesh::util::tls::install_crypto_provider();
+    let (a, b) = (lab.add_lan_site().unwrap(), lab.add_lan_site().unwrap());
+    // No iroh relay reachable, and the only Nostr relay is a closed port: only the LAN is left.
+    let relays = ["https://198.51.100.10".to_string()];
+    let nostr = "ws://127.0.0.1:9";
+
+    let mut cmd = lab.mesh(&a.ns, "lan-code-a", &relays);
+    cmd.args([
+        "serve",
+        "--client",
+        "--ephemeral",
+        "--lan",
+        "--relay",
+        nostr,
+    ]);
+    let host = MeshProcess::start_async(cmd).await;
+    let api = host.api();
+    let invite = |extra: &'static [&'static str]| lan_invite(&lab, &a.ns, &api, &relays, extra);
+    let mut channels = vec![];
+
+    // The code joins B to A's private mesh, traded on the LAN alone.
+    let code = invite(&[]).await;
+    channels.push(channel_of(&code));
+    let started = Instant::now();
+    let mut cmd = lab.mesh(&b.ns, "lan-code-b", &relays);
+    cmd.args([
+        "serve",
+        "--client",
+        "--ephemeral",
+        "--lan",
+        "--relay",
+        nostr,
+    ])
+    .args(["--join", &code]);
+    let joined = MeshProcess::start_async(cmd).await;
+    eprintln!(
+        "lan: `mesh serve --join CODE --lan` start to banner {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(host.value("mesh"), joined.value("mesh"), "same mesh");
+    let id = joined.value("node id");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !peer_ids_in(&a.ns, &host.api()).contains(&id) {
+        assert!(Instant::now() < deadline, "A never saw B as a peer");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Used once: used up.
+    let out = run_in(&lab, &b.ns, "lan-j", &relays, &["join", &code, "--lan"]).await;
+    assert!(stderr(&out).contains("used up"), "{}", stderr(&out));
+
+    // A wrong guess on the LAN is refused as wrong and burns the code.
+    let code = invite(&[]).await;
+    channels.push(channel_of(&code));
+    let out = run_in(
+        &lab,
+        &b.ns,
+        "lan-j",
+        &relays,
+        &["join", &wrong_guess(&code), "--lan"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong join code"), "{}", stderr(&out));
+    let out = run_in(&lab, &b.ns, "lan-j", &relays, &["join", &code, "--lan"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("burned"), "{}", stderr(&out));
+
+    // An expired code is refused with its own reason.
+    let code = invite(&["--ttl", "1s"]).await;
+    channels.push(channel_of(&code));
+    // A code nobody opened (a channel none of A's codes has): nobody answered on the LAN. It
+    // waits 20 s, so it runs while the expired code is tried.
+    let free = (1..=999).find(|c| !channels.contains(c)).unwrap();
+    let nobody = {
+        let mut cmd = lab.mesh(&b.ns, "lan-nobody", &relays);
+        cmd.args(["join", &format!("{free}-zoo-zoo-zoo"), "--lan"]);
+        tokio::task::spawn_blocking(move || cmd.output().expect("mesh runs"))
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = run_in(&lab, &b.ns, "lan-j", &relays, &["join", &code, "--lan"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+
+    let out = nobody.await.unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("nobody on the LAN answered join code {free} ")),
+        "{}",
+        stderr(&out)
     );
 }

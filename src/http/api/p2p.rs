@@ -1,5 +1,6 @@
 //! The management API's routes for people at a shell (issue 15):
-//! - `POST /api/invite {"uses": 1, "ttl_secs": 600}`: a join code for this node's mesh.
+//! - `POST /api/invite {"uses": 1, "ttl_secs": 600, "lan": false}`: a join code for this node's
+//!   mesh (answering on the LAN too with `lan`).
 //! - `POST /api/send {"to": "NODE"|null, "all": bool, "text": "…"}`: a message to one member
 //!   (node id, a prefix of one, or a name) or to all.
 //! - `GET /api/inbox?after=SEQ&wait_secs=S`: messages received after `SEQ`; with `wait_secs`,
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::{mesh_of, ApiState};
-use crate::discovery::invite::{InviteError, MAX_TTL, MAX_USES};
+use crate::discovery::invite::{Channels, InviteError, MAX_TTL, MAX_USES};
 use crate::http::error::ApiError;
 use crate::mesh::{InboxMessage, Mesh, SendReport};
 use crate::util::logs::{self, LogLine};
@@ -36,6 +37,9 @@ pub struct InviteRequest {
     pub uses: u32,
     #[serde(default = "default_ttl")]
     pub ttl_secs: u64,
+    /// Answer on the LAN too (mDNS and a direct connection; no relay needed).
+    #[serde(default)]
+    pub lan: bool,
 }
 
 fn one() -> u32 {
@@ -51,6 +55,12 @@ pub struct InviteDoc {
     pub code: String,
     pub uses: u32,
     pub ttl_secs: u64,
+    /// Whether the code answers on the Nostr relays.
+    #[serde(default)]
+    pub nostr: bool,
+    /// Whether the code answers on the LAN.
+    #[serde(default)]
+    pub lan: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,15 +139,30 @@ pub async fn invite(
         .discovery
         .as_ref()
         .map(|d| d.config().settings.relays.clone())
-        .filter(|r| !r.is_empty())
-        .ok_or_else(|| ApiError::conflict("no_relays", "join codes need Nostr relays (--relay)"))?;
+        .unwrap_or_default();
+    if relays.is_empty() && !req.lan {
+        return Err(ApiError::conflict(
+            "no_relays",
+            "join codes need Nostr relays (--relay) or the LAN (`mesh invite --lan`)",
+        ));
+    }
+    let channels = Channels {
+        relays,
+        lan: req.lan,
+    };
     let ttl = Duration::from_secs(req.ttl_secs);
     let info = state
         .invites
-        .create(&relays, mesh.ticket().encode(), req.uses, ttl)
+        .create(&channels, mesh.ticket().encode(), req.uses, ttl)
         .await
         .map_err(|e| match e {
             InviteError::TooMany => ApiError::conflict("too_many_invites", e.to_string()),
+            InviteError::Lan(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "lan_unavailable",
+                e.to_string(),
+            ),
             InviteError::Relays(_) => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "server_error",
@@ -149,6 +174,8 @@ pub async fn invite(
         code: info.code,
         uses: info.uses,
         ttl_secs: info.ttl.as_secs(),
+        nostr: info.nostr,
+        lan: info.lan,
     }))
 }
 

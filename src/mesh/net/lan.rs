@@ -26,7 +26,7 @@ pub fn lookup(advertise: bool) -> MdnsAddressLookupBuilder {
 }
 
 /// Whether another host could reach `addr`: not its loopback, not unspecified, not port 0.
-fn reachable(addr: &SocketAddr) -> bool {
+pub fn reachable(addr: &SocketAddr) -> bool {
     !addr.ip().is_loopback() && !addr.ip().is_unspecified() && addr.port() != 0
 }
 
