@@ -151,6 +151,12 @@ async fn shared_servers_carry_10_mb_both_ways_half_close_and_refuse_once_removed
         assert!(out.status.success(), "{}", text(&out));
     }
     wait_shares(&b_api, &a_id, &["echo", "web"]).await;
+    let out = run(home_a.path(), &["share", "--list", "--api", &a_api]).await;
+    assert!(
+        text(&out).contains("echo") && text(&out).contains(&web.to_string()),
+        "{}",
+        text(&out)
+    );
     let out = run(home_b.path(), &["peers", "--api", &b_api]).await;
     assert!(text(&out).contains("echo, web"), "{}", text(&out));
 
@@ -208,4 +214,17 @@ async fn shared_servers_carry_10_mb_both_ways_half_close_and_refuse_once_removed
         "{}",
         text(&out)
     );
+
+    // Ctrl-C on `mesh connect` closes its port on the node: nothing is left behind.
+    echo_conn.interrupt();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = get_json(&http_client(), &format!("{b_api}/api/shares")).await;
+        if listed["connects"].as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "listener still open: {listed:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(TcpStream::connect(echo_addr).await.is_err(), "port closed");
 }
