@@ -156,4 +156,61 @@ mod tests {
         b.abort().await;
         a.abort().await;
     }
+    /// The next event that is not `Opened`/`Closed`/`Listening`: a refusal's text.
+    async fn refusal(conn: &mut Connector) -> String {
+        let wait = async {
+            loop {
+                match conn.events.recv().await {
+                    Some(ConnectEvent::Refused { error, .. }) => break error,
+                    Some(_) => continue,
+                    None => panic!("events ended"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("a refusal event")
+    }
+
+    #[tokio::test]
+    async fn a_member_over_its_connection_cap_is_refused_until_one_closes() {
+        let a = start(vec![]).await;
+        let b = start(vec![a.ticket()]).await;
+        a.share("echo", echo().await, false).unwrap();
+        let mut conn = b
+            .connect_share(a.node_id(), "echo", "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut open = Vec::new();
+        for i in 0..share::CONNS_PER_PEER {
+            let mut tcp = TcpStream::connect(conn.addr).await.unwrap();
+            tcp.write_all(&[i as u8]).await.unwrap();
+            let mut b = [0u8; 1];
+            tcp.read_exact(&mut b).await.unwrap();
+            open.push(tcp);
+        }
+        assert_eq!(a.shares()[0].active, share::CONNS_PER_PEER);
+        let mut extra = TcpStream::connect(conn.addr).await.unwrap();
+        assert!(refusal(&mut conn).await.contains("too many connections"));
+        let mut rest = Vec::new();
+        let _ = extra.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "nothing carried over the cap");
+        // One closes: its slot is given back.
+        drop(open.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while a.shares()[0].active == share::CONNS_PER_PEER {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "slot never given back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut tcp = TcpStream::connect(conn.addr).await.unwrap();
+        tcp.write_all(b"x").await.unwrap();
+        let mut got = [0u8; 1];
+        tcp.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"x");
+        b.abort().await;
+        a.abort().await;
+    }
 }
