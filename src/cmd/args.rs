@@ -70,6 +70,14 @@ pub enum Command {
     Leave(QueryArgs),
     /// Show the running node's recent log lines (`--follow`: wait for more).
     Logs(FollowArgs),
+    /// Share a TCP service on this machine with the mesh's members under a name
+    /// (`mesh share db 127.0.0.1:5432`); `--list` shows this node's shares and connections.
+    Share(ShareArgs),
+    /// Stop sharing a TCP service (`mesh share` started it); its open connections end.
+    Unshare(UnshareArgs),
+    /// Use a member's shared TCP service through a local port (`mesh connect db`): the running
+    /// node listens and carries each connection over the mesh, until Ctrl-C.
+    Connect(ConnectArgs),
 }
 
 /// Join codes' and messages' flags.
@@ -179,9 +187,10 @@ pub struct ChatArgs {
     #[arg(long)]
     pub model: Option<String>,
 
-    /// OpenAI-compatible API of the node to ask.
-    #[arg(long, default_value = "http://127.0.0.1:9337")]
-    pub api_url: String,
+    /// Management API of the node to ask (it answers `/v1/chat/completions` too, so the
+    /// OpenAI API's address works as well).
+    #[arg(long, alias = "api-url", default_value = "http://127.0.0.1:3131")]
+    pub api: String,
 
     /// Largest answer, in tokens.
     #[arg(long, default_value_t = 512)]
@@ -758,4 +767,81 @@ mod tests {
         let err = a.net.resolve().unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
+}
+
+/// `mesh share`.
+#[derive(Debug, Clone, Args)]
+pub struct ShareArgs {
+    /// The name members connect to (`mesh connect NAME`): 1 to 32 of a-z, A-Z, 0-9, '.', '_', '-'.
+    #[arg(required_unless_present = "list")]
+    pub name: Option<String>,
+
+    /// The service, IP:PORT on this machine (e.g. 127.0.0.1:8888; `localhost:PORT` works too).
+    #[arg(required_unless_present = "list", value_parser = parse_target)]
+    pub target: Option<SocketAddr>,
+
+    /// List this node's shares and `mesh connect` listeners instead.
+    #[arg(long, conflicts_with_all = ["name", "target"])]
+    pub list: bool,
+
+    /// Allow a target that is not on this machine. Every member could then reach that address
+    /// through this node (a machine on your LAN, say), which is why it is refused by default.
+    #[arg(long)]
+    pub allow_remote_target: bool,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node that shares.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+/// `IP:PORT`, or `localhost:PORT` for 127.0.0.1.
+pub fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        return Ok((std::net::Ipv4Addr::LOCALHOST, port).into());
+    }
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected IP:PORT, like 127.0.0.1:8888"))
+}
+
+/// `mesh unshare`.
+#[derive(Debug, Clone, Args)]
+pub struct UnshareArgs {
+    /// The share to stop.
+    pub name: String,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node that shares.
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
+}
+
+/// `mesh connect`.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// The share's name (`mesh peers` lists each member's shares).
+    pub name: String,
+
+    /// The member to use when several share NAME: a node id, a prefix of one, or a name.
+    #[arg(long)]
+    pub node: Option<String>,
+
+    /// Local address to listen on (default: a free port on 127.0.0.1, printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+
+    /// Print JSON lines (the first has the address listened on).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Management API of the node that connects (it listens and carries the connections).
+    #[arg(long, default_value = "http://127.0.0.1:3131")]
+    pub api: String,
 }

@@ -22,7 +22,7 @@ const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let Some(target) = args.join.clone() else {
-        return ask(&args, args.api_url.trim_end_matches('/')).await;
+        return ask(&args, args.api.trim_end_matches('/')).await;
     };
     let ticket = match target {
         JoinTarget::Ticket(t) => t,
@@ -71,7 +71,7 @@ async fn pick_model(http: &reqwest::Client, base: &str) -> anyhow::Result<String
         .send()
         .await
         .with_context(|| {
-            format!("cannot reach {base} (is `mesh serve` running? --api-url picks another)")
+            format!("cannot reach {base} (is `mesh serve` running? --api picks another)")
         })?
         .json()
         .await
@@ -103,7 +103,7 @@ async fn ask(args: &ChatArgs, base: &str) -> anyhow::Result<()> {
         .send()
         .await
         .with_context(|| {
-            format!("cannot reach {base} (is `mesh serve` running? --api-url picks another)")
+            format!("cannot reach {base} (is `mesh serve` running? --api picks another)")
         })?;
     let status = resp.status();
     if !status.is_success() {

@@ -17,6 +17,7 @@ pub mod progress;
 pub mod publish;
 pub mod relay;
 pub mod serve;
+pub mod share;
 pub mod status;
 pub mod table;
 
@@ -43,5 +44,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => chat::chat(args).await,
         Command::Leave(args) => p2p::leave(args).await,
         Command::Logs(args) => p2p::logs(args).await,
+        Command::Share(args) => share::share(args).await,
+        Command::Unshare(args) => share::unshare(args).await,
+        Command::Connect(args) => share::connect(args).await,
     }
 }

@@ -127,10 +127,13 @@ pub fn format_status(s: &StatusDoc) -> String {
         Some(true) => " (public)",
         _ => " (private)",
     };
-    line(
-        "mesh",
-        format!("{}{kind}", or_dash(mesh.map(|m| m.mesh_id.as_str()))),
-    );
+    match mesh {
+        Some(m) if m.left => line("mesh", "- (left; a single node now)".into()),
+        _ => line(
+            "mesh",
+            format!("{}{kind}", or_dash(mesh.map(|m| m.mesh_id.as_str()))),
+        ),
+    }
     let models: Vec<String> = mesh
         .map(|m| m.mesh_models.iter().map(|n| clean(n)).collect())
         .unwrap_or_default();
@@ -166,7 +169,7 @@ pub fn format_peers(peers: &[PeerView]) -> String {
     if peers.is_empty() {
         return "no peers\n".into();
     }
-    let rows: Vec<[String; 6]> = peers
+    let rows: Vec<[String; 7]> = peers
         .iter()
         .map(|p| {
             let models: Vec<String> = p
@@ -189,10 +192,18 @@ pub fn format_peers(peers: &[PeerView]) -> String {
                 } else {
                     models.join(", ")
                 },
+                if p.shares.is_empty() {
+                    "-".into()
+                } else {
+                    clean(&p.shares.join(", "))
+                },
             ]
         })
         .collect();
-    render(["NODE", "NAME", "ROLE", "CONN", "RTT", "MODELS"], &rows)
+    render(
+        ["NODE", "NAME", "ROLE", "CONN", "RTT", "MODELS", "SHARES"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -219,6 +230,7 @@ mod tests {
             tokens_per_second: 0.0,
             memory_bytes: 0,
             last_seen_ms: 0,
+            shares: vec![],
         }
     }
 
@@ -234,6 +246,12 @@ mod tests {
             "{t}"
         );
         assert_eq!(format_peers(&[]), "no peers\n");
+        let sharing = PeerView {
+            shares: vec!["db".into(), "notebook".into()],
+            ..peer("s")
+        };
+        let t = format_peers(&[sharing]);
+        assert!(t.contains("SHARES") && t.contains("db, notebook"), "{t}");
         let punching = PeerView {
             trying_direct: true,
             ..peer("c")

@@ -262,6 +262,7 @@ mod tests {
             tokens_per_second: 0.0,
             memory_bytes: 8 << 30,
             last_seen_ms: 0,
+            shares: vec![],
         }
     }
 

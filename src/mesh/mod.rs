@@ -2,7 +2,8 @@
 //! six protocols on it — admission (`mesh/admit/1`), membership (iroh-gossip), HTTP tunnel
 //! (`mesh/http/1`), ping (`mesh/ping/1`, open to all, for discovery's RTT probe) and offer
 //! (`mesh/offer/1`, open to all: the signed offer discovery gives it, for LAN discovery),
-//! messages (`mesh/msg/1`, members only) — and the peer table that requests are routed by.
+//! messages (`mesh/msg/1`, members only), TCP sharing (`mesh/tcp/1`, members only) — and the
+//! peer table that requests are routed by.
 //!
 //! - [`proto`]: wire formats and handshakes, sans IO (tickets, admission, announcements).
 //! - [`state`]: the peer table and replica choice, plain data with timers passed in.
@@ -23,6 +24,7 @@ pub mod identity;
 mod messages;
 pub mod net;
 pub mod proto;
+mod shares;
 pub mod state;
 mod view;
 
@@ -43,7 +45,9 @@ pub use attempt::{Attempt, Picked};
 pub use config::{MeshConfig, NetConfig, Relays, DEFAULT_RELAYS_ENV};
 pub use error::MeshError;
 pub use messages::SendReport;
+pub use net::tcp_share::{ConnectEvent, ConnectInfo, Connector, ShareInfo};
 pub use proto::announce::{ModelOffer, Role};
+pub use proto::share::ShareError;
 pub use proto::ticket::{MeshId, Ticket};
 pub use state::inbox::InboxMessage;
 pub use state::peers::ConnType;
@@ -131,6 +135,8 @@ pub(crate) struct Shared {
     /// Messages from members (`mesh/msg/1`), and the `seq` of the newest.
     inbox: Mutex<state::inbox::Inbox>,
     inbox_seq: watch::Sender<u64>,
+    /// TCP services this node shares, and its `mesh connect` listeners (`mesh/tcp/1`).
+    shares: net::tcp_share::Shares,
 }
 
 impl Shared {
@@ -189,6 +195,7 @@ impl Shared {
             queue_depth,
             tokens_per_second,
             addr: self.tell.tidy(&self.endpoint.addr()),
+            shares: self.shares.names(),
         }
     }
 }
@@ -248,9 +255,17 @@ impl Mesh {
             .spawn(endpoint.clone());
         let offer = OfferSlot::default();
         let (msg_server, received) = net::msg::MsgServer::new();
+        let shares = net::tcp_share::Shares::new(cancel.child_token());
         let router = protocols(
             &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server,
-        );
+        )
+        .accept(
+            net::tcp_share::ALPN,
+            net::tcp_share::ShareServer {
+                shares: shares.clone(),
+            },
+        )
+        .spawn();
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
         let (sender, receiver) = match joined {
             Ok(topic) => topic,
@@ -290,6 +305,7 @@ impl Mesh {
             offer,
             inbox: Mutex::default(),
             inbox_seq: watch::channel(0).0,
+            shares,
         });
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();
@@ -380,6 +396,7 @@ impl Mesh {
                     tokens_per_second: p.ann.tokens_per_second,
                     memory_bytes: p.ann.memory_bytes,
                     last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
+                    shares: p.ann.shares.clone(),
                 })
                 .collect()
         })
@@ -544,7 +561,7 @@ fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
     }
 }
 
-/// The six protocols on iroh's router, one ALPN each.
+/// The six protocols on iroh's router, one ALPN each (the caller adds more, then spawns it).
 fn protocols(
     endpoint: &Endpoint,
     keys: MeshKeys,
@@ -553,7 +570,7 @@ fn protocols(
     tunnel_app: axum::Router,
     offer: &OfferSlot,
     msg: net::msg::MsgServer,
-) -> Router {
+) -> iroh::protocol::RouterBuilder {
     let admission = Admission {
         keys,
         gate: gate.clone(),
@@ -571,7 +588,6 @@ fn protocols(
                 slot: offer.clone(),
             },
         )
-        .spawn()
 }
 
 /// Proves membership to the tickets' nodes, then joins the mesh's gossip topic through them.

@@ -66,6 +66,9 @@ pub struct PeerView {
     pub tokens_per_second: f32,
     pub memory_bytes: u64,
     pub last_seen_ms: u64,
+    /// TCP services the peer shares (`mesh share`), by name; `mesh connect NAME` uses one.
+    #[serde(default)]
+    pub shares: Vec<String>,
 }
 
 #[cfg(test)]

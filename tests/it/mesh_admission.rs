@@ -63,6 +63,7 @@ async fn a_node_that_skips_admission_is_closed_out() {
         &b"mesh/http/1"[..],
         iroh_gossip::ALPN,
         mesh::mesh::net::msg::ALPN,
+        mesh::mesh::net::tcp_share::ALPN,
     ] {
         // The gate closes the connection right after the TLS handshake: the close may surface
         // from `connect` itself or from the connection it returned. Either way it must be the

@@ -252,6 +252,16 @@ async fn mesh_leave_leaves_and_mesh_logs_shows_it() {
     assert!(stdout(&out).contains("left the mesh"), "{}", stdout(&out));
     wait_peer(&a.api(), &b.value("node id"), false).await;
     assert!(peer_ids(&b.api()).await.is_empty());
+    // Its status no longer names the mesh it left, nor hands out its ticket.
+    let status = get_json(&http_client(), &format!("{}/api/status", b.api())).await;
+    assert_eq!(status["mesh_id"], "", "{status:#}");
+    assert_eq!(status["left"], true, "{status:#}");
+    let ticket = http_client()
+        .get(format!("{}/api/ticket", b.api()))
+        .send()
+        .await
+        .expect("ticket answers");
+    assert_eq!(ticket.status().as_u16(), 409);
     // It stays gone: A's gossip does not bring it back.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!peer_ids(&a.api()).await.contains(&b.value("node id")));
@@ -290,14 +300,7 @@ async fn mesh_chat_answers_through_the_local_node_and_through_a_joined_mesh() {
     .await;
     let out = run(
         home.path(),
-        &[
-            "chat",
-            "--api-url",
-            &a.base(),
-            "--max-tokens",
-            "8",
-            "Say hello.",
-        ],
+        &["chat", "--api", &a.api(), "--max-tokens", "8", "Say hello."],
     )
     .await;
     assert!(out.status.success(), "{}", stderr(&out));

@@ -78,6 +78,9 @@ pub struct MeshStatus {
     pub peers: Vec<PeerView>,
     /// Models served by peers (not counting this node's own).
     pub mesh_models: Vec<String>,
+    /// This node left its mesh (`mesh leave`): a single node now, `mesh_id` empty.
+    #[serde(default)]
+    pub left: bool,
 }
 
 /// `GET /api/peers`.
@@ -199,6 +202,7 @@ mod tests {
                 addrs: vec!["198.51.100.7:4000".into()],
                 peers: Vec::new(),
                 mesh_models: vec!["other".into()],
+                left: false,
             }),
             ..client_status()
         };

@@ -13,6 +13,8 @@
 //!   the OpenAI API's own handlers mounted here too, so the page needs no other origin.
 //! - `POST /api/invite`, `POST /api/send`, `GET /api/inbox`, `POST /api/leave`,
 //!   `GET /api/logs`: join codes, messages, leaving, logs (`p2p.rs`); `message` events.
+//! - `GET|POST /api/shares`, `DELETE /api/shares/{name}`, `POST /api/connect`: TCP sharing
+//!   (`shares.rs`).
 //!
 //! Every document is a type in [`docs`] (or beside its handler), shared with the CLI that
 //! reads it.
@@ -24,6 +26,7 @@ pub mod docs;
 mod events;
 pub mod nodes;
 pub mod p2p;
+pub mod shares;
 
 use axum::extract::State;
 use axum::http::{Extensions, StatusCode};
@@ -82,6 +85,9 @@ pub fn router(
         .route("/api/inbox", get(p2p::inbox))
         .route("/api/leave", post(p2p::leave))
         .route("/api/logs", get(p2p::logs))
+        .route("/api/shares", get(shares::list).post(shares::add))
+        .route("/api/shares/{name}", axum::routing::delete(shares::remove))
+        .route("/api/connect", post(shares::connect))
         .route("/api/discover", get(discover::discover))
         .route(
             "/api/publish",
@@ -140,9 +146,15 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
     let mesh = state.mesh.as_ref().map(|mesh| {
         let ticket = mesh.ticket();
         let own = ticket.peers.first();
+        let left = mesh.has_left();
         MeshStatus {
             node_id: mesh.node_id().to_string(),
-            mesh_id: mesh.mesh_id().to_string(),
+            // A node that left is in no mesh: the old id would tell a script it still is.
+            mesh_id: if left {
+                String::new()
+            } else {
+                mesh.mesh_id().to_string()
+            },
             mesh_public: mesh.is_public(),
             home_relay: own
                 .and_then(|a| a.relay_urls().next())
@@ -152,6 +164,7 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
                 .unwrap_or_default(),
             peers: mesh.peers(),
             mesh_models: mesh.remote_models(),
+            left,
         }
     });
     StatusDoc {
@@ -187,6 +200,9 @@ async fn ticket(
         ));
     }
     let mesh = mesh_of(&state)?;
+    if mesh.has_left() {
+        return Err(ApiError::conflict("left", "this node left its mesh"));
+    }
     Ok(Json(TicketDoc {
         ticket: mesh.ticket().encode(),
         mesh_id: mesh.mesh_id().to_string(),

@@ -231,6 +231,7 @@ mod tests {
             tokens_per_second: 3.0,
             memory_bytes: 0,
             last_seen_ms: 100,
+            shares: vec![],
         }
     }
 

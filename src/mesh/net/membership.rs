@@ -132,6 +132,11 @@ pub(crate) fn receive(
         })
     };
     let (changes, reshaped, member) = shared.with_table(|t| {
+        // Checked again under the table's lock: `leave` closes the gate, then empties the
+        // table, so a message that passed the first check cannot land after the emptying.
+        if shared.gate.is_closed() {
+            return (Vec::new(), false, false);
+        }
         let before = served(t);
         let changes = t.apply(msg, now);
         (changes, before != served(t), t.get(&node).is_some())

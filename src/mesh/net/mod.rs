@@ -10,6 +10,8 @@
 //! - [`offer`]: `mesh/offer/1`, the mesh's signed offer handed out directly (LAN, `--peers`).
 //! - [`lan`]: `--lan`, mDNS: advertising this node and finding others on the LAN.
 //! - [`msg`]: `mesh/msg/1`, text messages between members.
+//! - [`tcp_share`]: `mesh/tcp/1`, TCP services shared with members (`mesh share`, `connect`).
+//! - [`splice`]: carrying bytes both ways between two streams (half-close, backpressure, idle).
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
@@ -21,5 +23,7 @@ pub mod msg;
 pub mod offer;
 pub mod ping;
 pub mod report;
+pub mod splice;
+pub mod tcp_share;
 pub mod tunnel;
 pub mod tunnel_server;

@@ -5,6 +5,11 @@
 //! `postcard(Message)` and `signature` is the signer's ed25519 signature over `body`. A message is
 //! dropped when it is larger than [`MAX_MESSAGE_BYTES`], has another protocol version, a bad
 //! signature, a `node` field other than its signer, or fields over their limits.
+//!
+//! Extensions: fields added after version 1 go into [`Extra`], encoded after the `Message` in
+//! the same signed `body`. Nodes that predate a field stop reading at the end of the `Message`
+//! and ignore the rest; nodes that know it read it when present (absent: defaults). So older
+//! and newer nodes understand each other without a version bump.
 
 use iroh::{EndpointAddr, EndpointId, SecretKey};
 use serde::{Deserialize, Serialize};
@@ -75,6 +80,17 @@ pub struct Announcement {
     pub tokens_per_second: f32,
     /// Where to dial the node (also carried by iroh; repeated so any member can reach any other).
     pub addr: EndpointAddr,
+    /// TCP services the node shares (`mesh share`), by name; sent in [`Extra`].
+    #[serde(skip)]
+    pub shares: Vec<String>,
+}
+
+/// Fields added after version 1, encoded after the `Message` in the signed body (see the
+/// module doc). New fields go at the end, each with a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extra {
+    /// [`Announcement::shares`].
+    pub shares: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,7 +146,15 @@ pub enum AnnounceError {
 /// Signs and encodes a message with the node key.
 pub fn encode(key: &SecretKey, msg: &Message) -> Vec<u8> {
     // Serialising plain data into a Vec cannot fail.
-    let body = postcard::to_stdvec(msg).unwrap_or_default();
+    let mut body = postcard::to_stdvec(msg).unwrap_or_default();
+    if let Message::Announce(a) = msg {
+        let extra = Extra {
+            shares: a.shares.clone(),
+        };
+        if extra != Extra::default() {
+            body.extend(postcard::to_stdvec(&extra).unwrap_or_default());
+        }
+    }
     let envelope = Envelope {
         version: PROTOCOL_VERSION,
         signer: key.public(),
@@ -152,7 +176,14 @@ pub fn decode(bytes: &[u8]) -> Result<Message, AnnounceError> {
     env.signer
         .verify(&env.body, &env.signature)
         .map_err(|_| AnnounceError::Signature)?;
-    let msg: Message = postcard::from_bytes(&env.body).map_err(|_| AnnounceError::Decode)?;
+    let (mut msg, rest): (Message, &[u8]) =
+        postcard::take_from_bytes(&env.body).map_err(|_| AnnounceError::Decode)?;
+    if let Message::Announce(a) = &mut msg {
+        if !rest.is_empty() {
+            let extra: Extra = postcard::from_bytes(rest).map_err(|_| AnnounceError::Decode)?;
+            a.shares = extra.shares;
+        }
+    }
     if msg.node() != env.signer {
         return Err(AnnounceError::WrongSender {
             about: msg.node().fmt_short().to_string(),
@@ -189,6 +220,9 @@ fn check_limits(a: &Announcement) -> Result<(), AnnounceError> {
     }
     if !a.tokens_per_second.is_finite() {
         return Err(AnnounceError::Limit("tokens_per_second"));
+    }
+    if !super::share::valid_list(&a.shares) {
+        return Err(AnnounceError::Limit("shares"));
     }
     Ok(())
 }
@@ -233,6 +267,7 @@ pub(crate) mod tests {
             queue_depth: 0,
             tokens_per_second: 0.0,
             addr: EndpointAddr::new(key.public()),
+            shares: vec![],
         }
     }
 
@@ -290,6 +325,51 @@ pub(crate) mod tests {
         assert_eq!(
             decode(&encode(&key, &Message::Announce(a))),
             Err(AnnounceError::Limit("name"))
+        );
+    }
+
+    #[test]
+    fn shares_travel_after_the_message_and_old_and_new_nodes_read_each_other() {
+        let key = SecretKey::generate();
+        let mut a = announcement(&key, &["m"], 1);
+        a.shares = vec!["db".into(), "notebook".into()];
+        let msg = Message::Announce(a.clone());
+        assert_eq!(decode(&encode(&key, &msg)).unwrap(), msg);
+        // A node that predates shares reads the message and ignores them.
+        let env: Envelope = postcard::from_bytes(&encode(&key, &msg)).unwrap();
+        let old: Message = postcard::from_bytes(&env.body).unwrap();
+        let Message::Announce(old) = old else {
+            panic!("an announcement")
+        };
+        assert_eq!((old.name.as_str(), old.shares.len()), ("test", 0));
+        // A message from such a node (no extension) reads as sharing nothing.
+        a.shares.clear();
+        let plain = Message::Announce(a);
+        let body = postcard::to_stdvec(&plain).unwrap();
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            signer: key.public(),
+            signature: key.sign(&body),
+            body,
+        };
+        assert_eq!(decode(&postcard::to_stdvec(&env).unwrap()).unwrap(), plain);
+    }
+
+    #[test]
+    fn too_many_or_bad_share_names_are_dropped() {
+        let key = SecretKey::generate();
+        let mut a = announcement(&key, &[], 1);
+        a.shares = (0..=super::super::share::MAX_SHARES)
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(
+            decode(&encode(&key, &Message::Announce(a.clone()))),
+            Err(AnnounceError::Limit("shares"))
+        );
+        a.shares = vec!["no spaces".into()];
+        assert_eq!(
+            decode(&encode(&key, &Message::Announce(a))),
+            Err(AnnounceError::Limit("shares"))
         );
     }
 

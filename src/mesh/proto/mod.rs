@@ -4,9 +4,11 @@
 //! - [`admission`]: `mesh/admit/1`, the HMAC challenge-response that gates every other protocol.
 //! - [`announce`]: signed gossip messages (announcements, leaves) and their limits.
 //! - [`peers`]: `--peers FILE`, a static list of tickets and node addresses.
+//! - [`share`]: `mesh/tcp/1` (TCP sharing): share names, target policy, stream header, limits.
 
 pub mod addrs;
 pub mod admission;
 pub mod announce;
 pub mod peers;
+pub mod share;
 pub mod ticket;

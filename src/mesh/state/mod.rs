@@ -8,8 +8,10 @@
 //! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
 //! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
+//! - [`conns`]: TCP-share connections held per peer and in all.
 
 pub mod budget;
+pub mod conns;
 pub mod flood;
 pub mod health;
 pub mod inbox;
