@@ -3,12 +3,14 @@
 //! - [`health`]: how well each host answered this node's requests (error rate, latency,
 //!   circuit breaker).
 //! - [`routing`]: which replica of a model a request goes to.
+//! - [`affinity`]: which replica probably holds a prompt's prefix in its KV cache.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
 //! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 //! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
 //! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
 
+pub mod affinity;
 pub mod budget;
 pub mod flood;
 pub mod health;
