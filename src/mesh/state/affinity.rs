@@ -154,7 +154,7 @@ mod tests {
     }
 
     fn text(seed: char, bytes: usize) -> String {
-        std::iter::repeat(seed).take(bytes).collect()
+        std::iter::repeat_n(seed, bytes).collect()
     }
 
     #[test]
