@@ -63,6 +63,12 @@ bench-net:
     cargo build --tests
     MESH_BIN=target/release/mesh cargo nextest run --run-ignored only --no-capture -E 'test(netns::bench_net)'
 
+# Prefix reuse: time to first token of turn 2 of a ~2k-token chat, with and without reuse of
+# turn 1's KV cache (median of 5 conversations; docs/BENCHMARKS.md).
+bench-prefix:
+    scripts/fetch-test-model.sh
+    cargo run --release --example bench_prefix -- "$MESH_TEST_MODEL" 5
+
 # Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
 bench-score:
     cargo run --release --example bench_score -- 10000 50

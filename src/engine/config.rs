@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Layers to offload to a GPU back end (ignored on CPU builds).
     pub gpu_layers: u32,
+    /// Keep each slot's KV cache after its request and reuse the prefix a later request shares
+    /// (system prompt, earlier chat turns). Off: every prompt is decoded whole.
+    pub prefix_cache: bool,
 }
 
 impl EngineConfig {
@@ -40,6 +43,7 @@ impl EngineConfig {
             threads: None,
             queue: 64,
             gpu_layers: u32::MAX,
+            prefix_cache: true,
         }
     }
 }

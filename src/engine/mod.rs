@@ -15,6 +15,7 @@ pub mod embed;
 pub mod grammar;
 mod logprobs;
 mod model;
+mod prefix;
 pub mod request;
 mod sampling;
 mod scheduler;
@@ -115,6 +116,7 @@ impl Engine {
             backend,
             Arc::clone(&model),
             &info,
+            cfg.prefix_cache,
             Arc::clone(&shared),
             inbox,
         )?;
@@ -291,6 +293,7 @@ fn spawn_scheduler(
     backend: &'static LlamaBackend,
     model: Arc<Model>,
     info: &ModelInfo,
+    prefix_cache: bool,
     shared: Arc<Shared>,
     inbox: Receiver<Inbound>,
 ) -> Result<(), EngineError> {
@@ -308,7 +311,15 @@ fn spawn_scheduler(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            Scheduler::new(&model, ctx_llama, N_BATCH as usize, ctx, shared).run(inbox);
+            Scheduler::new(
+                &model,
+                ctx_llama,
+                N_BATCH as usize,
+                ctx,
+                prefix_cache,
+                shared,
+            )
+            .run(inbox);
             tracing::debug!("engine thread stopped");
         })
         .map_err(|e| EngineError::Context(format!("cannot start engine thread: {e}")))?;

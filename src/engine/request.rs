@@ -83,6 +83,9 @@ impl FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens not decoded because a slot's KV cache held them already (prefix reuse;
+    /// OpenAI's `usage.prompt_tokens_details.cached_tokens`). Included in `prompt_tokens`.
+    pub cached_tokens: u32,
 }
 
 /// A generated token's log-probability under the model (log-softmax of the raw logits at that

@@ -12,6 +12,13 @@
 //! first slot decodes the prompt; the moment its last prompt token has logits, its KV cells are
 //! copied to the other slots' sequences (`llama_memory_seq_cp`) and every choice samples its first
 //! token from those same logits with its own sampler. The prompt is decoded once.
+//!
+//! Prefix reuse (`prefix`): a slot keeps its sequence's KV cells when its request ends, with the
+//! tokens they hold. A new job takes the free slot sharing the longest prefix with its prompt;
+//! only the cells after that prefix are removed (`llama_memory_seq_rm`) and only the rest of the
+//! prompt is decoded. Where the model's memory refuses to drop a tail (recurrent models) or has
+//! already dropped early cells (sliding-window attention), the sequence is cleared and the
+//! prompt decoded whole. A failed decode clears the sequences it touched.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
@@ -26,6 +33,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::batch::{self, Plan, SlotView, Tokens};
 use super::model::Model;
+use super::prefix::{self, Kept};
 use super::request::{Event, FinishReason, GenerateRequest, TokenLogprob, TopLogprob, Usage};
 use super::text::{StopMatcher, StopScan, Utf8Stream};
 use super::{logprobs, Shared};
@@ -56,8 +64,11 @@ struct Active {
     siblings: Vec<usize>,
     /// Alternatives per token when the request asks for log-probabilities.
     logprobs: Option<u32>,
-    /// Prompt tokens already decoded into the KV cache.
+    /// Prompt tokens already decoded into the KV cache (from the start: those kept from the
+    /// slot's previous request).
     prefilled: usize,
+    /// Prompt tokens whose KV cells were kept from an earlier request (`usage.cached_tokens`).
+    cached_tokens: u32,
     /// Next free position of this sequence in the KV cache.
     n_past: i32,
     sampler: LlamaSampler,
@@ -102,6 +113,12 @@ pub(super) struct Scheduler<'m> {
     /// Context length per sequence: prompt plus generated tokens never exceed it.
     ctx_per_seq: i32,
     slots: Vec<Option<Active>>,
+    /// What each sequence's KV cells hold, busy or free (see `prefix`).
+    kept: Vec<Kept>,
+    /// Jobs admitted so far: the clock of `Kept::last_used`.
+    admissions: u64,
+    /// Whether free slots keep their cells for later requests (`EngineConfig::prefix_cache`).
+    prefix_cache: bool,
     /// The next job, taken from the queue but waiting for as many free slots as it has choices.
     pending: Option<Job>,
     shared: Arc<Shared>,
@@ -113,6 +130,7 @@ impl<'m> Scheduler<'m> {
         ctx: LlamaContext<'m>,
         n_batch: usize,
         ctx_per_seq: u32,
+        prefix_cache: bool,
         shared: Arc<Shared>,
     ) -> Self {
         let parallel = shared.parallel as usize;
@@ -123,6 +141,9 @@ impl<'m> Scheduler<'m> {
             n_batch,
             ctx_per_seq: ctx_per_seq as i32,
             slots: (0..parallel).map(|_| None).collect(),
+            kept: vec![Kept::default(); parallel],
+            admissions: 0,
+            prefix_cache,
             pending: None,
             shared,
         }
@@ -178,13 +199,30 @@ impl<'m> Scheduler<'m> {
         if job.choices.iter().all(|(events, _)| events.is_closed()) {
             return; // client left while queued
         }
-        let free: Vec<usize> = (0..self.slots.len())
+        let free: Vec<(usize, &Kept)> = (0..self.slots.len())
             .filter(|&i| self.slots[i].is_none())
-            .take(job.choices.len())
+            .map(|i| (i, &self.kept[i]))
             .collect();
-        let Some(&first) = free.first() else { return };
+        let Some(free) = prefix::choose(&free, &job.req.prompt, job.choices.len()) else {
+            return;
+        };
+        let first = free[0];
         let req = job.req;
         let prompt_tokens = req.prompt.len() as u32;
+        self.admissions += 1;
+        for &slot in &free {
+            self.kept[slot].last_used = self.admissions;
+        }
+        // The first choice keeps the cells of the prefix it shares; the others get a copy of
+        // its cells once its prompt is decoded.
+        let reused = self.keep_prefix(first, &req.prompt);
+        for &slot in &free[1..] {
+            self.clear_seq(slot);
+        }
+        self.shared
+            .stats
+            .prompt_tokens_cached
+            .fetch_add(reused as u64, Ordering::Relaxed);
         let mut prompt = Some(req.prompt);
         for ((events, sampler), &slot) in job.choices.into_iter().zip(&free) {
             let is_first = slot == first;
@@ -192,6 +230,7 @@ impl<'m> Scheduler<'m> {
                 events,
                 prompt: prompt.take().unwrap_or_default(),
                 prompt_tokens,
+                cached_tokens: reused as u32,
                 waiting_for: (!is_first).then_some(first),
                 siblings: if is_first {
                     free[1..].to_vec()
@@ -200,8 +239,8 @@ impl<'m> Scheduler<'m> {
                 },
                 logprobs: req.logprobs,
                 sampler,
-                prefilled: 0,
-                n_past: 0,
+                prefilled: if is_first { reused } else { 0 },
+                n_past: if is_first { reused as i32 } else { 0 },
                 next: None,
                 generated: 0,
                 max_tokens: req.max_tokens,
@@ -211,6 +250,47 @@ impl<'m> Scheduler<'m> {
             });
         }
         self.update_busy();
+    }
+
+    /// Keeps the KV cells of `seq` that hold a prefix of `prompt` and removes the rest; returns
+    /// how many prompt tokens are kept (0: the sequence is now empty). Falls back to clearing the
+    /// whole sequence when the memory cannot remove a tail or no longer holds the prefix whole.
+    fn keep_prefix(&mut self, seq: usize, prompt: &[i32]) -> usize {
+        let n = if self.prefix_cache {
+            prefix::reusable(&self.kept[seq].tokens, prompt)
+        } else {
+            0
+        };
+        if n == 0 {
+            self.clear_seq(seq);
+            return 0;
+        }
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(seq as u32), Some(n as u32), None);
+        // Positions 0..n must all still be there: a sliding-window cache drops early cells.
+        let whole = self.ctx.kv_cache_seq_pos_min(seq as i32) == 0
+            && self.ctx.kv_cache_seq_pos_max(seq as i32) == n as i32 - 1;
+        if !matches!(removed, Ok(true)) || !whole {
+            tracing::debug!(
+                seq,
+                n,
+                ?removed,
+                "cannot keep a prefix; decoding the prompt whole"
+            );
+            self.clear_seq(seq);
+            return 0;
+        }
+        self.kept[seq].tokens.truncate(n);
+        n
+    }
+
+    /// Empties a sequence's KV cells.
+    fn clear_seq(&mut self, seq: usize) {
+        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None) {
+            tracing::error!("clearing KV cache of sequence {seq}: {e}");
+        }
+        self.kept[seq].tokens.clear();
     }
 
     /// After a decode: each first choice whose prompt just got its logits hands its KV cells and
@@ -235,6 +315,7 @@ impl<'m> Scheduler<'m> {
                     self.fail(s, &format!("copying the prompt's KV cells failed: {e}"));
                     continue;
                 }
+                self.kept[s].tokens = self.kept[p].tokens.clone();
                 if let Some(w) = self.slots[s].as_mut() {
                     w.waiting_for = None;
                     w.n_past = n_past;
@@ -314,6 +395,7 @@ impl<'m> Scheduler<'m> {
                 Tokens::Sampled(tok) => {
                     self.batch
                         .add(LlamaToken(*tok), e.pos, &seq_ids, e.logits)?;
+                    self.kept[e.seq].tokens.push(*tok);
                     a.next = None;
                 }
                 Tokens::Prompt(range) => {
@@ -322,6 +404,9 @@ impl<'m> Scheduler<'m> {
                         self.batch
                             .add(LlamaToken(tok), e.pos + i as i32, &seq_ids, logits)?;
                     }
+                    self.kept[e.seq]
+                        .tokens
+                        .extend_from_slice(&a.prompt[range.clone()]);
                     a.prefilled = range.end;
                     // Counted as decoded (not as submitted): `n` choices decode one prompt.
                     self.shared
@@ -392,6 +477,7 @@ impl<'m> Scheduler<'m> {
         let usage = Usage {
             prompt_tokens: a.prompt_tokens,
             completion_tokens: a.generated,
+            cached_tokens: a.cached_tokens,
         };
         // Count and free the slot before answering, so a client that reads /api/status after
         // its answer sees both.
@@ -399,18 +485,19 @@ impl<'m> Scheduler<'m> {
             .stats
             .requests_served
             .fetch_add(1, Ordering::Relaxed);
-        self.free(seq);
+        self.free(seq, true);
         let _ = a.events.send(Event::Done { finish, usage });
     }
 
     fn fail(&mut self, seq: usize, message: &str) {
-        if let Some(a) = self.free(seq) {
+        if let Some(a) = self.free(seq, false) {
             let _ = a.events.send(Event::Error(message.to_owned()));
         }
     }
 
-    /// Empties a slot and its KV cells; hands back what it held.
-    fn free(&mut self, seq: usize) -> Option<Active> {
+    /// Empties a slot; hands back what it held. Its KV cells stay for a later request with the
+    /// same prefix when `keep` (they hold exactly the tokens decoded) and prefix reuse is on.
+    fn free(&mut self, seq: usize, keep: bool) -> Option<Active> {
         let mut gone = self.slots[seq].take();
         // Choices still waiting for this prompt's cells will never get them.
         let siblings = gone.as_mut().map(|a| std::mem::take(&mut a.siblings));
@@ -422,8 +509,8 @@ impl<'m> Scheduler<'m> {
                 self.fail(s, "the choice decoding the prompt ended");
             }
         }
-        if let Err(e) = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None) {
-            tracing::error!("clearing KV cache of sequence {seq}: {e}");
+        if !(keep && self.prefix_cache) {
+            self.clear_seq(seq);
         }
         self.update_busy();
         gone
@@ -436,7 +523,8 @@ impl<'m> Scheduler<'m> {
                 .is_some_and(|a| a.events.is_closed())
             {
                 tracing::debug!(seq, "client went away; freeing slot");
-                self.free(seq);
+                // What it decoded is sound: a next turn of the same chat may use it.
+                self.free(seq, true);
             }
         }
     }

@@ -14,6 +14,8 @@ pub struct Stats {
     pub requests_served: AtomicU64,
     pub tokens_generated: AtomicU64,
     pub prompt_tokens: AtomicU64,
+    /// Prompt tokens not decoded because a slot kept their KV cells (prefix reuse).
+    pub prompt_tokens_cached: AtomicU64,
     pub slots_busy: AtomicUsize,
     pub queue_len: AtomicUsize,
     window: Mutex<Window>,
@@ -25,6 +27,9 @@ pub struct StatsSnapshot {
     pub requests_served: u64,
     pub tokens_generated: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens reused from a slot's KV cache instead of decoded (not in `prompt_tokens`).
+    #[serde(default)]
+    pub prompt_tokens_cached: u64,
     pub slots_busy: usize,
     pub queue_len: usize,
     /// Decode speed over the last minute: tokens from pure decode steps (no prompt work in the
@@ -41,6 +46,7 @@ impl Default for Stats {
             requests_served: AtomicU64::new(0),
             tokens_generated: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
+            prompt_tokens_cached: AtomicU64::new(0),
             slots_busy: AtomicUsize::new(0),
             queue_len: AtomicUsize::new(0),
             window: Mutex::new(Window::default()),
@@ -74,6 +80,7 @@ impl Stats {
             requests_served: self.requests_served.load(Ordering::Relaxed),
             tokens_generated: self.tokens_generated.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            prompt_tokens_cached: self.prompt_tokens_cached.load(Ordering::Relaxed),
             slots_busy: self.slots_busy.load(Ordering::Relaxed),
             queue_len: self.queue_len.load(Ordering::Relaxed),
             decode_tokens_per_second: decode,

@@ -171,6 +171,7 @@ impl Generate for Scripted {
                 usage: Usage {
                     prompt_tokens,
                     completion_tokens: sent as u32,
+                    cached_tokens: 0,
                 },
             },
         });

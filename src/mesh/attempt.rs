@@ -1,7 +1,9 @@
 //! The routing side of the [`Mesh`] handle: the replicas of a model ranked for a request
 //! (`state::routing` over the peer table, outstanding counts and `state::health`), and the
 //! [`Attempt`] guard through which the forwarder reports how each try went. Outcomes feed the
-//! health table; every recorded outcome wakes requests waiting for a host's trial.
+//! health table; every recorded outcome wakes requests waiting for a host's trial. Which host
+//! got which prompt prefix is remembered (`state::affinity`) so the next request sharing it
+//! prefers that host's KV cache.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -9,6 +11,7 @@ use std::time::Instant;
 use iroh::EndpointId;
 use tokio::sync::watch;
 
+use super::state::affinity::PrefixKey;
 use super::state::health::{Outcome, Standing};
 use super::state::routing::{self, Candidate, Need, Pick};
 use super::{Mesh, Shared};
@@ -72,6 +75,26 @@ impl Mesh {
             ended: false,
         };
         Picked::Host { attempt, ctx }
+    }
+
+    /// The replica of `model` that probably holds the longest prefix of the prompt keyed `key`
+    /// in its KV cache (it got the last request with that prefix), if any serves `model` now.
+    pub fn prefix_host(&self, model: &str, key: &PrefixKey) -> Option<EndpointId> {
+        if key.is_empty() {
+            return None;
+        }
+        let hosts: Vec<EndpointId> = self.candidates(model, &[]).iter().map(|c| c.id).collect();
+        let table = self.shared.affinity.lock().ok()?;
+        table
+            .lookup(key, Instant::now(), |h| hosts.contains(h))
+            .map(|(host, _)| host)
+    }
+
+    /// The prompt keyed `key` was sent to `host`: later ones sharing its prefix prefer it.
+    pub fn remember_prefix(&self, key: &PrefixKey, host: EndpointId) {
+        if let Ok(mut table) = self.shared.affinity.lock() {
+            table.record(key, host, Instant::now());
+        }
     }
 
     /// Changes (its value counts them) whenever an outcome is recorded or a trial released.

@@ -62,6 +62,7 @@ use net::{endpoint, membership, ping};
 use proto::addrs::AddrPolicy;
 use proto::admission::{self, MeshKeys};
 use proto::announce::{self, Announcement, Message};
+use state::affinity::AffinityTable;
 use state::flood::FloodGuard;
 use state::health::HealthTable;
 use state::peers::{PeerTable, Timers};
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     tunnel: Tunnel,
     table: Mutex<PeerTable>,
     outstanding: Mutex<HashMap<EndpointId, usize>>,
+    /// Which host got a prompt prefix last (`state::affinity`; see [`attempt`]).
+    affinity: Mutex<AffinityTable<EndpointId>>,
     /// How each host answered this node's forwarded requests (see [`attempt`]).
     health: Mutex<HealthTable<EndpointId>>,
     /// Counts outcomes recorded in `health`: requests waiting for a host's trial wake on it.
@@ -290,6 +293,7 @@ impl Mesh {
             lookup,
             table: Mutex::default(),
             outstanding: Mutex::default(),
+            affinity: Mutex::default(),
             health: Mutex::default(),
             health_changed: watch::channel(0).0,
             known_models: Mutex::default(),

@@ -32,6 +32,8 @@ mod ollama_api;
 mod openai_api;
 mod openai_structured;
 mod p2p;
+mod prefix_cache;
+mod prefix_routing;
 mod relay;
 mod serve_catalog;
 mod tcp_share;

@@ -8,6 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
+use mesh::engine::EngineConfig;
 use serde_json::{json, Value};
 
 fn person_schema() -> Value {
@@ -373,7 +374,13 @@ async fn logprobs_have_openais_shape_in_chat_and_completions_streaming_and_not()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_choices_share_one_prompt_evaluation_streaming_and_not() {
-    let n = start(config()).await;
+    // Without prefix reuse, so the same prompt asked again is decoded again and counted here
+    // (reuse with several choices is tested in `prefix_cache`).
+    let n = start(EngineConfig {
+        prefix_cache: false,
+        ..config()
+    })
+    .await;
     let ask = |n_choices: u32, stream: bool| {
         json!({"model": MODEL, "messages": user("Write a short sentence about the sea."),
                "max_tokens": 8, "ignore_eos": true, "temperature": 0, "n": n_choices, "stream": stream,

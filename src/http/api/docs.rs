@@ -37,6 +37,9 @@ pub struct EngineStatus {
     pub queue: Queue,
     pub requests_served: u64,
     pub prompt_tokens: u64,
+    /// Prompt tokens reused from a slot's KV cache instead of decoded (prefix reuse).
+    #[serde(default)]
+    pub prompt_tokens_cached: u64,
     pub tokens_generated: u64,
     pub decode_tokens_per_second: f64,
     pub tokens_per_second_last_minute: f64,
@@ -189,6 +192,7 @@ mod tests {
                 },
                 requests_served: 3,
                 prompt_tokens: 10,
+                prompt_tokens_cached: 4,
                 tokens_generated: 20,
                 decode_tokens_per_second: 90.5,
                 tokens_per_second_last_minute: 1.5,

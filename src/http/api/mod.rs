@@ -135,6 +135,7 @@ pub fn status_doc(state: &ApiState) -> StatusDoc {
                     },
                     requests_served: stats.requests_served,
                     prompt_tokens: stats.prompt_tokens,
+                    prompt_tokens_cached: stats.prompt_tokens_cached,
                     tokens_generated: stats.tokens_generated,
                     decode_tokens_per_second: stats.decode_tokens_per_second,
                     tokens_per_second_last_minute: stats.tokens_per_second_last_minute,

@@ -104,6 +104,7 @@ impl Reader {
             self.usage = Usage {
                 prompt_tokens: count("prompt_tokens").unwrap_or(0),
                 completion_tokens: count("completion_tokens").unwrap_or(0),
+                ..Usage::default()
             };
         }
         let choice = chunk["choices"].get(0)?;
@@ -252,7 +253,8 @@ mod tests {
                     finish: FinishReason::Length,
                     usage: Usage {
                         prompt_tokens: 7,
-                        completion_tokens: 2
+                        completion_tokens: 2,
+                        cached_tokens: 0,
                     }
                 }
             ]
@@ -310,6 +312,7 @@ mod tests {
         let usage = Usage {
             prompt_tokens: 5,
             completion_tokens: 2,
+            cached_tokens: 0,
         };
         let gen = Reply {
             shape: Shape::Generate,

@@ -109,6 +109,11 @@ pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
             usage = Usage {
                 prompt_tokens: count("prompt_tokens").ok_or(Garbage("bad usage"))?,
                 completion_tokens: count("completion_tokens").ok_or(Garbage("bad usage"))?,
+                // Optional: replicas of older versions do not send it.
+                cached_tokens: u["prompt_tokens_details"]["cached_tokens"]
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
             };
         }
         let choices = chunk["choices"]
@@ -168,7 +173,8 @@ mod tests {
                 }],
                 usage: Usage {
                     prompt_tokens: 7,
-                    completion_tokens: 2
+                    completion_tokens: 2,
+                    cached_tokens: 0,
                 },
             })
         );

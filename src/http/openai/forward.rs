@@ -27,8 +27,10 @@ use serde_json::Value;
 
 use super::assemble::{self, Assembled, Ending};
 use super::stream::{Flavor, Meta};
+use crate::engine::ChatMessage;
 use crate::http::error::ApiError;
 use crate::mesh::net::tunnel::{self, TunnelError};
+use crate::mesh::state::affinity::PrefixKey;
 use crate::mesh::state::routing::{self, Need};
 use crate::mesh::{Attempt, Mesh, Picked};
 
@@ -55,6 +57,23 @@ pub struct Forwarded<'a> {
     pub prompt_bytes: usize,
     /// This node refused the prompt as too long for this context: prefer larger ones.
     pub refused_ctx: u32,
+    /// The prompt's prefix, to prefer the replica whose KV cache holds it ([`chat_key`]).
+    pub prefix: PrefixKey,
+}
+
+/// The prefix key of a chat prompt: its messages' roles and contents, in order.
+pub fn chat_key(model: &str, messages: &[ChatMessage]) -> PrefixKey {
+    PrefixKey::of(
+        model,
+        messages
+            .iter()
+            .flat_map(|m| [m.role.as_bytes(), m.content.as_bytes()]),
+    )
+}
+
+/// The prefix key of a plain prompt.
+pub fn text_key(model: &str, text: &str) -> PrefixKey {
+    PrefixKey::of(model, [text.as_bytes()])
 }
 
 /// The next replica to try for `model`: the best one not in `tried`, waiting while every one
@@ -105,6 +124,7 @@ pub async fn forward(mesh: &Mesh, req: Forwarded<'_>) -> Result<Response, ApiErr
     let mut need = Need {
         tokens: routing::estimate_tokens(req.prompt_bytes),
         refused_ctx: req.refused_ctx,
+        prefers: mesh.prefix_host(req.model, &req.prefix),
     };
     let mut tried: Vec<EndpointId> = Vec::new();
     let mut last_error: Option<String> = None;
@@ -116,6 +136,7 @@ pub async fn forward(mesh: &Mesh, req: Forwarded<'_>) -> Result<Response, ApiErr
             break;
         };
         tried.push(attempt.peer());
+        mesh.remember_prefix(&req.prefix, attempt.peer());
         match try_host(mesh, attempt, &req, upstream.clone()).await {
             Tried::Served(response) => return Ok(response),
             Tried::Failed(reason) => {

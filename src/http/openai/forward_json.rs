@@ -36,7 +36,7 @@ pub async fn forward(
 ) -> Result<Response, ApiError> {
     let need = Need {
         tokens: routing::estimate_tokens(body.len()),
-        refused_ctx: 0,
+        ..Need::default()
     };
     let mut tried: Vec<EndpointId> = Vec::new();
     let mut last_error: Option<String> = None;

@@ -87,6 +87,7 @@ pub async fn chat_completions(
         // Role markers and template text: a few bytes a message more than the content.
         prompt_bytes: messages.iter().map(|m| m.content.len() + 16).sum(),
         refused_ctx: 0,
+        prefix: forward::chat_key(&model, &messages),
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
@@ -127,6 +128,7 @@ pub async fn completions(
         stream: options.stream,
         prompt_bytes: text.len(),
         refused_ctx: 0,
+        prefix: forward::text_key(&model, &text),
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
@@ -214,6 +216,7 @@ async fn generate(
     let mut usage = Usage::default();
     for (_, u) in &answers {
         usage.prompt_tokens = u.prompt_tokens;
+        usage.cached_tokens = u.cached_tokens;
         usage.completion_tokens += u.completion_tokens;
     }
     let choices: Vec<Choice> = answers.into_iter().map(|(c, _)| c).collect();

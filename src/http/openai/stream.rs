@@ -136,6 +136,7 @@ fn usage_json(u: Usage) -> Value {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.prompt_tokens + u.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     })
 }
 
@@ -194,6 +195,7 @@ impl<S> Running<S> {
                 let lp = st.take_logprobs(meta.flavor);
                 let mut out = vec![data(&meta.finish_chunk(i, finish, lp))];
                 self.usage.prompt_tokens = usage.prompt_tokens;
+                self.usage.cached_tokens = usage.cached_tokens;
                 self.usage.completion_tokens += usage.completion_tokens;
                 if self.states.iter().all(|s| s.done) {
                     self.ended = true;

@@ -3,6 +3,7 @@
 //! - [`health`]: how well each host answered this node's requests (error rate, latency,
 //!   circuit breaker).
 //! - [`routing`]: which replica of a model a request goes to.
+//! - [`affinity`]: which replica probably holds a prompt's prefix in its KV cache.
 //! - [`network`]: what this machine looks like from outside, and the verdict on connections.
 //! - [`budget`]: streams and body bytes each peer may hold on the tunnel server.
 //! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
@@ -10,6 +11,7 @@
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
 //! - [`conns`]: TCP-share connections held per peer and in all.
 
+pub mod affinity;
 pub mod budget;
 pub mod conns;
 pub mod flood;

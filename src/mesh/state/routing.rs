@@ -8,7 +8,10 @@
 //!    `ctx` fits the prompt's estimated tokens first;
 //! 3. free slots: replicas announcing a free slot first;
 //! 4. error rate: hosts above [`SUSPECT_ERROR_RATE`] after the others;
-//! 5. the fewest outstanding requests from this node, then hosts that have answered before
+//! 5. prefix affinity: the host that probably holds the prompt's prefix in its KV cache
+//!    ([`Need::prefers`], from `affinity`) first, while this node has fewer requests in flight
+//!    to it than it announced free slots (a burst of one conversation still spreads);
+//! 6. the fewest outstanding requests from this node, then hosts that have answered before
 //!    unproven ones, then the lowest RTT (unknown last), then the lowest average latency, then
 //!    the node id so the order is stable.
 
@@ -43,6 +46,8 @@ pub struct Need {
     pub tokens: u32,
     /// A replica announcing this context refused the prompt as too long: larger ones first.
     pub refused_ctx: u32,
+    /// The replica that probably holds the prompt's prefix in its KV cache (`affinity`).
+    pub prefers: Option<EndpointId>,
 }
 
 /// A conservative token count for `bytes` of prompt text: more tokens than usual.
@@ -59,6 +64,7 @@ pub fn rank(mut candidates: Vec<Candidate>, need: &Need) -> Vec<Candidate> {
             need.tokens >= c.ctx,
             c.free_slots == 0,
             c.health.error_rate > SUSPECT_ERROR_RATE,
+            !(need.prefers == Some(c.id) && c.outstanding < c.free_slots as usize),
             c.outstanding,
             !c.health.proven,
             c.rtt.unwrap_or(Duration::MAX),
@@ -187,17 +193,20 @@ mod tests {
         let short = Need {
             tokens: estimate_tokens(30),
             refused_ctx: 0,
+            ..Need::default()
         };
         assert_eq!(ids(rank(candidates.clone(), &short)), vec![small, large]);
         let long = Need {
             tokens: estimate_tokens(3000),
             refused_ctx: 0,
+            ..Need::default()
         };
         assert_eq!(ids(rank(candidates.clone(), &long)), vec![large, small]);
         // The small one refused a short-looking prompt: larger contexts first, however busy.
         let refused = Need {
             tokens: 0,
             refused_ctx: 256,
+            ..Need::default()
         };
         assert_eq!(ids(rank(candidates, &refused)), vec![large, small]);
     }
@@ -255,6 +264,79 @@ mod tests {
         };
         let ranked = rank(vec![cand(new, 0, ms(1)), busier], &Need::default());
         assert_eq!(ids(ranked), vec![new, old]);
+    }
+
+    #[test]
+    fn the_replica_holding_the_prefix_wins_over_a_less_busy_one_while_it_has_room() {
+        let (holder, idle) = (id(), id());
+        let proven = with(Availability::Ready, 0.0);
+        let candidates = |outstanding| {
+            vec![
+                Candidate {
+                    free_slots: 2,
+                    health: proven,
+                    ..cand(holder, outstanding, ms(50))
+                },
+                Candidate {
+                    free_slots: 2,
+                    health: proven,
+                    ..cand(idle, 0, ms(1))
+                },
+            ]
+        };
+        let need = Need {
+            prefers: Some(holder),
+            ..Need::default()
+        };
+        assert_eq!(
+            ids(rank(candidates(0), &Need::default())),
+            vec![idle, holder]
+        );
+        assert_eq!(ids(rank(candidates(0), &need)), vec![holder, idle]);
+        assert_eq!(ids(rank(candidates(1), &need)), vec![holder, idle]);
+        // As many requests in flight to it as it had free slots: load wins again.
+        assert_eq!(ids(rank(candidates(2), &need)), vec![idle, holder]);
+        // A preference for a host that is not a candidate changes nothing.
+        let elsewhere = Need {
+            prefers: Some(id()),
+            ..Need::default()
+        };
+        assert_eq!(ids(rank(candidates(0), &elsewhere)), vec![idle, holder]);
+    }
+
+    #[test]
+    fn affinity_never_beats_health_context_or_a_full_replica() {
+        let (holder, other) = (id(), id());
+        let need = Need {
+            tokens: 100,
+            prefers: Some(holder),
+            ..Need::default()
+        };
+        let other_c = cand(other, 3, ms(40));
+        for holder_c in [
+            Candidate {
+                health: with(Availability::Open, 1.0),
+                ..cand(holder, 0, ms(1))
+            },
+            Candidate {
+                health: with(Availability::Ready, 0.4),
+                ..cand(holder, 0, ms(1))
+            },
+            Candidate {
+                free_slots: 0,
+                ..cand(holder, 0, ms(1))
+            },
+            Candidate {
+                ctx: 16,
+                ..cand(holder, 0, ms(1))
+            },
+        ] {
+            assert_eq!(
+                ids(rank(vec![holder_c, other_c], &need)),
+                vec![other, holder],
+                "{holder_c:?}"
+            );
+        }
     }
 
     #[test]
