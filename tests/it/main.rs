@@ -34,5 +34,6 @@ mod openai_structured;
 mod p2p;
 mod relay;
 mod serve_catalog;
+mod tools;
 mod tunnel_limits;
 mod upstream;
