@@ -78,6 +78,13 @@ pub struct CatalogEntry {
     /// Attention shape for KV-cache estimates (the GGUF header is authoritative once downloaded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kv: Option<KvShape>,
+    /// An embedding model (`/v1/embeddings`): never chosen by `--auto` to serve chat.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub embedding: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_revision() -> String {
@@ -337,6 +344,36 @@ license = "mit"
             catalog.models.iter().any(|m| m.files.len() > 1),
             "no split model"
         );
+    }
+
+    #[test]
+    fn embedded_catalog_marks_its_small_embedding_models() {
+        let catalog = Catalog::embedded().unwrap();
+        let embedding: Vec<&str> = catalog
+            .models
+            .iter()
+            .filter(|m| m.embedding)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(embedding.len() >= 2, "{embedding:?}");
+        assert!(catalog
+            .models
+            .iter()
+            .filter(|m| m.embedding)
+            .all(|m| m.params < 1_000_000_000 && m.approx_size));
+        // Chat models leave the field out, and it round-trips.
+        let smol = catalog.get("SmolLM2-135M-Instruct-Q4_1").unwrap();
+        assert!(!smol.embedding);
+        assert!(!toml::to_string(smol).unwrap().contains("embedding"));
+        let nomic = catalog.get("nomic-embed-text-v1.5-Q8_0").unwrap();
+        let back: Catalog = toml::from_str(
+            &toml::to_string(&Catalog {
+                models: vec![nomic.clone()],
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(back.models[0].embedding);
     }
 
     #[test]

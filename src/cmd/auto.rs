@@ -448,9 +448,10 @@ pub(super) fn catalog_rows(
 }
 
 /// Catalog models with whether each can be served here: it fits in memory and is expected to
-/// decode at `min_speed` tok/s or more.
+/// decode at `min_speed` tok/s or more. Embedding models are no candidates: they do not chat.
 pub(super) fn candidates(rows: &[ModelRow], min_speed: f64) -> Vec<Candidate> {
     rows.iter()
+        .filter(|r| !r.entry.embedding)
         .map(|r| Candidate {
             name: r.entry.name.clone(),
             size: r.entry.size,
@@ -526,4 +527,31 @@ fn requested_id(args: &ServeArgs) -> Option<String> {
     } else {
         spec.to_owned()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedding_models_are_never_candidates_to_serve_chat() {
+        let catalog = crate::catalog::Catalog::embedded().unwrap();
+        let rows: Vec<ModelRow> = catalog
+            .models
+            .iter()
+            .map(|entry| ModelRow {
+                entry: entry.clone(),
+                installed: true,
+                fits: true,
+                ctx: 4096,
+                need_bytes: entry.size,
+                speed: None,
+            })
+            .collect();
+        let names: Vec<String> = candidates(&rows, 0.0).into_iter().map(|c| c.name).collect();
+        assert!(names.iter().any(|n| n == "SmolLM2-135M-Instruct-Q4_1"));
+        for e in catalog.models.iter().filter(|e| e.embedding) {
+            assert!(!names.contains(&e.name), "{} is a candidate", e.name);
+        }
+    }
 }

@@ -61,6 +61,9 @@ pub struct ModelInfo {
     pub queue_capacity: usize,
     /// Unix time the model was loaded.
     pub created: u64,
+    /// An embedding model: its GGUF declares a pooling type (`embed::is_embedding_model`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embedding: bool,
 }
 
 /// The settings the engine runs with, from the flags, the model's training context, the
@@ -94,6 +97,7 @@ pub(super) fn resolve(
         threads,
         queue_capacity: cfg.queue,
         created,
+        embedding: false,
     })
 }
 

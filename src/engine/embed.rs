@@ -147,6 +147,11 @@ pub fn check_inputs(
     Ok(())
 }
 
+/// An embedding model declares how to pool (mean, CLS or last); chat models declare none.
+pub(super) fn is_embedding_model(model: &llama_cpp_2::model::LlamaModel) -> bool {
+    matches!(declared_pooling(model), Some(1..=3))
+}
+
 /// The model's GGUF `<arch>.pooling_type`, when it declares one.
 fn declared_pooling(model: &llama_cpp_2::model::LlamaModel) -> Option<i64> {
     let arch = model.meta_val_str("general.architecture").ok()?;

@@ -21,6 +21,7 @@ mod sampling;
 mod scheduler;
 pub mod stats;
 pub mod text;
+pub mod tools;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,12 +100,13 @@ impl Engine {
     pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend()?;
         let model = Arc::new(Model::load(backend, &cfg.model_path, cfg.gpu_layers)?);
-        let info = config::resolve(
+        let mut info = config::resolve(
             &cfg,
             model.n_ctx_train(),
             num_cpus::get_physical(),
             crate::util::time::unix_secs(),
         )?;
+        info.embedding = embed::is_embedding_model(&model.inner);
         let shared = Arc::new(Shared {
             parallel: info.parallel,
             shutdown: AtomicBool::new(false),
@@ -156,6 +158,15 @@ impl Engine {
 
     pub fn tokenize(&self, text: &str) -> Vec<i32> {
         self.model.tokenize(text)
+    }
+
+    /// The prompt of a request with tools (or a history with tool calls): see [`tools::plan`].
+    pub fn tool_prompt(
+        &self,
+        turns: &[tools::Turn],
+        tools: &tools::Tools,
+    ) -> Result<tools::ToolPrompt, EngineError> {
+        self.model.tool_prompt(turns, tools)
     }
 
     /// Queues a request of one choice (`req.n` must be at most 1; see [`Self::submit_choices`]).

@@ -8,6 +8,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
+use super::tools::{self, Rendered, ToolPrompt, Tools, Turn};
 use super::EngineError;
 
 /// A chat message as the template sees it.
@@ -23,6 +24,8 @@ const FALLBACK_TEMPLATE: &str = "chatml";
 pub struct Model {
     pub(super) inner: LlamaModel,
     template: LlamaChatTemplate,
+    /// The GGUF's own template text (Jinja), for requests with tools (`tools::template`).
+    jinja: Option<String>,
     /// Every end-of-generation token of the vocabulary.
     pub(super) eog_tokens: Vec<i32>,
 }
@@ -38,11 +41,15 @@ impl Model {
         let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
         let inner = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
-        let template = match inner.chat_template(None) {
-            Ok(t) => t,
+        let (template, jinja) = match inner.chat_template(None) {
+            Ok(t) => {
+                let jinja = t.to_string().ok();
+                (t, jinja)
+            }
             Err(_) => {
                 tracing::warn!("model has no chat template; using {FALLBACK_TEMPLATE}");
-                LlamaChatTemplate::new(FALLBACK_TEMPLATE).expect("constant has no NUL")
+                let t = LlamaChatTemplate::new(FALLBACK_TEMPLATE).expect("constant has no NUL");
+                (t, None)
             }
         };
         let eog_tokens = (0..inner.n_vocab())
@@ -51,6 +58,7 @@ impl Model {
         Ok(Self {
             inner,
             template,
+            jinja,
             eog_tokens,
         })
     }
@@ -70,6 +78,39 @@ impl Model {
         self.inner
             .apply_chat_template(&self.template, &chat, true)
             .map_err(|e| EngineError::BadInput(format!("chat template failed: {e}")))
+    }
+
+    /// A request with tools: rendered by the GGUF's Jinja template when its tool format is one
+    /// we parse, else with the generic format through the usual template (`tools::plan`).
+    pub fn tool_prompt(&self, turns: &[Turn], tools: &Tools) -> Result<ToolPrompt, EngineError> {
+        let vocab = self.inner.vocab();
+        // llama.cpp throws (aborts) on an id outside the vocabulary: a model without BOS has -1.
+        let text_of = |t: LlamaToken| {
+            (0..self.inner.n_vocab())
+                .contains(&t.0)
+                .then(|| vocab.text(t))
+                .flatten()
+                .and_then(|c| c.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (bos, eos) = (text_of(vocab.bos()), text_of(vocab.eos()));
+        let (rendered, grammar, format) =
+            tools::plan(turns, tools, self.jinja.as_deref(), &bos, &eos)
+                .map_err(EngineError::BadInput)?;
+        let text = match rendered {
+            // The template writes the BOS itself; `tokenize` adds it too when the model wants it.
+            Rendered::Jinja(t) if !bos.is_empty() && vocab.should_add_bos() => {
+                t.strip_prefix(bos.as_str()).map(str::to_owned).unwrap_or(t)
+            }
+            Rendered::Jinja(t) => t,
+            Rendered::Plain(messages) => self.apply_chat_template(&messages)?,
+        };
+        Ok(ToolPrompt {
+            tokens: self.tokenize(&text),
+            grammar,
+            format,
+        })
     }
 
     /// Tokenizes text as llama-server does: the model's BOS if it wants one, special tokens parsed.

@@ -39,6 +39,8 @@ pub struct Scripted {
     last: Mutex<Option<GenerateRequest>>,
     /// Senders of stalled requests, kept so their streams stay open.
     held: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
+    /// How long an embeddings request takes (a big batch).
+    embed_delay: std::time::Duration,
 }
 
 impl Scripted {
@@ -61,12 +63,26 @@ impl Scripted {
                 threads: 1,
                 queue_capacity: 4,
                 created: crate::util::time::unix_secs(),
+                embedding: false,
             },
             script,
             shutting_down: AtomicBool::new(false),
             last: Mutex::new(None),
             held: Mutex::new(Vec::new()),
+            embed_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Announces itself as an embedding model (as a GGUF declaring a pooling type does).
+    pub fn embedding_model(mut self) -> Self {
+        self.info.embedding = true;
+        self
+    }
+
+    /// Makes every embeddings request take `delay` (as a big batch would).
+    pub fn embed_delay(mut self, delay: std::time::Duration) -> Self {
+        self.embed_delay = delay;
+        self
     }
 
     /// Sets the context per request (prompts at or over it are refused, as by the engine).
@@ -213,10 +229,19 @@ impl Generate for Scripted {
             })
             .collect();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let _ = tx.send(Ok(Embeddings {
+        let delay = self.embed_delay;
+        let answer = Ok(Embeddings {
             vectors,
             prompt_tokens,
-        }));
+        });
+        if delay.is_zero() {
+            let _ = tx.send(answer);
+        } else {
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let _ = tx.send(answer);
+            });
+        }
         Ok(rx)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use super::slots::Slots;
 use super::upstream::Upstreams;
 
+use crate::engine::tools::{Rendered, ToolPrompt, Tools, Turn};
 use crate::engine::{
     ChatMessage, EmbedInput, EmbedReply, Engine, EngineError, EventStream, GenerateRequest,
     ModelInfo, StatsSnapshot,
@@ -22,6 +23,22 @@ pub trait Generate: Send + Sync + 'static {
     fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<i32>, EngineError>;
     /// Tokenizes a plain prompt. CPU work: call off the async workers.
     fn tokenize(&self, text: &str) -> Vec<i32>;
+    /// The prompt of a request with tools (see `engine::tools::plan`). This default (for
+    /// stand-ins, which have no Jinja template) uses the generic format through
+    /// [`Self::chat_prompt`]. CPU work: call off the async workers.
+    fn tool_prompt(&self, turns: &[Turn], tools: &Tools) -> Result<ToolPrompt, EngineError> {
+        let (rendered, grammar, format) = crate::engine::tools::plan(turns, tools, None, "", "")
+            .map_err(EngineError::BadInput)?;
+        let tokens = match rendered {
+            Rendered::Plain(messages) => self.chat_prompt(&messages)?,
+            Rendered::Jinja(text) => self.tokenize(&text),
+        };
+        Ok(ToolPrompt {
+            tokens,
+            grammar,
+            format,
+        })
+    }
     /// Queues a request; dropping the stream cancels it.
     fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError>;
     /// Queues a request of `req.n` choices (at least one): one stream per choice, in order.
@@ -63,6 +80,9 @@ impl Generate for Engine {
     }
     fn tokenize(&self, text: &str) -> Vec<i32> {
         Engine::tokenize(self, text)
+    }
+    fn tool_prompt(&self, turns: &[Turn], tools: &Tools) -> Result<ToolPrompt, EngineError> {
+        Engine::tool_prompt(self, turns, tools)
     }
     fn submit(&self, req: GenerateRequest) -> Result<EventStream, EngineError> {
         Engine::submit(self, req)

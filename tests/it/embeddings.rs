@@ -1,13 +1,16 @@
 //! `/v1/embeddings`: with the test model (mean-pooled, as it declares no pooling), the vectors
 //! have the model's width, come one per input in order, are unit length, put similar sentences
 //! closer than unrelated ones, and read the same as base64; through the mesh (the scripted
-//! fake on another node) a client node gets the serving node's vectors.
+//! fake on another node) a client node gets the serving node's vectors, even from a batch that
+//! takes longer than the tunnel's response-head deadline.
 
 use crate::common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use mesh::http::fake::Scripted;
 use serde_json::{json, Value};
 
 fn vector(v: &Value) -> Vec<f32> {
@@ -189,6 +192,64 @@ async fn a_client_node_gets_embeddings_from_the_node_serving_the_model() {
         .await;
     assert_eq!(status, 404, "{v}");
     for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_slower_than_the_tunnel_head_timeout_still_reaches_a_client_node() {
+    use mesh::mesh::net::tunnel::HEAD_TIMEOUT;
+    // The serving node computes for longer than the forwarding node waits for a response head.
+    let slow = Arc::new(Scripted::new(MODEL).embed_delay(HEAD_TIMEOUT + Duration::from_secs(2)));
+    let a = start_mesh(None, mesh_config(vec![])).await.unwrap();
+    let b = start_mesh_fake(slow, mesh_config(vec![a.ticket()]))
+        .await
+        .unwrap();
+    let b_id = b.node_id();
+    a.wait_peers(Duration::from_secs(20), "B serving the model", |p| {
+        serves(p, &b_id, MODEL)
+    })
+    .await;
+    let body = json!({"model": MODEL, "input": ["abc", "xyz"]});
+    let (status, v) = a.post_json("/v1/embeddings", &body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
+    // An error found after the early head still reaches the client as a 400.
+    let (status, v) = a
+        .post_json(
+            "/v1/embeddings",
+            &json!({"model": MODEL, "input": "x", "dimensions": 3}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dimensions"),
+        "{v}"
+    );
+    for n in [a, b] {
+        n.node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_list_says_which_local_model_is_an_embedding_model() {
+    for (generator, want) in [
+        (Scripted::new("embed-model").embedding_model(), json!(true)),
+        (Scripted::new("chat-model"), Value::Null),
+    ] {
+        let n = start_fake(Arc::new(generator)).await;
+        let v: Value = http_client()
+            .get(format!("{}/v1/models", n.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["data"][0]["embedding"], want, "{v}");
         n.node.shutdown().await;
     }
 }

@@ -37,5 +37,6 @@ mod prefix_routing;
 mod relay;
 mod serve_catalog;
 mod tcp_share;
+mod tools;
 mod tunnel_limits;
 mod upstream;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::logprobs;
 use super::stream::Choice;
+use crate::engine::tools::ToolCall;
 use crate::engine::{FinishReason, Usage, MAX_CHOICES};
 
 /// How a stream's first bytes look.
@@ -66,7 +67,43 @@ struct Partial {
     text: String,
     finish: Option<FinishReason>,
     logprobs: Value,
+    /// Tool calls by their delta `index`: id and name from the first delta, arguments appended.
+    calls: Vec<ToolCall>,
 }
+
+/// Folds a chunk's `delta.tool_calls` into the calls so far.
+fn merge_calls(calls: &mut Vec<ToolCall>, deltas: &Value) -> Result<(), Garbage> {
+    let Some(deltas) = deltas.as_array() else {
+        return Ok(());
+    };
+    for d in deltas {
+        let index = d["index"]
+            .as_u64()
+            .filter(|&i| i < MAX_CALLS)
+            .ok_or(Garbage("a tool call index out of range"))? as usize;
+        if calls.len() <= index {
+            calls.resize_with(index + 1, || ToolCall {
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+        }
+        let c = &mut calls[index];
+        if let Some(id) = d["id"].as_str() {
+            c.id = id.to_owned();
+        }
+        if let Some(name) = d["function"]["name"].as_str() {
+            c.name.push_str(name);
+        }
+        if let Some(args) = d["function"]["arguments"].as_str() {
+            c.arguments.push_str(args);
+        }
+    }
+    Ok(())
+}
+
+/// Most tool calls one assembled choice may hold.
+const MAX_CALLS: u64 = 128;
 
 /// Folds a complete SSE body (`chat.completion.chunk` or `text_completion` chunks, a usage
 /// chunk, `[DONE]`) into the answer it carries; chunks of several choices are told apart by
@@ -93,6 +130,7 @@ pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
                         text: p.text,
                         finish: p.finish.ok_or(Garbage("no finish reason before [DONE]"))?,
                         logprobs: p.logprobs,
+                        tool_calls: p.calls,
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -136,8 +174,11 @@ pub fn assemble(body: &[u8]) -> Result<Assembled, Garbage> {
                 .or(choice["text"].as_str());
             p.text.push_str(piece.unwrap_or(""));
             logprobs::merge(&mut p.logprobs, &choice["logprobs"]);
+            merge_calls(&mut p.calls, &choice["delta"]["tool_calls"])?;
             match choice["finish_reason"].as_str() {
                 Some("stop") => p.finish = Some(FinishReason::Stop),
+                // The calls themselves say it (`Choice::finish_reason`).
+                Some("tool_calls") if !p.calls.is_empty() => p.finish = Some(FinishReason::Stop),
                 Some("length") => p.finish = Some(FinishReason::Length),
                 Some(_) => return Err(Garbage("unknown finish reason")),
                 None => {}
@@ -170,6 +211,7 @@ mod tests {
                     text: "Hello, world".into(),
                     finish: FinishReason::Stop,
                     logprobs: Value::Null,
+                    tool_calls: Vec::new(),
                 }],
                 usage: Usage {
                     prompt_tokens: 7,
@@ -235,6 +277,40 @@ mod tests {
         );
         assert!(assemble(unfinished.as_bytes()).is_err());
         let far = "data: {\"choices\":[{\"index\":4000000000,\"text\":\"x\",\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        assert!(assemble(far.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn streamed_tool_call_deltas_assemble_into_calls() {
+        let body = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\"\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\": \\\"Paris\\\"}\"}},{\"index\":1,\"id\":\"call_2\",\"function\":{\"name\":\"now\",\"arguments\":\"{}\"}}]},\"finish_reason\":null}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let Ok(Assembled::Answer { choices, .. }) = assemble(body.as_bytes()) else {
+            panic!("not assembled");
+        };
+        let calls = &choices[0].tool_calls;
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (
+                calls[0].id.as_str(),
+                calls[0].name.as_str(),
+                calls[0].arguments.as_str()
+            ),
+            ("call_1", "get_weather", r#"{"city": "Paris"}"#)
+        );
+        assert_eq!(
+            (calls[1].name.as_str(), calls[1].arguments.as_str()),
+            ("now", "{}")
+        );
+        assert_eq!(choices[0].text, "");
+        // "tool_calls" with no calls, or a call index past the limit, is garbage.
+        let no_calls = "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n";
+        assert!(assemble(no_calls.as_bytes()).is_err());
+        let far = body.replace("\"index\":1,", "\"index\":99999,");
         assert!(assemble(far.as_bytes()).is_err());
     }
 

@@ -3,22 +3,36 @@
 //! (little-endian f32s, as OpenAI's clients decode them). One vector per input, in order, from
 //! the model's engine (`engine::embed`: pooled as the model declares, normalised); a model
 //! served elsewhere goes over the mesh (`forward_json`), as chat does.
+//!
+//! A request that came over the tunnel gets its head (200) as soon as its inputs are queued, and
+//! its body is a space every [`KEEP_ALIVE`] until the document (JSON allows leading whitespace):
+//! a big batch can take longer than the forwarding node's `tunnel::HEAD_TIMEOUT`, and the spaces
+//! keep the body within its `tunnel::IDLE_TIMEOUT`, so a slow batch is told from a dead replica.
+//! An error found after the head (the engine failed, `dimensions` does not match) is the body
+//! instead: an OpenAI error object, which `forward_json` reads as such.
 
-use axum::body::Bytes;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
+use futures::stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::forward_json;
+use super::stream::KEEP_ALIVE;
 use super::validate::{self, MAX_BODY_BYTES};
 use super::AppState;
 use crate::engine::{EmbedInput, Embeddings};
 use crate::http::error::ApiError;
 use crate::http::route::{self, Target};
+use crate::mesh::net::tunnel_server::TunnelPeer;
 
 /// Most inputs one request may hold (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -132,6 +146,7 @@ pub fn document(model: &str, e: &Embeddings, encoding: Encoding) -> Value {
 
 pub async fn embeddings(
     State(state): State<AppState>,
+    peer: Option<Extension<TunnelPeer>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
@@ -155,19 +170,45 @@ pub async fn embeddings(
         Target::Nowhere => return Err(ApiError::model_not_found(&req.model)),
     };
     let reply = local.embed(inputs)?;
-    let answer = reply
-        .await
-        .map_err(|_| ApiError::generation_failed("the embedding thread stopped"))??;
-    if let (Some(want), Some(v)) = (req.dimensions, answer.vectors.first()) {
-        if want as usize != v.len() {
-            return Err(ApiError::bad_request(format!(
-                "'dimensions' {want} is not supported: model '{}' embeds in {} dimensions",
-                req.model,
-                v.len()
-            )));
+    let name = local.info().name.clone();
+    let answer = async move {
+        let answer = reply
+            .await
+            .map_err(|_| ApiError::generation_failed("the embedding thread stopped"))??;
+        if let (Some(want), Some(v)) = (req.dimensions, answer.vectors.first()) {
+            if want as usize != v.len() {
+                return Err(ApiError::bad_request(format!(
+                    "'dimensions' {want} is not supported: model '{name}' embeds in {} dimensions",
+                    v.len()
+                )));
+            }
         }
+        Ok(document(&name, &answer, encoding))
+    };
+    if peer.is_none() {
+        return answer.await.map(|doc| Json(doc).into_response());
     }
-    Ok(Json(document(&local.info().name, &answer, encoding)).into_response())
+    Ok(head_first(Box::pin(answer)))
+}
+
+/// 200 at once; a space every [`KEEP_ALIVE`] while `answer` is computed, then the document
+/// (or the error object).
+fn head_first(answer: Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send>>) -> Response {
+    let body = stream::unfold(Some(answer), |pending| async move {
+        let mut answer = pending?;
+        tokio::select! {
+            done = &mut answer => {
+                let doc = done.unwrap_or_else(|e| e.body());
+                Some((Ok::<_, Infallible>(Bytes::from(doc.to_string())), None))
+            }
+            () = tokio::time::sleep(KEEP_ALIVE) => Some((Ok(Bytes::from_static(b" ")), Some(answer))),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 #[cfg(test)]

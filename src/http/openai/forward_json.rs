@@ -6,8 +6,10 @@
 //! `model_not_found`, or sends something that is not a JSON object (or more than
 //! [`MAX_ANSWER_BYTES`]) is reported to the health table and the next one is tried; other 4xx
 //! answers go to the client as they are. Nothing reaches the client before a whole answer is in.
-//! The answer's head must come within the tunnel's `HEAD_TIMEOUT`: the replica computes the
-//! whole answer before it sends its head.
+//! The replica sends the answer's head as soon as the work is queued, then spaces while it
+//! computes (`embeddings`), so a batch longer than the tunnel's `HEAD_TIMEOUT` still arrives;
+//! an error it found after its 200 head comes as the body (an OpenAI error object): a request
+//! error goes to the client as a 400, any other is this replica failing.
 
 use std::time::Duration;
 
@@ -107,6 +109,14 @@ async fn try_host(
         .ok()
         .filter(Value::is_object)
         .ok_or_else(|| format!("node {name} answered {status} with something other than JSON"))?;
+    if status.is_success() && doc.get("error").is_some() {
+        if doc["error"]["type"] == "invalid_request_error" && doc["error"]["message"].is_string() {
+            attempt.answered();
+            attempt.completed();
+            return Ok((StatusCode::BAD_REQUEST, Json(doc)).into_response());
+        }
+        return Err(format!("node {name} failed: {}", doc["error"]["message"]));
+    }
     if status.is_client_error() {
         if !doc["error"]["message"].is_string() {
             return Err(format!(

@@ -9,11 +9,12 @@ use axum::{Extension, Json};
 use serde_json::{json, Value};
 
 use super::forward::{self, Forwarded};
-use super::logprobs;
 use super::stream::{self, Choice, Flavor};
 use super::validate::{self, ChatCompletionRequest, CompletionRequest, Options, MAX_BODY_BYTES};
 use super::AppState;
-use crate::engine::{Event, EventStream, GenerateRequest, Usage};
+use super::{logprobs, tools};
+use crate::engine::tools::{Format, ToolPrompt};
+use crate::engine::{ChatMessage, Event, EventStream, GenerateRequest, Usage};
 use crate::http::error::ApiError;
 use crate::http::generate::Generate;
 use crate::http::route::{self, Target};
@@ -48,21 +49,30 @@ pub fn model_names(state: &AppState) -> Vec<String> {
     names
 }
 
-/// `GET /v1/models`: [`model_names`], with the local model's load time.
+/// `GET /v1/models`: [`model_names`], with the local models' load time; a local embedding model
+/// says so (`"embedding": true`: it answers `/v1/embeddings`, not chat).
 pub async fn models(State(state): State<AppState>) -> Json<Value> {
-    let created: Vec<(String, u64)> = state
+    let local: Vec<(String, u64, bool)> = state
         .local
         .all()
-        .map(|(g, _)| (g.info().name.clone(), g.info().created))
+        .map(|(g, _)| {
+            let info = g.info();
+            (info.name.clone(), info.created, info.embedding)
+        })
         .collect();
     let data: Vec<Value> = model_names(&state)
         .into_iter()
         .map(|name| {
-            let created = created
+            let (created, embedding) = local
                 .iter()
-                .find(|(local, _)| *local == name)
-                .map_or(0, |(_, at)| *at);
-            json!({"id": name, "object": "model", "created": created, "owned_by": "mesh"})
+                .find(|(l, _, _)| *l == name)
+                .map_or((0, false), |(_, at, e)| (*at, *e));
+            let mut v =
+                json!({"id": name, "object": "model", "created": created, "owned_by": "mesh"});
+            if embedding {
+                v["embedding"] = json!(true);
+            }
+            v
         })
         .collect();
     Json(json!({"object": "list", "data": data}))
@@ -76,8 +86,20 @@ pub async fn chat_completions(
     let body = body_bytes(body)?;
     let req: ChatCompletionRequest = validate::parse(&body)?;
     let model = req.model;
-    let messages = validate::chat_messages(req.messages)?;
-    let options = validate::options(req.options)?;
+    let turns = validate::chat_turns(req.messages)?;
+    let tools = tools::tools(req.tools, req.tool_choice, req.parallel_tool_calls)?;
+    let mut options = validate::options(req.options)?;
+    if tools.active() && options.grammar.is_some() {
+        return Err(ApiError::bad_request(
+            "'tools' cannot be combined with 'response_format', 'grammar' or 'json_schema'",
+        ));
+    }
+    let with_tools = tools::in_play(&tools, &turns);
+    let tool_bytes: usize = tools
+        .defs
+        .iter()
+        .map(|d| d.parameters.to_string().len())
+        .sum();
     let mut fwd = Forwarded {
         model: &model,
         path: "/v1/chat/completions",
@@ -85,7 +107,7 @@ pub async fn chat_completions(
         flavor: Flavor::Chat,
         stream: options.stream,
         // Role markers and template text: a few bytes a message more than the content.
-        prompt_bytes: messages.iter().map(|m| m.content.len() + 16).sum(),
+        prompt_bytes: turns.iter().map(|m| m.content.len() + 16).sum::<usize>() + tool_bytes,
         refused_ctx: 0,
         prefix: forward::chat_key(&model, &messages),
     };
@@ -99,15 +121,44 @@ pub async fn chat_completions(
     };
     let engine = local.clone();
     // Templating and tokenizing a long conversation is CPU work: keep it off the async workers.
-    let prompt = tokio::task::spawn_blocking(move || engine.chat_prompt(&messages))
-        .await
-        .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
+    let prepared = tokio::task::spawn_blocking(move || {
+        if with_tools {
+            engine.tool_prompt(&turns, &tools)
+        } else {
+            let messages: Vec<ChatMessage> = turns
+                .into_iter()
+                .map(|t| ChatMessage {
+                    role: t.role,
+                    content: t.content,
+                })
+                .collect();
+            engine.chat_prompt(&messages).map(|tokens| ToolPrompt {
+                tokens,
+                grammar: None,
+                format: Format::Text,
+            })
+        }
+    })
+    .await
+    .map_err(|e| ApiError::bad_request(format!("tokenizer failed: {e}")))??;
+    let prompt = prepared.tokens;
+    if prepared.grammar.is_some() {
+        options.grammar = prepared.grammar;
+    }
     if let Some(mesh) = larger_elsewhere(&state, local.as_ref(), prompt.len()) {
         fwd.refused_ctx = local.info().ctx;
         return forward::forward(mesh, fwd).await;
     }
     let permit = take_turn(&state, &model, peer).await?;
-    generate(local.as_ref(), permit, prompt, options, Flavor::Chat).await
+    generate(
+        local.as_ref(),
+        permit,
+        prompt,
+        options,
+        Flavor::Chat,
+        prepared.format,
+    )
+    .await
 }
 
 pub async fn completions(
@@ -145,7 +196,15 @@ pub async fn completions(
         return forward::forward(mesh, fwd).await;
     }
     let permit = take_turn(&state, &model, peer).await?;
-    generate(local.as_ref(), permit, prompt, options, Flavor::Text).await
+    generate(
+        local.as_ref(),
+        permit,
+        prompt,
+        options,
+        Flavor::Text,
+        Format::Text,
+    )
+    .await
 }
 
 /// The mesh, when a prompt of `tokens` is too long for this node's context and some replica of
@@ -196,6 +255,7 @@ async fn generate(
     prompt: Vec<i32>,
     o: Options,
     flavor: Flavor,
+    format: Format,
 ) -> Result<Response, ApiError> {
     let choices = engine.submit_choices(GenerateRequest {
         prompt,
@@ -206,12 +266,13 @@ async fn generate(
         logprobs: o.logprobs,
         n: o.n,
     })?;
-    let meta = stream::Meta::new(flavor, &engine.info().name);
+    let meta = stream::Meta::new(flavor, &engine.info().name).with_tools(format);
     if o.stream {
         return Ok(stream::sse(choices, meta, o.include_usage, permit).into_response());
     }
     let answers =
-        futures::future::try_join_all(choices.into_iter().map(|c| collect(c, flavor))).await?;
+        futures::future::try_join_all(choices.into_iter().map(|c| collect(c, flavor, format)))
+            .await?;
     drop(permit);
     let mut usage = Usage::default();
     for (_, u) in &answers {
@@ -224,7 +285,11 @@ async fn generate(
 }
 
 /// Gathers a whole choice for a non-streaming request.
-async fn collect(mut events: EventStream, flavor: Flavor) -> Result<(Choice, Usage), ApiError> {
+async fn collect(
+    mut events: EventStream,
+    flavor: Flavor,
+    format: Format,
+) -> Result<(Choice, Usage), ApiError> {
     let mut text = String::new();
     let mut lps = Vec::new();
     while let Some(event) = events.recv().await {
@@ -237,12 +302,7 @@ async fn collect(mut events: EventStream, flavor: Flavor) -> Result<(Choice, Usa
                 } else {
                     logprobs::render(flavor == Flavor::Chat, &lps, &mut 0)
                 };
-                let choice = Choice {
-                    text,
-                    finish,
-                    logprobs,
-                };
-                return Ok((choice, usage));
+                return Ok((Choice::read(text, finish, logprobs, format), usage));
             }
             Event::Error(e) => return Err(ApiError::generation_failed(e)),
         }

@@ -5,7 +5,8 @@
 //! tokenizer → `Generate::submit` (503 when the queue is full) → events → JSON or SSE (`stream`).
 //! `route::choose` decides local or mesh; a model served by another node of the mesh goes through
 //! `forward` over the HTTP tunnel (`assemble` reads replicas' streams back, pure). Files:
-//! `validate` (pure), `handlers`, `stream`, `logprobs` (pure), `forward`, `assemble`;
+//! `validate` (pure), `tools` (pure: function calling's request and response shapes),
+//! `handlers`, `stream`, `logprobs` (pure), `forward`, `assemble`;
 //! `embeddings` (its own handler) with `forward_json` (a JSON answer over the tunnel);
 //! none of them imports another's handlers (errors come from `http::error`).
 
@@ -16,6 +17,7 @@ mod forward_json;
 mod handlers;
 mod logprobs;
 mod stream;
+pub mod tools;
 pub mod validate;
 
 use axum::body::Bytes;

@@ -12,7 +12,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
 use serde_json::{json, Value};
 
-use super::logprobs;
+use super::{logprobs, tools};
+use crate::engine::tools::{parse, Format, ToolCall};
 use crate::engine::{Event, EventStream, FinishReason, TokenLogprob, Usage};
 use crate::http::error::ApiError;
 
@@ -35,6 +36,52 @@ pub struct Choice {
     pub finish: FinishReason,
     /// In the flavor's shape (see `logprobs`), or `null` when not asked for.
     pub logprobs: Value,
+    /// Tool calls the model asked for (chat with tools): finish reason `tool_calls`.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Choice {
+    /// A choice of text; with `format` other than [`Format::Text`], the text is read for tool
+    /// calls first (`engine::tools::parse`).
+    pub fn read(text: String, finish: FinishReason, logprobs: Value, format: Format) -> Choice {
+        if format == Format::Text {
+            return Choice {
+                text,
+                finish,
+                logprobs,
+                tool_calls: Vec::new(),
+            };
+        }
+        let reply = parse::parse(format, &text);
+        Choice {
+            text: reply.content.unwrap_or_default(),
+            finish,
+            logprobs,
+            tool_calls: reply.calls,
+        }
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        if self.tool_calls.is_empty() {
+            self.finish.as_str()
+        } else {
+            "tool_calls"
+        }
+    }
+
+    /// The chat message: `content` null when the model only called tools.
+    fn message(&self) -> Value {
+        if self.tool_calls.is_empty() {
+            return json!({"role": "assistant", "content": self.text});
+        }
+        let content = if self.text.is_empty() {
+            Value::Null
+        } else {
+            json!(self.text)
+        };
+        json!({"role": "assistant", "content": content,
+               "tool_calls": tools::calls_json(&self.tool_calls, false)})
+    }
 }
 
 /// Fields every response and chunk of one request shares.
@@ -44,6 +91,8 @@ pub struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// How tool calls are read from the output ([`Format::Text`]: no tools in play).
+    tools: Format,
 }
 
 impl Meta {
@@ -57,7 +106,16 @@ impl Meta {
             id: format!("{prefix}-{:032x}", rand::random::<u128>()),
             created: crate::util::time::unix_secs(),
             model: model.to_owned(),
+            tools: Format::Text,
         }
+    }
+
+    /// Reads the output for tool calls in `format`. A stream then holds each choice's text
+    /// back until it is complete (a call is only known once whole) and sends it as content or
+    /// as `tool_calls` deltas; SSE keep-alives go on meanwhile.
+    pub fn with_tools(mut self, format: Format) -> Self {
+        self.tools = format;
+        self
     }
 
     /// The whole answer of a non-streaming request.
@@ -68,9 +126,9 @@ impl Meta {
             .map(|(index, c)| match self.flavor {
                 Flavor::Chat => json!({
                     "index": index,
-                    "message": {"role": "assistant", "content": c.text},
+                    "message": c.message(),
                     "logprobs": c.logprobs,
-                    "finish_reason": c.finish.as_str(),
+                    "finish_reason": c.finish_reason(),
                 }),
                 Flavor::Text => json!({
                     "index": index, "text": c.text, "logprobs": c.logprobs,
@@ -116,11 +174,19 @@ impl Meta {
         }
     }
 
-    fn finish_chunk(&self, index: usize, finish: FinishReason, logprobs: Value) -> Value {
+    fn finish_chunk(&self, index: usize, finish: &str, logprobs: Value) -> Value {
         match self.flavor {
-            Flavor::Chat => self.chunk(json!([{"index": index, "delta": {}, "logprobs": logprobs, "finish_reason": finish.as_str()}])),
-            Flavor::Text => self.chunk(json!([{"index": index, "text": "", "logprobs": logprobs, "finish_reason": finish.as_str()}])),
+            Flavor::Chat => self.chunk(json!([{"index": index, "delta": {}, "logprobs": logprobs, "finish_reason": finish}])),
+            Flavor::Text => self.chunk(json!([{"index": index, "text": "", "logprobs": logprobs, "finish_reason": finish}])),
         }
+    }
+
+    /// The delta of choice `index` carrying its tool calls, whole, in OpenAI's shape.
+    fn tool_calls_chunk(&self, index: usize, calls: &[ToolCall]) -> Value {
+        let delta = json!({"tool_calls": tools::calls_json(calls, true)});
+        self.chunk(
+            json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": null}]),
+        )
     }
 
     /// The extra chunk `stream_options.include_usage` asks for: no choices, only usage.
@@ -147,6 +213,8 @@ struct ChoiceState {
     pending: Vec<TokenLogprob>,
     /// Byte offset of the next token in the choice's text (legacy logprobs).
     offset: usize,
+    /// Text held back to be read for tool calls at the end ([`Meta::with_tools`]).
+    held: String,
     done: bool,
 }
 
@@ -186,14 +254,31 @@ impl<S> Running<S> {
                 st.pending.push(lp);
                 Vec::new()
             }
+            Some(Event::Text(t)) if meta.tools != Format::Text => {
+                st.held.push_str(&t);
+                Vec::new()
+            }
             Some(Event::Text(t)) => {
                 let lp = st.take_logprobs(meta.flavor);
                 vec![data(&meta.text_chunk(i, &t, false, lp))]
             }
             Some(Event::Done { finish, usage }) => {
                 st.done = true;
+                let mut out = Vec::new();
+                let mut reason = finish.as_str();
+                if meta.tools != Format::Text {
+                    let held = std::mem::take(&mut st.held);
+                    let c = Choice::read(held, finish, Value::Null, meta.tools);
+                    if !c.text.is_empty() {
+                        out.push(data(&meta.text_chunk(i, &c.text, false, Value::Null)));
+                    }
+                    if !c.tool_calls.is_empty() {
+                        out.push(data(&meta.tool_calls_chunk(i, &c.tool_calls)));
+                    }
+                    reason = c.finish_reason();
+                }
                 let lp = st.take_logprobs(meta.flavor);
-                let mut out = vec![data(&meta.finish_chunk(i, finish, lp))];
+                out.push(data(&meta.finish_chunk(i, reason, lp)));
                 self.usage.prompt_tokens = usage.prompt_tokens;
                 self.usage.cached_tokens = usage.cached_tokens;
                 self.usage.completion_tokens += usage.completion_tokens;

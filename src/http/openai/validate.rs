@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::engine::tools::Turn;
 use crate::engine::{grammar, ChatMessage, SamplingParams, MAX_CHOICES, MAX_TOP_LOGPROBS};
 use crate::http::error::ApiError;
 
@@ -17,6 +18,13 @@ pub const MAX_STOP_BYTES: usize = 256;
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<MessageIn>,
+    /// Function calling (`super::tools`).
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(flatten)]
     pub options: OptionsIn,
 }
@@ -34,6 +42,14 @@ pub struct MessageIn {
     pub role: String,
     #[serde(default)]
     pub content: Option<ContentIn>,
+    /// An assistant's calls, in the history (`super::tools`).
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A tool result's call id and function name.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// Message content: a string, or OpenAI's list of parts (only text parts are understood).
@@ -135,6 +151,17 @@ pub fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
 }
 
 pub fn chat_messages(messages: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiError> {
+    Ok(chat_turns(messages)?
+        .into_iter()
+        .map(|t| ChatMessage {
+            role: t.role,
+            content: t.content,
+        })
+        .collect())
+}
+
+/// The messages with what tools add (an assistant's `tool_calls`, a result's `tool_call_id`).
+pub fn chat_turns(messages: Vec<MessageIn>) -> Result<Vec<Turn>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request(
             "'messages' must hold at least one message",
@@ -168,9 +195,14 @@ pub fn chat_messages(messages: Vec<MessageIn>) -> Result<Vec<ChatMessage>, ApiEr
             if content.contains('\0') {
                 return Err(ApiError::bad_request(format!("messages[{i}].content contains a NUL character")));
             }
+            let tool_calls = match m.tool_calls {
+                Some(calls) if m.role == "assistant" => super::tools::history_calls(i, calls)?,
+                Some(_) => return Err(ApiError::bad_request(format!("messages[{i}]: only assistant messages may hold 'tool_calls'"))),
+                None => Vec::new(),
+            };
             // llama.cpp's templates know "system", not OpenAI's newer "developer".
             let role = if m.role == "developer" { "system".to_owned() } else { m.role };
-            Ok(ChatMessage { role, content })
+            Ok(Turn { role, content, tool_calls, tool_call_id: m.tool_call_id, name: m.name })
         })
         .collect()
 }
