@@ -17,6 +17,7 @@ pub mod progress;
 pub mod publish;
 pub mod relay;
 pub mod serve;
+pub mod split;
 pub mod status;
 pub mod table;
 
@@ -43,5 +44,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Chat(args) => chat::chat(args).await,
         Command::Leave(args) => p2p::leave(args).await,
         Command::Logs(args) => p2p::logs(args).await,
+        Command::RpcWorker(args) => split::rpc_worker(args),
+        Command::RpcHost(args) => split::rpc_host(args).await,
     }
 }

@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub queue: usize,
     /// Layers to offload to a GPU back end (ignored on CPU builds).
     pub gpu_layers: u32,
+    /// llama.cpp RPC servers (`127.0.0.1:PORT`, split serving): their devices take the last
+    /// `gpu_layers` layers, the rest stay here. Empty: the model is whole on this machine.
+    pub rpc: Vec<String>,
 }
 
 impl EngineConfig {
@@ -40,6 +43,7 @@ impl EngineConfig {
             threads: None,
             queue: 64,
             gpu_layers: u32::MAX,
+            rpc: Vec::new(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod grammar;
 mod logprobs;
 mod model;
 pub mod request;
+pub mod rpc;
 mod sampling;
 mod scheduler;
 pub mod stats;
@@ -97,7 +98,14 @@ impl Engine {
     /// Loads the model and starts the scheduler thread. Blocking: call from `spawn_blocking`.
     pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend()?;
-        let model = Arc::new(Model::load(backend, &cfg.model_path, cfg.gpu_layers)?);
+        // Split serving: the RPC servers' devices take the last `gpu_layers` layers.
+        let devices = rpc::add_servers(&cfg.rpc)?;
+        let model = Arc::new(Model::load(
+            backend,
+            &cfg.model_path,
+            cfg.gpu_layers,
+            &devices,
+        )?);
         let info = config::resolve(
             &cfg,
             model.n_ctx_train(),

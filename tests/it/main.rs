@@ -34,5 +34,7 @@ mod openai_structured;
 mod p2p;
 mod relay;
 mod serve_catalog;
+mod split;
+mod split_rpc;
 mod tunnel_limits;
 mod upstream;

@@ -10,6 +10,8 @@
 //! - [`offer`]: `mesh/offer/1`, the mesh's signed offer handed out directly (LAN, `--peers`).
 //! - [`lan`]: `--lan`, mDNS: advertising this node and finding others on the LAN.
 //! - [`msg`]: `mesh/msg/1`, text messages between members.
+//! - [`rpc`]: `mesh/rpc/1`, split serving: llama.cpp RPC connections carried to a worker.
+//! - [`pipe`]: splicing a local byte stream and an iroh bi-stream.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
@@ -20,6 +22,8 @@ pub(crate) mod membership;
 pub mod msg;
 pub mod offer;
 pub mod ping;
+pub mod pipe;
 pub mod report;
+pub mod rpc;
 pub mod tunnel;
 pub mod tunnel_server;

@@ -8,11 +8,13 @@
 //! - [`flood`]: per-neighbour and per-author gossip rate limits, and bans.
 //! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
+//! - [`lease`]: split serving, which host may use this node's llama.cpp RPC server.
 
 pub mod budget;
 pub mod flood;
 pub mod health;
 pub mod inbox;
+pub mod lease;
 pub mod network;
 pub mod peers;
 pub mod routing;
