@@ -27,6 +27,13 @@ bench:
     cargo build --release
     python3 scripts/bench_decode.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
 
+# Split serving: decode tok/s of the test model split over two nodes (RPC over iroh) vs whole
+# on one, loopback (docs/BENCHMARKS.md).
+bench-split:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    python3 scripts/bench_split.py --mesh target/release/mesh --model "$MESH_TEST_MODEL"
+
 # Download throughput from a local fake hub vs a plain GET (256 MiB, 5 rounds; docs/BENCHMARKS.md).
 bench-download:
     cargo build --release --example bench_download

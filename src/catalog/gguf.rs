@@ -63,6 +63,11 @@ impl GgufMeta {
         }
     }
 
+    /// Transformer layers (`<arch>.block_count`), what split serving divides.
+    pub fn block_count(&self) -> Option<u64> {
+        self.num(&format!("{}.block_count", self.architecture()?))
+    }
+
     /// Training context length.
     pub fn context_length(&self) -> Option<u64> {
         self.num(&format!("{}.context_length", self.architecture()?))

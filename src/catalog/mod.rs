@@ -33,6 +33,7 @@ pub mod names;
 pub mod progress;
 pub mod spec;
 pub mod speed;
+pub mod split;
 
 use std::path::PathBuf;
 

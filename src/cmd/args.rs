@@ -78,6 +78,48 @@ pub enum Command {
     /// Use a member's shared TCP service through a local port (`mesh connect db`): the running
     /// node listens and carries each connection over the mesh, until Ctrl-C.
     Connect(ConnectArgs),
+    /// Split serving's worker child: llama.cpp's RPC server on a loopback port (started by a
+    /// node with --split-worker; not for direct use).
+    #[command(hide = true)]
+    RpcWorker(RpcWorkerArgs),
+    /// Split serving's host child: a model over RPC devices, served on a loopback port
+    /// (started by a node with --split; not for direct use).
+    #[command(hide = true)]
+    RpcHost(RpcHostArgs),
+}
+
+/// `mesh rpc-worker` (hidden; see `node::split::child`).
+#[derive(Debug, Clone, Args)]
+pub struct RpcWorkerArgs {
+    /// 127.0.0.1:PORT to listen on.
+    #[arg(long)]
+    pub endpoint: SocketAddr,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// `mesh rpc-host` (hidden; see `node::split::child`).
+#[derive(Debug, Clone, Args)]
+pub struct RpcHostArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub model_name: String,
+    /// Loopback port of the OpenAI API.
+    #[arg(long)]
+    pub port: u16,
+    /// A worker's RPC endpoint (127.0.0.1:PORT); repeat in order.
+    #[arg(long, required = true)]
+    pub rpc: Vec<SocketAddr>,
+    /// Layers on the workers.
+    #[arg(long)]
+    pub gpu_layers: u32,
+    #[arg(long, default_value_t = 4)]
+    pub parallel: u32,
+    #[arg(long)]
+    pub ctx: Option<u32>,
+    #[arg(long)]
+    pub threads: Option<u32>,
 }
 
 /// Join codes' and messages' flags.
@@ -635,6 +677,17 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub hub: HubArgs,
+
+    /// Serve --model split by layers over N members (this node and N-1 that run with
+    /// --split-worker), llama.cpp's RPC traffic carried only over the mesh. The model is
+    /// served once enough members are present, and re-planned when one leaves.
+    #[arg(long, value_name = "N", requires = "models", value_parser = clap::value_parser!(u32).range(2..=17))]
+    pub split: Option<u32>,
+
+    /// Lend this node's memory to models that members split (--split): a llama.cpp RPC
+    /// server in a child process, reachable only by the split's host over the mesh.
+    #[arg(long)]
+    pub split_worker: bool,
 }
 
 impl ServeArgs {

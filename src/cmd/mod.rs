@@ -18,6 +18,7 @@ pub mod publish;
 pub mod relay;
 pub mod serve;
 pub mod share;
+pub mod split;
 pub mod status;
 pub mod table;
 
@@ -47,5 +48,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Share(args) => share::share(args).await,
         Command::Unshare(args) => share::unshare(args).await,
         Command::Connect(args) => share::connect(args).await,
+        Command::RpcWorker(args) => split::rpc_worker(args),
+        Command::RpcHost(args) => split::rpc_host(args).await,
     }
 }

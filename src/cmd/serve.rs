@@ -22,9 +22,12 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     if args.client && !args.upstream.is_empty() {
         anyhow::bail!("--client serves no model; drop --upstream or --client");
     }
+    let split = split_config(&args).await?;
     let engines = match (args.models.is_empty(), args.client) {
         (false, true) => anyhow::bail!("--client serves no model; drop --model or --client"),
-        (true, false) if !args.upstream.is_empty() => Vec::new(),
+        (true, false) if !args.upstream.is_empty() || args.split_worker => Vec::new(),
+        // Split: the model runs in a child process over the members' memory (node::split).
+        (false, false) if split.is_some() => Vec::new(),
         (true, false) => anyhow::bail!(
             "nothing to serve: pass --model NAME|FILE.gguf, --upstream URL of an engine already \
              running, --client to use the mesh's models, or --auto to find a mesh"
@@ -35,7 +38,19 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let mesh = mesh_config(&args)?;
     let discovery = discovery_config(&args, &mesh, args.publish)?;
     let mut ctrl_c = CtrlC::listen();
-    let node = Node::start_with(node_options(&args, engines, mesh, discovery)).await?;
+    let mut node = Node::start_with(node_options(&args, engines, mesh, discovery)).await?;
+    if let Some(cfg) = split {
+        let parts = cfg.parts.unwrap_or(0);
+        let name = cfg.name.clone();
+        crate::node::split::host(&mut node, cfg)?;
+        println!(
+            "splitting {name} over {parts} members once they are in the mesh (--split-worker)"
+        );
+    }
+    if args.split_worker {
+        crate::node::split::lend(&node)?;
+        println!("lending this node's memory to split models (--split-worker)");
+    }
     // The APIs answer already; the banner waits a moment so its ticket names the relay.
     if let Some(mesh) = &node.mesh {
         mesh.wait_online(BANNER_RELAY_WAIT).await;
@@ -44,6 +59,26 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     wait_ctrl_c(&mut ctrl_c).await?;
     node.shutdown().await;
     Ok(())
+}
+
+/// `--split N`: the one `--model`, resolved (downloaded if needed), to run split over members.
+async fn split_config(args: &ServeArgs) -> anyhow::Result<Option<crate::node::split::SplitConfig>> {
+    let Some(parts) = args.split else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        args.models.len() == 1 && args.upstream.is_empty(),
+        "--split serves one --model (and no --upstream)"
+    );
+    let model = catalog::resolve(&args.models[0], &args.hub.resolve_options()).await?;
+    Ok(Some(crate::node::split::SplitConfig {
+        name: args.model_name.clone().unwrap_or(model.name),
+        model_path: model.path,
+        parts: Some(parts as usize),
+        ctx: args.ctx,
+        parallel: args.parallel,
+        threads: args.threads,
+    }))
 }
 
 /// Longest the banner waits for the home relay, so that the ticket it prints names it.

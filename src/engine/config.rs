@@ -31,6 +31,9 @@ pub struct EngineConfig {
     /// Keep each slot's KV cache after its request and reuse the prefix a later request shares
     /// (system prompt, earlier chat turns). Off: every prompt is decoded whole.
     pub prefix_cache: bool,
+    /// llama.cpp RPC servers (`127.0.0.1:PORT`, split serving): their devices take the last
+    /// `gpu_layers` layers, the rest stay here. Empty: the model is whole on this machine.
+    pub rpc: Vec<String>,
 }
 
 impl EngineConfig {
@@ -44,6 +47,7 @@ impl EngineConfig {
             queue: 64,
             gpu_layers: u32::MAX,
             prefix_cache: true,
+            rpc: Vec::new(),
         }
     }
 }

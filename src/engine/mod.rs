@@ -17,6 +17,7 @@ mod logprobs;
 mod model;
 mod prefix;
 pub mod request;
+pub mod rpc;
 mod sampling;
 mod scheduler;
 pub mod stats;
@@ -99,7 +100,14 @@ impl Engine {
     /// Loads the model and starts the scheduler thread. Blocking: call from `spawn_blocking`.
     pub fn start(cfg: EngineConfig) -> Result<Self, EngineError> {
         let backend = backend()?;
-        let model = Arc::new(Model::load(backend, &cfg.model_path, cfg.gpu_layers)?);
+        // Split serving: the RPC servers' devices take the last `gpu_layers` layers.
+        let devices = rpc::add_servers(&cfg.rpc)?;
+        let model = Arc::new(Model::load(
+            backend,
+            &cfg.model_path,
+            cfg.gpu_layers,
+            &devices,
+        )?);
         let mut info = config::resolve(
             &cfg,
             model.n_ctx_train(),

@@ -31,14 +31,26 @@ pub struct Model {
 }
 
 impl Model {
-    pub fn load(backend: &LlamaBackend, path: &Path, gpu_layers: u32) -> Result<Self, EngineError> {
+    /// Loads `path`, `gpu_layers` of its layers on `devices` (backend device indices; empty:
+    /// llama.cpp's default, the GPUs if any).
+    pub fn load(
+        backend: &LlamaBackend,
+        path: &Path,
+        gpu_layers: u32,
+        devices: &[usize],
+    ) -> Result<Self, EngineError> {
         if !path.is_file() {
             return Err(EngineError::Load(format!(
                 "no such model file: {}",
                 path.display()
             )));
         }
-        let params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        let mut params = LlamaModelParams::default().with_n_gpu_layers(gpu_layers);
+        if !devices.is_empty() {
+            params = params
+                .with_devices(devices)
+                .map_err(|e| EngineError::Load(format!("devices {devices:?}: {e}")))?;
+        }
         let inner = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| EngineError::Load(format!("{}: {e}", path.display())))?;
         let (template, jinja) = match inner.chat_template(None) {

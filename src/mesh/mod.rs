@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     inbox_seq: watch::Sender<u64>,
     /// TCP services this node shares, and its `mesh connect` listeners (`mesh/tcp/1`).
     shares: net::tcp_share::Shares,
+    /// `mesh/rpc/1`'s worker side: lends this node's memory to splits (`--split-worker`).
+    rpc: net::rpc::RpcServer,
 }
 
 impl Shared {
@@ -259,8 +261,9 @@ impl Mesh {
         let offer = OfferSlot::default();
         let (msg_server, received) = net::msg::MsgServer::new();
         let shares = net::tcp_share::Shares::new(cancel.child_token());
+        let rpc = net::rpc::RpcServer::default();
         let router = protocols(
-            &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server,
+            &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server, &rpc,
         )
         .accept(
             net::tcp_share::ALPN,
@@ -310,6 +313,7 @@ impl Mesh {
             inbox: Mutex::default(),
             inbox_seq: watch::channel(0).0,
             shares,
+            rpc,
         });
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();
@@ -427,6 +431,12 @@ impl Mesh {
             .is_ok_and(|k| k.contains(model))
     }
 
+    /// Counts `model` as served in the mesh now (a split this node re-plans), so that
+    /// requests for it while no one serves it get 503 rather than 404.
+    pub fn saw_model(&self, model: &str) {
+        self.shared.remember_model(model);
+    }
+
     pub fn tunnel(&self) -> &Tunnel {
         &self.shared.tunnel
     }
@@ -491,6 +501,12 @@ impl Mesh {
     /// discovery's publisher follows the mesh without polling. Load and free slots do not count.
     pub fn watch_roster(&self) -> watch::Receiver<u64> {
         self.shared.roster.subscribe()
+    }
+
+    /// Lends this node's memory to members' split models over `mesh/rpc/1` from now on
+    /// (`Some`: how to start the node's llama.cpp RPC server), or no longer (`None`).
+    pub fn lend_memory(&self, lender: Option<net::rpc::LendFn>) {
+        self.shared.rpc.set_lender(lender);
     }
 
     /// The offer `mesh/offer/1` hands to whoever asks from now on (the signed Nostr event's
@@ -565,7 +581,8 @@ fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
     }
 }
 
-/// The six protocols on iroh's router, one ALPN each (the caller adds more, then spawns it).
+/// The protocols on iroh's router, one ALPN each (the caller adds more, then spawns it).
+#[allow(clippy::too_many_arguments)]
 fn protocols(
     endpoint: &Endpoint,
     keys: MeshKeys,
@@ -574,6 +591,7 @@ fn protocols(
     tunnel_app: axum::Router,
     offer: &OfferSlot,
     msg: net::msg::MsgServer,
+    rpc: &net::rpc::RpcServer,
 ) -> iroh::protocol::RouterBuilder {
     let admission = Admission {
         keys,
@@ -586,6 +604,7 @@ fn protocols(
         .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
         .accept(ping::ALPN, ping::PingServer)
         .accept(net::msg::ALPN, msg)
+        .accept(net::rpc::ALPN, rpc.clone())
         .accept(
             net::offer::ALPN,
             OfferServer {

@@ -8,6 +8,7 @@
 
 pub mod auto;
 pub mod dry_run;
+pub mod split;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

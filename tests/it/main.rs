@@ -38,5 +38,7 @@ mod relay;
 mod serve_catalog;
 mod tcp_share;
 mod tools;
+mod split;
+mod split_rpc;
 mod tunnel_limits;
 mod upstream;

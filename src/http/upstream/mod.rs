@@ -104,6 +104,15 @@ impl Upstreams {
         all.len() - 1
     }
 
+    /// Points engine `index` at another URL (a restarted engine); it serves nothing until
+    /// polled again.
+    pub fn set_base(&self, index: usize, base: Url) {
+        if let Some(e) = self.lock().get_mut(index) {
+            e.base = base;
+            e.models.clear();
+        }
+    }
+
     /// Sets what engine `index` serves now.
     pub fn set_models(&self, index: usize, models: Vec<String>) {
         if let Some(e) = self.lock().get_mut(index) {

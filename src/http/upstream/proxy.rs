@@ -1,7 +1,8 @@
 //! Forwards one OpenAI request to an upstream engine and streams its answer back unchanged
 //! (status, content type and body; a stream stays a stream). The client's body was validated by
 //! the OpenAI handlers and goes as it came. An engine that cannot be reached, or stays silent
-//! longer than [`IDLE_TIMEOUT`], is a 502 (before the answer began) or the stream's end.
+//! longer than [`IDLE_TIMEOUT`], is a 502 (before the answer began), or the stream's end: an
+//! SSE stream ends with an error chunk.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -55,9 +56,27 @@ pub async fn forward(route: Route, path: &str, body: Bytes) -> Result<Response, 
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
-    let chunks = answer.bytes_stream().map(move |piece| {
+    let sse = content_type
+        .as_ref()
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let chunks = answer.bytes_stream().scan(false, move |broke, piece| {
         let _held = &held; // in flight until the answer ends or the client goes
-        piece.map_err(std::io::Error::other)
+        let next = match piece {
+            _ if *broke => None,
+            Ok(bytes) => Some(Ok(bytes)),
+            // A stream that breaks off (the engine died) ends with an error chunk, as a
+            // relayed one does, so clients see why.
+            Err(e) if sse => {
+                *broke = true;
+                tracing::warn!("upstream stream from {url} broke off: {e}");
+                let err = ApiError::generation_failed(format!(
+                    "the engine serving this model went away: {e}"
+                ));
+                Some(Ok(Bytes::from(err.sse_chunk())))
+            }
+            Err(e) => Some(Err(std::io::Error::other(e))),
+        };
+        futures::future::ready(next)
     });
     let mut response = Response::new(Body::from_stream(chunks));
     *response.status_mut() = status;

@@ -12,6 +12,8 @@
 //! - [`msg`]: `mesh/msg/1`, text messages between members.
 //! - [`tcp_share`]: `mesh/tcp/1`, TCP services shared with members (`mesh share`, `connect`).
 //! - [`splice`]: carrying bytes both ways between two streams (half-close, backpressure, idle).
+//! - [`rpc`]: `mesh/rpc/1`, split serving: llama.cpp RPC connections carried to a worker.
+//! - [`pipe`]: splicing a local byte stream and an iroh bi-stream.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
@@ -22,8 +24,10 @@ pub(crate) mod membership;
 pub mod msg;
 pub mod offer;
 pub mod ping;
+pub mod pipe;
 pub mod report;
 pub mod splice;
 pub mod tcp_share;
+pub mod rpc;
 pub mod tunnel;
 pub mod tunnel_server;

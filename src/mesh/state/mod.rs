@@ -10,6 +10,7 @@
 //! - [`seen`]: models seen in the mesh recently (503 vs. 404).
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
 //! - [`conns`]: TCP-share connections held per peer and in all.
+//! - [`lease`]: split serving, which host may use this node's llama.cpp RPC server.
 
 pub mod affinity;
 pub mod budget;
@@ -17,6 +18,7 @@ pub mod conns;
 pub mod flood;
 pub mod health;
 pub mod inbox;
+pub mod lease;
 pub mod network;
 pub mod peers;
 pub mod routing;

@@ -1,0 +1,277 @@
+//! Split serving (`mesh serve --split N`, `--split-worker`): a model spread by layers over
+//! members, llama.cpp's RPC traffic carried by `mesh/rpc/1` (docs/PROTOCOL.md).
+//!
+//! - Worker ([`lend`]): the node answers `mesh/rpc/1` and starts its RPC server (a child, see
+//!   `child`) when a host first asks.
+//! - Host ([`host`]): a supervisor task. It plans (`catalog::split::plan`) from the members'
+//!   announced memory, asks each chosen worker to lend, exposes each as a loopback listener
+//!   (`mesh::net::rpc::listen`), and starts the model in a child process over those endpoints.
+//!   The child is one of the node's upstream engines (`http::upstream`): its model enters
+//!   routing when it answers, and leaves it when the split ends. A split ends when the child
+//!   exits (llama.cpp aborts when a worker vanishes) or a worker leaves the mesh; the child is
+//!   killed, streams in flight end with an error chunk, and the supervisor plans again (until
+//!   members enough are back, requests for the model get 503).
+
+pub mod child;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use self::child::{Child, HostArgs};
+use super::Node;
+use crate::catalog::split::{plan, Member, Plan};
+use crate::catalog::{self, gguf};
+use crate::http::upstream::{self, Upstreams};
+use crate::mesh::net::rpc;
+use crate::mesh::{Mesh, MeshEvent};
+
+/// A worker that refused (or could not be reached) is left out of plans this long.
+pub const REFUSED_FOR: Duration = Duration::from_secs(30);
+/// Pause after a split ended before planning again.
+pub const REPLAN_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the mesh to change before planning again anyway (announced memory
+/// changes without a roster change).
+const PLAN_RETRY: Duration = Duration::from_secs(5);
+
+/// What a host splits.
+#[derive(Debug, Clone)]
+pub struct SplitConfig {
+    pub model_path: PathBuf,
+    /// The model's name in the API.
+    pub name: String,
+    /// `--split N`: exactly N parts (this node and N − 1 workers); `None`: as few as fit.
+    pub parts: Option<usize>,
+    pub ctx: Option<u32>,
+    pub parallel: u32,
+    pub threads: Option<u32>,
+}
+
+/// Lends this node's memory to members' splits: its RPC server starts (once, again if it
+/// died) when a host asks. Needs a mesh.
+pub fn lend(node: &Node) -> anyhow::Result<()> {
+    let mesh = node
+        .mesh
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--split-worker needs a mesh"))?;
+    let server: Arc<tokio::sync::Mutex<Option<Child>>> = Arc::default();
+    let lender: rpc::LendFn = Arc::new(move || {
+        let server = server.clone();
+        Box::pin(async move {
+            let mut slot = server.lock().await;
+            if let Some(c) = slot.as_mut() {
+                if c.running() {
+                    return Ok(c.addr);
+                }
+            }
+            let c = child::spawn_worker(num_cpus::get_physical()).await?;
+            tracing::info!(addr = %c.addr, "split serving: RPC server started");
+            let addr = c.addr;
+            *slot = Some(c);
+            Ok(addr)
+        })
+    });
+    mesh.lend_memory(Some(lender));
+    Ok(())
+}
+
+/// Starts the supervisor that serves `cfg`'s model split over members. Needs a mesh.
+pub fn host(node: &mut Node, cfg: SplitConfig) -> anyhow::Result<()> {
+    let mesh = node
+        .mesh
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("--split needs a mesh"))?;
+    let meta = gguf::read_meta(&cfg.model_path)?;
+    let layers = meta
+        .block_count()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| anyhow::anyhow!("the model's header has no layer count"))?;
+    let memory = gguf::model_memory(&cfg.model_path)?;
+    let need = memory.need_bytes(
+        cfg.ctx.unwrap_or_else(|| memory.default_ctx()),
+        cfg.parallel,
+    );
+    let task = Supervisor {
+        mesh,
+        upstreams: node.local.upstreams().clone(),
+        cfg,
+        layers,
+        need,
+        cancel: node.cancel.clone(),
+    };
+    node.servers.push(tokio::spawn(task.run()));
+    Ok(())
+}
+
+struct Supervisor {
+    mesh: Mesh,
+    upstreams: Upstreams,
+    cfg: SplitConfig,
+    layers: u32,
+    need: u64,
+    cancel: CancellationToken,
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let mut roster = self.mesh.watch_roster();
+        let mut refused: HashMap<String, Instant> = HashMap::new();
+        let mut index: Option<usize> = None;
+        let mut last_problem = String::new();
+        loop {
+            // While it is split or being re-planned, the model answers 503, not 404.
+            self.mesh.saw_model(&self.cfg.name);
+            refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+            let outcome = match self.plan(&refused) {
+                Ok(p) => self.serve(p, &mut index, &mut refused).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ended) => tracing::warn!("split of {} ended: {ended}", self.cfg.name),
+                Err(problem) => {
+                    if problem != last_problem {
+                        tracing::warn!("cannot split {} yet: {problem}", self.cfg.name);
+                        last_problem = problem;
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = roster.changed() => {}
+                        _ = tokio::time::sleep(PLAN_RETRY) => {}
+                    }
+                    continue;
+                }
+            }
+            last_problem.clear();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(REPLAN_DELAY) => {}
+            }
+        }
+    }
+
+    fn plan(&self, refused: &HashMap<String, Instant>) -> Result<Plan, String> {
+        let me = Member {
+            id: self.mesh.node_id().to_string(),
+            free_bytes: catalog::available_memory(),
+            tokens_per_second: 0.0,
+        };
+        let others: Vec<Member> = self
+            .mesh
+            .peers()
+            .into_iter()
+            .filter(|p| !refused.contains_key(&p.node_id))
+            .map(|p| Member {
+                id: p.node_id,
+                free_bytes: p.memory_bytes,
+                tokens_per_second: p.tokens_per_second,
+            })
+            .collect();
+        plan(self.need, self.layers, &me, &others, self.cfg.parts).map_err(|e| e.to_string())
+    }
+
+    /// Runs one split until it ends (`Ok(why)`), or fails to start it (`Err`).
+    async fn serve(
+        &self,
+        plan: Plan,
+        index: &mut Option<usize>,
+        refused: &mut HashMap<String, Instant>,
+    ) -> Result<String, String> {
+        let endpoint = self.mesh.endpoint().clone();
+        let mut events = self.mesh.subscribe();
+        let split = self.cancel.child_token();
+        let _stop = split.clone().drop_guard();
+        let mut rpc_endpoints = Vec::new();
+        for w in &plan.workers {
+            let Ok(id) = w.id.parse::<iroh::EndpointId>() else {
+                refused.insert(w.id.clone(), Instant::now());
+                return Err(format!("bad node id {}", w.id));
+            };
+            if let Err(e) = rpc::lend(&endpoint, id, &self.cfg.name).await {
+                refused.insert(w.id.clone(), Instant::now());
+                return Err(format!("{} does not lend: {e}", id.fmt_short()));
+            }
+            let addr = rpc::listen(endpoint.clone(), id, split.clone())
+                .await
+                .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+            rpc_endpoints.push(addr.to_string());
+        }
+        let args = HostArgs {
+            model: self.cfg.model_path.clone(),
+            name: self.cfg.name.clone(),
+            rpc: rpc_endpoints,
+            worker_layers: plan.worker_layers(),
+            ctx: self.cfg.ctx,
+            parallel: self.cfg.parallel,
+            threads: self.cfg.threads,
+        };
+        let mut engine = child::spawn_host(&args)?;
+        let shares: Vec<String> = plan
+            .workers
+            .iter()
+            .map(|w| format!("{} layers on {}", w.layers, &w.id[..w.id.len().min(10)]))
+            .collect();
+        tracing::info!(
+            "splitting {}: {} layers here, {}",
+            self.cfg.name,
+            plan.host_layers,
+            shares.join(", ")
+        );
+        let base = upstream::parse_base(&format!("http://{}", engine.addr))?;
+        let i = match *index {
+            Some(i) => {
+                self.upstreams.set_base(i, base.clone());
+                i
+            }
+            None => *index.insert(self.upstreams.add(base.clone())),
+        };
+        tokio::spawn(upstream::poll::run(
+            self.upstreams.clone(),
+            i,
+            base,
+            Some(self.mesh.clone()),
+            split.clone(),
+        ));
+        let workers: Vec<&str> = plan.workers.iter().map(|w| w.id.as_str()).collect();
+        let ended = tokio::select! {
+            _ = self.cancel.cancelled() => "the node stops".to_owned(),
+            status = engine.process.wait() => format!("its engine exited ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
+            id = worker_left(&self.mesh, &mut events, &workers) => format!("worker {} left the mesh", &id[..id.len().min(10)]),
+        };
+        split.cancel();
+        let _ = engine.process.kill().await;
+        self.upstreams.set_models(i, Vec::new());
+        self.mesh.serving_changed();
+        Ok(ended)
+    }
+}
+
+/// Waits until one of `workers` leaves the mesh; its id.
+async fn worker_left(
+    mesh: &Mesh,
+    events: &mut tokio::sync::broadcast::Receiver<MeshEvent>,
+    workers: &[&str],
+) -> String {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(MeshEvent::PeerLeft { node_id, .. }) if workers.contains(&node_id.as_str()) => {
+                return node_id
+            }
+            Ok(_) => {}
+            // Events were missed: look at the peer table instead.
+            Err(RecvError::Lagged(_)) => {
+                let peers = mesh.peers();
+                if let Some(gone) = workers
+                    .iter()
+                    .find(|w| !peers.iter().any(|p| p.node_id == **w))
+                {
+                    return (*gone).to_owned();
+                }
+            }
+            Err(RecvError::Closed) => return std::future::pending().await,
+        }
+    }
+}
