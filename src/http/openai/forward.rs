@@ -27,7 +27,6 @@ use serde_json::Value;
 
 use super::assemble::{self, Assembled, Ending};
 use super::stream::{Flavor, Meta};
-use crate::engine::ChatMessage;
 use crate::http::error::ApiError;
 use crate::mesh::net::tunnel::{self, TunnelError};
 use crate::mesh::state::affinity::PrefixKey;
@@ -62,12 +61,15 @@ pub struct Forwarded<'a> {
 }
 
 /// The prefix key of a chat prompt: its messages' roles and contents, in order.
-pub fn chat_key(model: &str, messages: &[ChatMessage]) -> PrefixKey {
+pub fn chat_key<'a>(
+    model: &str,
+    messages: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> PrefixKey {
     PrefixKey::of(
         model,
         messages
-            .iter()
-            .flat_map(|m| [m.role.as_bytes(), m.content.as_bytes()]),
+            .into_iter()
+            .flat_map(|(role, content)| [role.as_bytes(), content.as_bytes()]),
     )
 }
 

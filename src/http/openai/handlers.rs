@@ -109,7 +109,10 @@ pub async fn chat_completions(
         // Role markers and template text: a few bytes a message more than the content.
         prompt_bytes: turns.iter().map(|m| m.content.len() + 16).sum::<usize>() + tool_bytes,
         refused_ctx: 0,
-        prefix: forward::chat_key(&model, &messages),
+        prefix: forward::chat_key(
+            &model,
+            turns.iter().map(|t| (t.role.as_str(), t.content.as_str())),
+        ),
     };
     let local = match route::choose(&state.local, state.mesh.as_ref(), &model) {
         Target::Local(g) => g,
