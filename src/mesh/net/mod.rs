@@ -13,7 +13,6 @@
 //! - [`tcp_share`]: `mesh/tcp/1`, TCP services shared with members (`mesh share`, `connect`).
 //! - [`splice`]: carrying bytes both ways between two streams (half-close, backpressure, idle).
 //! - [`rpc`]: `mesh/rpc/1`, split serving: llama.cpp RPC connections carried to a worker.
-//! - [`pipe`]: splicing a local byte stream and an iroh bi-stream.
 //! - [`report`]: `mesh network`: what the relays see of this machine.
 
 pub mod admit;
@@ -24,7 +23,6 @@ pub(crate) mod membership;
 pub mod msg;
 pub mod offer;
 pub mod ping;
-pub mod pipe;
 pub mod report;
 pub mod rpc;
 pub mod splice;

@@ -10,7 +10,7 @@
 //!   (`state::lease`); the worker starts its RPC server (a child process) before answering.
 //! - `{"op":"pipe"}`: the lease holder opens one llama.cpp RPC connection. After the answer the
 //!   stream carries raw RPC bytes both ways, spliced to the worker's loopback RPC server
-//!   (`pipe::splice`), until either side closes.
+//!   (`splice::splice`, shared with TCP sharing), until either side closes.
 //!
 //! The host side exposes each worker as a loopback TCP listener ([`listen`]) whose connections
 //! become pipes, so llama.cpp's RPC client (in the host's child process) dials `127.0.0.1`.
@@ -28,8 +28,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::pipe;
+use super::splice::splice;
 use crate::mesh::state::lease::{Lease, Refusal};
+
+/// Bytes buffered in each direction of one pipe.
+const PIPE_BUFFER: usize = 64 * 1024;
+/// llama.cpp keeps its RPC connections open while the model is loaded, quiet between requests:
+/// a pipe has no idle limit (it ends with either side, or with the lease).
+const NO_IDLE: Duration = Duration::MAX;
 
 pub const ALPN: &[u8] = b"mesh/rpc/1";
 /// Longest request or answer line.
@@ -130,7 +136,8 @@ impl RpcServer {
                     Ok(tcp) => {
                         let _ = tcp.set_nodelay(true);
                         if answer(&mut send, Ok(())).await.is_ok() {
-                            let _ = pipe::splice(tcp, send, recv).await;
+                            let _ =
+                                splice(tcp.into_split(), (recv, send), PIPE_BUFFER, NO_IDLE).await;
                         }
                     }
                     Err(e) => {
@@ -262,7 +269,7 @@ pub async fn listen(
                     Ok((send, recv)) => {
                         tokio::select! {
                             _ = cancel.cancelled() => {}
-                            _ = pipe::splice(tcp, send, recv) => {}
+                            _ = splice(tcp.into_split(), (recv, send), PIPE_BUFFER, NO_IDLE) => {}
                         }
                     }
                     Err(e) => {
