@@ -23,7 +23,9 @@ fn config_with(key: SecretKey, join: Vec<Ticket>) -> MeshConfig {
     cfg
 }
 
-async fn start(join: Vec<Ticket>) -> Mesh {
+/// A mesh node on loopback with no relay, serving nothing (the other mesh tests start theirs
+/// with it too).
+pub(super) async fn start(join: Vec<Ticket>) -> Mesh {
     start_as(SecretKey::generate(), join).await
 }
 

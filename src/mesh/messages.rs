@@ -126,25 +126,10 @@ impl Mesh {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use iroh::SecretKey;
-
     use super::*;
     use crate::mesh::state::inbox::SENDER_BURST;
-    use crate::mesh::{MeshConfig, NetConfig, Serving, ServingFn, Ticket};
 
-    async fn start(join: Vec<Ticket>) -> Mesh {
-        let mut cfg = MeshConfig::new(SecretKey::generate());
-        cfg.net = NetConfig::offline();
-        cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
-        cfg.name = "test".into();
-        cfg.join = join;
-        let nothing: ServingFn = Arc::new(Serving::default);
-        Mesh::start(cfg, nothing, axum::Router::new())
-            .await
-            .unwrap()
-    }
+    use crate::mesh::hostile_tests::start;
 
     #[tokio::test]
     async fn a_member_over_its_message_budget_is_refused_and_nothing_more_is_filed() {

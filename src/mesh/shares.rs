@@ -62,27 +62,15 @@ impl Mesh {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use iroh::SecretKey;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::mesh::{ConnectEvent, MeshConfig, NetConfig, Serving, ServingFn, Ticket};
+    use crate::mesh::ConnectEvent;
 
-    async fn start(join: Vec<Ticket>) -> Mesh {
-        let mut cfg = MeshConfig::new(SecretKey::generate());
-        cfg.net = NetConfig::offline();
-        cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
-        cfg.name = "test".into();
-        cfg.join = join;
-        let nothing: ServingFn = Arc::new(Serving::default);
-        Mesh::start(cfg, nothing, axum::Router::new())
-            .await
-            .unwrap()
-    }
+    use crate::mesh::hostile_tests::start;
 
     /// An echo server on loopback: its address.
     async fn echo() -> SocketAddr {
