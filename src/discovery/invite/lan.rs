@@ -19,13 +19,13 @@ use futures::StreamExt;
 use iroh::address_lookup::UserData;
 use iroh::endpoint::{presets, Connection, RecvStream};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
-use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey, TransportAddr};
+use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, SecretKey};
 use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::code::Code;
 use super::proto::{Body, JoinError, Joiner, Step, MAX_BODY_BYTES};
-use crate::mesh::net::lan::reachable;
+use crate::mesh::net::lan::lan_addr;
 
 /// ALPN of the LAN rendezvous.
 pub const ALPN: &[u8] = b"mesh/invite/1";
@@ -262,15 +262,7 @@ async fn find_and_ask(
                 if endpoint_info.data.user_data().map(|u| u.as_ref()) != Some(tag.as_str()) {
                     continue;
                 }
-                let addr = EndpointAddr::from_parts(
-                    endpoint_info.endpoint_id,
-                    endpoint_info
-                        .data
-                        .ip_addrs()
-                        .copied()
-                        .filter(reachable)
-                        .map(TransportAddr::Ip),
-                );
+                let addr = lan_addr(&endpoint_info);
                 if addr.is_empty()
                     || (candidates.len() >= MAX_CANDIDATES && !candidates.contains_key(&addr.id))
                 {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use iroh::address_lookup::AddressLookupBuilderError;
+use iroh::address_lookup::{AddressLookupBuilderError, EndpointInfo};
 use iroh::{EndpointAddr, SecretKey, TransportAddr};
 use iroh_mdns_address_lookup::{DiscoveryEvent, MdnsAddressLookup, MdnsAddressLookupBuilder};
 
@@ -25,8 +25,14 @@ pub fn lookup(advertise: bool) -> MdnsAddressLookupBuilder {
         .advertise(advertise)
 }
 
+/// The address an mDNS answer gives for its endpoint, keeping only what another host could reach.
+pub fn lan_addr(info: &EndpointInfo) -> EndpointAddr {
+    let ips = info.data.ip_addrs().copied().filter(reachable);
+    EndpointAddr::from_parts(info.endpoint_id, ips.map(TransportAddr::Ip))
+}
+
 /// Whether another host could reach `addr`: not its loopback, not unspecified, not port 0.
-pub fn reachable(addr: &SocketAddr) -> bool {
+fn reachable(addr: &SocketAddr) -> bool {
     !addr.ip().is_loopback() && !addr.ip().is_unspecified() && addr.port() != 0
 }
 
@@ -43,15 +49,7 @@ pub async fn find(wait: Duration) -> Result<Vec<EndpointAddr>, AddressLookupBuil
             let DiscoveryEvent::Discovered { endpoint_info, .. } = event else {
                 continue;
             };
-            let addr = EndpointAddr::from_parts(
-                endpoint_info.endpoint_id,
-                endpoint_info
-                    .data
-                    .ip_addrs()
-                    .copied()
-                    .filter(reachable)
-                    .map(TransportAddr::Ip),
-            );
+            let addr = lan_addr(&endpoint_info);
             if addr.is_empty() {
                 continue;
             }
