@@ -224,6 +224,26 @@ async fn a_peer_over_its_stream_cap_is_refused_while_another_peer_and_local_user
     drop(held);
 }
 
+/// B serving `g` (a fake generator) and an attacker member with its tunnel connection to B, once
+/// the attacker sees B's model; B's slots too.
+async fn serving_and_attacker(
+    g: std::sync::Arc<mesh::http::fake::Scripted>,
+) -> (TestNode, TestNode, mesh::http::slots::Slots, Connection) {
+    let b = start_mesh_fake(g, mesh_config(vec![])).await.unwrap();
+    let attacker = start_mesh(None, mesh_config(vec![b.ticket()]))
+        .await
+        .unwrap();
+    let b_id = b.node_id();
+    attacker
+        .wait_peers(JOIN_WITHIN, "B serving the model", |p| {
+            serves(p, &b_id, MODEL)
+        })
+        .await;
+    let slots = b.node.local.slots().expect("B serves").clone();
+    let conn = tunnel(&attacker, &b_id).await;
+    (b, attacker, slots, conn)
+}
+
 /// A streaming chat request sent raw on a new tunnel stream; its index goes to `heads` when
 /// its response head arrives (it has a slot), and the stream is then held until the end.
 fn flood_request(conn: &Connection, i: usize, heads: mpsc::UnboundedSender<(usize, String)>) {
@@ -247,20 +267,7 @@ fn flood_request(conn: &Connection, i: usize, heads: mpsc::UnboundedSender<(usiz
 async fn with_a_peer_flooding_the_queue_a_local_request_gets_the_next_slot_but_one() {
     // Two slots, four waiters per origin; every request stalls until finished by the test.
     let g = fake_with(MODEL, Script::Stall);
-    let b = start_mesh_fake(g.clone(), mesh_config(vec![]))
-        .await
-        .unwrap();
-    let attacker = start_mesh(None, mesh_config(vec![b.ticket()]))
-        .await
-        .unwrap();
-    let b_id = b.node_id();
-    attacker
-        .wait_peers(JOIN_WITHIN, "B serving the model", |p| {
-            serves(p, &b_id, MODEL)
-        })
-        .await;
-    let slots = b.node.local.slots().expect("B serves").clone();
-    let conn = tunnel(&attacker, &b_id).await;
+    let (b, _attacker, slots, conn) = serving_and_attacker(g.clone()).await;
     let (heads_tx, mut heads) = mpsc::unbounded_channel();
 
     // The flood: two requests take both slots, four wait, a seventh is refused.
@@ -333,18 +340,7 @@ async fn a_peer_that_stops_reading_its_answers_loses_their_slots_after_the_write
     // Answers of 4 MiB: more than QUIC's 1.25 MB stream window, so an unread one blocks.
     let piece = "a".repeat(MIB);
     let g = fake_with(MODEL, Script::Text(vec![piece; 4]));
-    let b = start_mesh_fake(g, mesh_config(vec![])).await.unwrap();
-    let attacker = start_mesh(None, mesh_config(vec![b.ticket()]))
-        .await
-        .unwrap();
-    let b_id = b.node_id();
-    attacker
-        .wait_peers(JOIN_WITHIN, "B serving the model", |p| {
-            serves(p, &b_id, MODEL)
-        })
-        .await;
-    let slots = b.node.local.slots().expect("B serves").clone();
-    let conn = tunnel(&attacker, &b_id).await;
+    let (b, _attacker, slots, conn) = serving_and_attacker(g).await;
 
     // Both of B's slots (the fake's two), taken by streaming requests never read.
     const SLOTS: u32 = 2;
