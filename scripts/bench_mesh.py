@@ -56,6 +56,24 @@ def wait_model(base, model, timeout=60):
     raise SystemExit(f"{model} did not appear at {base}")
 
 
+def compare(sides, model, tokens, runs):
+    """Streams to each side's base URL in turn (one warm-up each, then `runs` rounds) and returns
+    the medians per side: time to first token (ms) and streaming decode tok/s."""
+    prompt = "Write a long story about a lighthouse keeper."
+    for base in sides.values():  # warm-up: model caches, tunnel connection
+        stream(base, model, 16, prompt)
+    ttft = {side: [] for side in sides}
+    rate = {side: [] for side in sides}
+    for _ in range(runs):
+        for side, base in sides.items():
+            sent, first, last, n = stream(base, model, tokens, prompt)
+            ttft[side].append((first - sent) * 1000)
+            rate[side].append((n - 1) / (last - first))
+    med = {k: statistics.median(v) for k, v in ttft.items()}
+    tps = {k: statistics.median(v) for k, v in rate.items()}
+    return med, tps
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mesh", required=True, help="path to the mesh binary (a release build)")
@@ -73,18 +91,7 @@ def main():
         client, remote, _ = start(args.mesh, ["--client", "--join", info["ticket"]], home)
         model = info["model"]
         wait_model(remote, model)
-        prompt = "Write a long story about a lighthouse keeper."
-        for base in (local, remote):  # warm-up: model caches, tunnel connection
-            stream(base, model, 16, prompt)
-        ttft = {"local": [], "remote": []}
-        rate = {"local": [], "remote": []}
-        for _ in range(args.runs):
-            for side, base in (("local", local), ("remote", remote)):
-                sent, first, last, n = stream(base, model, args.tokens, prompt)
-                ttft[side].append((first - sent) * 1000)
-                rate[side].append((n - 1) / (last - first))
-        med = {k: statistics.median(v) for k, v in ttft.items()}
-        tps = {k: statistics.median(v) for k, v in rate.items()}
+        med, tps = compare({"local": local, "remote": remote}, model, args.tokens, args.runs)
         print(f"\nmodel {os.path.basename(args.model)}, {args.threads} threads, {args.tokens} tokens per "
               f"request, median of {args.runs} requests per side, loopback\n")
         print("| path | time to first token (ms) | streaming tok/s |")

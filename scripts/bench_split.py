@@ -10,13 +10,12 @@ tok/s (first to last text chunk), and split ÷ whole. Each request generates exa
 """
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_decode import stop, stream  # noqa: E402
-from bench_mesh import start, wait_model  # noqa: E402
+from bench_decode import stop  # noqa: E402
+from bench_mesh import compare, start, wait_model  # noqa: E402
 
 
 def main():
@@ -41,18 +40,7 @@ def main():
                                                 "--join", winfo["ticket"], *common], home + "/h")
         procs.append(host)
         wait_model(split_base, model, timeout=300)
-        prompt = "Write a long story about a lighthouse keeper."
-        for base in (whole_base, split_base):  # warm-up
-            stream(base, model, 16, prompt)
-        ttft = {"whole": [], "split": []}
-        rate = {"whole": [], "split": []}
-        for _ in range(args.runs):
-            for side, base in (("whole", whole_base), ("split", split_base)):
-                sent, first, last, n = stream(base, model, args.tokens, prompt)
-                ttft[side].append((first - sent) * 1000)
-                rate[side].append((n - 1) / (last - first))
-        med = {k: statistics.median(v) for k, v in ttft.items()}
-        tps = {k: statistics.median(v) for k, v in rate.items()}
+        med, tps = compare({"whole": whole_base, "split": split_base}, model, args.tokens, args.runs)
         print(f"\nmodel {os.path.basename(args.model)}, {args.threads} threads, {args.tokens} tokens per "
               f"request, median of {args.runs} requests per side, loopback\n")
         print("| serving | time to first token (ms) | decode tok/s |")
