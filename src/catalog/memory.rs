@@ -27,9 +27,20 @@ pub fn room_for_model(probe: &MemoryProbe) -> u64 {
     }
 }
 
-/// Bytes available for a model on this machine (see [`room_for_model`]).
+/// Environment variable that sets the bytes available for models instead of probing: to keep
+/// memory back for other programs, and for tests (a model that "does not fit" one node).
+pub const MEMORY_ENV: &str = "MESH_MEMORY_BYTES";
+
+/// Bytes available for a model on this machine (see [`room_for_model`]), or [`MEMORY_ENV`]
+/// when it is set to a number.
 pub fn available_memory() -> u64 {
-    room_for_model(&probe())
+    match std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        Some(bytes) => bytes,
+        None => room_for_model(&probe()),
+    }
 }
 
 /// Asks llama.cpp's device registry (GPU devices exist only when a GPU back end is compiled

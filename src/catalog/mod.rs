@@ -21,6 +21,7 @@ pub mod cache;
 pub mod data;
 pub mod disk;
 pub mod download;
+pub mod elect;
 pub mod error;
 pub mod fetch;
 pub mod fit;

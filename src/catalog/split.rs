@@ -20,6 +20,8 @@ pub struct Member {
     pub free_bytes: u64,
     /// Decode speed it announces (0: unknown).
     pub tokens_per_second: f32,
+    /// Memory bandwidth it measured, bytes per second (0: unknown); see [`super::elect`].
+    pub memory_bandwidth: u64,
 }
 
 /// One worker's part.
@@ -118,10 +120,11 @@ pub fn plan(
     })
 }
 
-/// More free memory first, then faster, then by id.
+/// More free memory first, then faster (memory bandwidth, then decode speed), then by id.
 fn rank(a: &Member, b: &Member) -> Ordering {
     b.free_bytes
         .cmp(&a.free_bytes)
+        .then(b.memory_bandwidth.cmp(&a.memory_bandwidth))
         .then(
             b.tokens_per_second
                 .partial_cmp(&a.tokens_per_second)
@@ -169,6 +172,7 @@ mod tests {
             id: id.into(),
             free_bytes: gb * GB,
             tokens_per_second: tps,
+            memory_bandwidth: 0,
         }
     }
 

@@ -38,17 +38,25 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
     let mesh = mesh_config(&args)?;
     let discovery = discovery_config(&args, &mesh, args.publish)?;
     let mut ctrl_c = CtrlC::listen();
+    let used = crate::node::split::engines_need(&engines);
     let mut node = Node::start_with(node_options(&args, engines, mesh, discovery)).await?;
     if let Some(cfg) = split {
-        let parts = cfg.parts.unwrap_or(0);
-        let name = cfg.name.clone();
+        let (parts, name, elect) = (cfg.parts.unwrap_or(0), cfg.name.clone(), cfg.elect);
         crate::node::split::host(&mut node, cfg)?;
-        println!(
-            "splitting {name} over {parts} members once they are in the mesh (--split-worker)"
-        );
+        if elect {
+            println!(
+                "{name} is served split over members with free memory (--split-worker, or \
+                 members that want it too) once the mesh has enough; the members that want it \
+                 elect its host, the others lend their memory"
+            );
+        } else {
+            println!(
+                "splitting {name} over {parts} members once they are in the mesh (--split-worker)"
+            );
+        }
     }
     if args.split_worker {
-        crate::node::split::lend(&node)?;
+        crate::node::split::lend(&node, used)?;
         println!("lending this node's memory to split models (--split-worker)");
     }
     // The APIs answer already; the banner waits a moment so its ticket names the relay.
@@ -62,22 +70,39 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// `--split N`: the one `--model`, resolved (downloaded if needed), to run split over members.
+/// Without `--split`, one `--model` that does not fit this node's memory is split
+/// automatically over the members of the mesh it joins (the members that want it elect the
+/// host; `node::split`); a node that joins no mesh refuses it as before.
 async fn split_config(args: &ServeArgs) -> anyhow::Result<Option<crate::node::split::SplitConfig>> {
-    let Some(parts) = args.split else {
+    let auto = args.split.is_none()
+        && !args.join.is_empty()
+        && args.models.len() == 1
+        && args.upstream.is_empty()
+        && !args.client;
+    if args.split.is_none() && !auto {
         return Ok(None);
-    };
+    }
     anyhow::ensure!(
         args.models.len() == 1 && args.upstream.is_empty(),
         "--split serves one --model (and no --upstream)"
     );
     let model = catalog::resolve(&args.models[0], &args.hub.resolve_options()).await?;
+    if auto {
+        let memory = model.memory().context("reading the model's memory needs")?;
+        let room = catalog::available_memory();
+        match catalog::plan_context(&memory, args.ctx, args.parallel, room) {
+            Ok(_) => return Ok(None),
+            Err(e) => println!("{e}: serving it split over the mesh's members instead"),
+        }
+    }
     Ok(Some(crate::node::split::SplitConfig {
         name: args.model_name.clone().unwrap_or(model.name),
         model_path: model.path,
-        parts: Some(parts as usize),
+        parts: args.split.map(|n| n as usize),
         ctx: args.ctx,
         parallel: args.parallel,
         threads: args.threads,
+        elect: auto,
     }))
 }
 

@@ -231,6 +231,7 @@ mod tests {
             memory_bytes: 0,
             last_seen_ms: 0,
             shares: vec![],
+            split: Default::default(),
         }
     }
 

@@ -263,6 +263,7 @@ mod tests {
             memory_bytes: 8 << 30,
             last_seen_ms: 0,
             shares: vec![],
+            split: Default::default(),
         }
     }
 

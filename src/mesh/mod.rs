@@ -46,7 +46,7 @@ pub use config::{MeshConfig, NetConfig, Relays, DEFAULT_RELAYS_ENV};
 pub use error::MeshError;
 pub use messages::SendReport;
 pub use net::tcp_share::{ConnectEvent, ConnectInfo, Connector, ShareInfo};
-pub use proto::announce::{ModelOffer, Role};
+pub use proto::announce::{ModelOffer, Role, SplitOffer};
 pub use proto::share::ShareError;
 pub use proto::ticket::{MeshId, Ticket};
 pub use state::inbox::InboxMessage;
@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     shares: net::tcp_share::Shares,
     /// `mesh/rpc/1`'s worker side: lends this node's memory to splits (`--split-worker`).
     rpc: net::rpc::RpcServer,
+    /// What this node announces to split serving (`node::split`).
+    split_offer: Mutex<SplitOffer>,
 }
 
 impl Shared {
@@ -201,6 +203,12 @@ impl Shared {
             tokens_per_second,
             addr: self.tell.tidy(&self.endpoint.addr()),
             shares: self.shares.names(),
+            split: Box::new(
+                self.split_offer
+                    .lock()
+                    .map(|o| o.clone())
+                    .unwrap_or_default(),
+            ),
         }
     }
 }
@@ -314,6 +322,7 @@ impl Mesh {
             inbox_seq: watch::channel(0).0,
             shares,
             rpc,
+            split_offer: Mutex::default(),
         });
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();
@@ -405,6 +414,7 @@ impl Mesh {
                     memory_bytes: p.ann.memory_bytes,
                     last_seen_ms: now.saturating_duration_since(p.last_seen).as_millis() as u64,
                     shares: p.ann.shares.clone(),
+                    split: (*p.ann.split).clone(),
                 })
                 .collect()
         })
@@ -507,6 +517,30 @@ impl Mesh {
     /// (`Some`: how to start the node's llama.cpp RPC server), or no longer (`None`).
     pub fn lend_memory(&self, lender: Option<net::rpc::LendFn>) {
         self.shared.rpc.set_lender(lender);
+    }
+
+    /// What this node tells split serving about itself from now on (lending, free memory,
+    /// models it wants to host split); members hear of a change at once.
+    pub fn set_split_offer(&self, offer: SplitOffer) {
+        let changed = match self.shared.split_offer.lock() {
+            Ok(mut own) if *own != offer => {
+                *own = offer;
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.serving_changed();
+        }
+    }
+
+    /// What this node tells split serving about itself (see [`Mesh::set_split_offer`]).
+    pub fn split_offer(&self) -> SplitOffer {
+        self.shared
+            .split_offer
+            .lock()
+            .map(|o| o.clone())
+            .unwrap_or_default()
     }
 
     /// The offer `mesh/offer/1` hands to whoever asks from now on (the signed Nostr event's

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::proto::announce::{ModelOffer, Role};
+use super::proto::announce::{ModelOffer, Role, SplitOffer};
 use super::state::inbox::InboxMessage;
 use super::state::peers::ConnType;
 
@@ -69,6 +69,9 @@ pub struct PeerView {
     /// TCP services the peer shares (`mesh share`), by name; `mesh connect NAME` uses one.
     #[serde(default)]
     pub shares: Vec<String>,
+    /// What split serving reads of the peer (lending, free memory, wanted split models).
+    #[serde(default)]
+    pub split: SplitOffer,
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ mod prefix_routing;
 mod relay;
 mod serve_catalog;
 mod split;
+mod split_auto;
 mod split_rpc;
 mod tcp_share;
 mod tools;

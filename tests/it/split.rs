@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 /// Time for a split to come up on a loaded 2-core machine: both children start, the model
 /// loads and its layers travel to the worker.
-const SPLIT_UP: Duration = Duration::from_secs(120);
+pub(crate) const SPLIT_UP: Duration = Duration::from_secs(120);
 const NAME: &str = "split-model";
 
 /// Common flags of a test `mesh serve` on loopback.
-fn serve(home: &std::path::Path) -> std::process::Command {
+pub(crate) fn serve(home: &std::path::Path) -> std::process::Command {
     let mut cmd = mesh_command(home);
     cmd.args(["serve", "--port", "0", "--api-port", "0", "--ephemeral"])
         .args(["--mesh-bind", "127.0.0.1:0", "--threads", "1"]);
@@ -52,7 +52,7 @@ async fn split_pair(ctx: u32) -> (MeshProcess, MeshProcess, tempfile::TempDir) {
     (worker, host, home)
 }
 
-fn greedy(model: &str, max_tokens: u32, stream: bool) -> Value {
+pub(crate) fn greedy(model: &str, max_tokens: u32, stream: bool) -> Value {
     json!({
         "model": model,
         "messages": user("List the planets of the solar system, one per line."),
@@ -62,7 +62,7 @@ fn greedy(model: &str, max_tokens: u32, stream: bool) -> Value {
     })
 }
 
-async fn answer(http: &reqwest::Client, base: &str, body: &Value) -> String {
+pub(crate) async fn answer(http: &reqwest::Client, base: &str, body: &Value) -> String {
     let r = http
         .post(format!("{base}/v1/chat/completions"))
         .json(body)

@@ -232,6 +232,7 @@ mod tests {
             memory_bytes: 0,
             last_seen_ms: 100,
             shares: vec![],
+            split: Default::default(),
         }
     }
 

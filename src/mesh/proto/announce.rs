@@ -22,6 +22,8 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 pub const MAX_MODELS: usize = 32;
 pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_MODEL_CHARS: usize = 128;
+/// Most models one node may announce it wants to host split ([`SplitOffer::wants`]).
+pub const MAX_SPLIT_WANTS: usize = 4;
 /// A message's `seq` (its author's clock at sending) must be within this of the receiver's
 /// clock: recorded heartbeats of a departed node cannot be replayed to newcomers later, and a
 /// far-future `seq` cannot lock a node's real messages out.
@@ -83,6 +85,27 @@ pub struct Announcement {
     /// TCP services the node shares (`mesh share`), by name; sent in [`Extra`].
     #[serde(skip)]
     pub shares: Vec<String>,
+    /// What split serving reads of the node; sent in [`Extra`] (boxed: rarely set, and
+    /// every gossip message would carry its size).
+    #[serde(skip)]
+    pub split: Box<SplitOffer>,
+}
+
+/// What split serving needs to know of a member (`node::split`): whether it lends memory, how
+/// much and how fast, and which models it wants to host split (the election's candidates,
+/// `catalog::elect`). Absent (an older node): lends nothing, wants nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitOffer {
+    /// It lends memory to members' splits over `mesh/rpc/1` (`--split-worker`, or a node that
+    /// wants a split model and is not its host).
+    pub lends: bool,
+    /// Bytes it can give a model: its room for models less what its own models use.
+    pub free_memory_bytes: u64,
+    /// System memory bandwidth it measured, bytes per second (0: not measured).
+    pub memory_bandwidth: u64,
+    /// Models it was asked to serve that do not fit it alone: it is a candidate host of their
+    /// split (at most [`MAX_SPLIT_WANTS`]).
+    pub wants: Vec<String>,
 }
 
 /// Fields added after version 1, encoded after the `Message` in the signed body (see the
@@ -91,6 +114,32 @@ pub struct Announcement {
 pub struct Extra {
     /// [`Announcement::shares`].
     pub shares: Vec<String>,
+    /// [`Announcement::split`].
+    pub split: SplitOffer,
+}
+
+impl Extra {
+    /// Reads the fields present, in order; those a sender's older version did not send yet
+    /// (the bytes end before them) are their defaults.
+    fn read(mut rest: &[u8]) -> Result<Self, AnnounceError> {
+        Ok(Self {
+            shares: next_field(&mut rest)?,
+            split: next_field(&mut rest)?,
+        })
+    }
+}
+
+/// The next field of [`Extra`]: its default when no bytes are left, else decoded (an error
+/// when it is malformed).
+fn next_field<T: serde::de::DeserializeOwned + Default>(
+    rest: &mut &[u8],
+) -> Result<T, AnnounceError> {
+    if rest.is_empty() {
+        return Ok(T::default());
+    }
+    let (value, tail) = postcard::take_from_bytes(rest).map_err(|_| AnnounceError::Decode)?;
+    *rest = tail;
+    Ok(value)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -150,6 +199,7 @@ pub fn encode(key: &SecretKey, msg: &Message) -> Vec<u8> {
     if let Message::Announce(a) = msg {
         let extra = Extra {
             shares: a.shares.clone(),
+            split: (*a.split).clone(),
         };
         if extra != Extra::default() {
             body.extend(postcard::to_stdvec(&extra).unwrap_or_default());
@@ -180,8 +230,9 @@ pub fn decode(bytes: &[u8]) -> Result<Message, AnnounceError> {
         postcard::take_from_bytes(&env.body).map_err(|_| AnnounceError::Decode)?;
     if let Message::Announce(a) = &mut msg {
         if !rest.is_empty() {
-            let extra: Extra = postcard::from_bytes(rest).map_err(|_| AnnounceError::Decode)?;
+            let extra = Extra::read(rest)?;
             a.shares = extra.shares;
+            *a.split = extra.split;
         }
     }
     if msg.node() != env.signer {
@@ -223,6 +274,14 @@ fn check_limits(a: &Announcement) -> Result<(), AnnounceError> {
     }
     if !super::share::valid_list(&a.shares) {
         return Err(AnnounceError::Limit("shares"));
+    }
+    let wants = &a.split.wants;
+    if wants.len() > MAX_SPLIT_WANTS
+        || wants
+            .iter()
+            .any(|m| m.is_empty() || m.chars().count() > MAX_MODEL_CHARS)
+    {
+        return Err(AnnounceError::Limit("split wants"));
     }
     Ok(())
 }
@@ -268,6 +327,7 @@ pub(crate) mod tests {
             tokens_per_second: 0.0,
             addr: EndpointAddr::new(key.public()),
             shares: vec![],
+            split: Box::default(),
         }
     }
 
@@ -353,6 +413,61 @@ pub(crate) mod tests {
             body,
         };
         assert_eq!(decode(&postcard::to_stdvec(&env).unwrap()).unwrap(), plain);
+    }
+
+    #[test]
+    fn the_split_offer_travels_after_the_shares_and_old_and_new_nodes_read_each_other() {
+        let key = SecretKey::generate();
+        let mut a = announcement(&key, &[], 1);
+        *a.split = SplitOffer {
+            lends: true,
+            free_memory_bytes: 5 << 30,
+            memory_bandwidth: 20_000_000_000,
+            wants: vec!["big".into()],
+        };
+        let msg = Message::Announce(a.clone());
+        assert_eq!(decode(&encode(&key, &msg)).unwrap(), msg);
+        // A node whose Extra ends at the shares reads the shares and ignores the rest.
+        #[derive(Deserialize)]
+        struct SharesOnly {
+            shares: Vec<String>,
+        }
+        a.shares = vec!["db".into()];
+        let env: Envelope =
+            postcard::from_bytes(&encode(&key, &Message::Announce(a.clone()))).unwrap();
+        let (_, rest): (Message, &[u8]) = postcard::take_from_bytes(&env.body).unwrap();
+        let old: SharesOnly = postcard::from_bytes(rest).unwrap();
+        assert_eq!(old.shares, ["db"]);
+        // A message from such a node (shares, no split offer) reads as lending nothing.
+        let mut body = postcard::to_stdvec(&Message::Announce(a.clone())).unwrap();
+        body.extend(postcard::to_stdvec(&a.shares).unwrap());
+        let env = Envelope {
+            version: PROTOCOL_VERSION,
+            signer: key.public(),
+            signature: key.sign(&body),
+            body,
+        };
+        let Message::Announce(got) = decode(&postcard::to_stdvec(&env).unwrap()).unwrap() else {
+            panic!("an announcement")
+        };
+        assert_eq!(got.shares, ["db"]);
+        assert_eq!(*got.split, SplitOffer::default());
+    }
+
+    #[test]
+    fn too_many_or_bad_split_wants_are_dropped() {
+        let key = SecretKey::generate();
+        let mut a = announcement(&key, &[], 1);
+        a.split.wants = (0..=MAX_SPLIT_WANTS).map(|i| format!("m{i}")).collect();
+        assert_eq!(
+            decode(&encode(&key, &Message::Announce(a.clone()))),
+            Err(AnnounceError::Limit("split wants"))
+        );
+        a.split.wants = vec![String::new()];
+        assert_eq!(
+            decode(&encode(&key, &Message::Announce(a))),
+            Err(AnnounceError::Limit("split wants"))
+        );
     }
 
     #[test]

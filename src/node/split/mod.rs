@@ -1,18 +1,24 @@
-//! Split serving (`mesh serve --split N`, `--split-worker`): a model spread by layers over
-//! members, llama.cpp's RPC traffic carried by `mesh/rpc/1` (docs/PROTOCOL.md).
+//! Split serving: a model spread by layers over members, llama.cpp's RPC traffic carried by
+//! `mesh/rpc/1` (docs/PROTOCOL.md).
 //!
 //! - Worker ([`lend`]): the node answers `mesh/rpc/1` and starts its RPC server (a child, see
-//!   `child`) when a host first asks.
-//! - Host ([`host`]): a supervisor task. It plans (`catalog::split::plan`) from the members'
-//!   announced memory, asks each chosen worker to lend, exposes each as a loopback listener
-//!   (`mesh::net::rpc::listen`), and starts the model in a child process over those endpoints.
-//!   The child is one of the node's upstream engines (`http::upstream`): its model enters
-//!   routing when it answers, and leaves it when the split ends. A split ends when the child
-//!   exits (llama.cpp aborts when a worker vanishes) or a worker leaves the mesh; the child is
-//!   killed, streams in flight end with an error chunk, and the supervisor plans again (until
-//!   members enough are back, requests for the model get 503).
+//!   `child`) when a host first asks; it announces that it lends, and its free memory.
+//! - Host ([`host`]): a supervisor task. It plans (`catalog::split::plan`) from the lending
+//!   members' announced free memory, asks each chosen worker to lend, exposes each as a
+//!   loopback listener (`mesh::net::rpc::listen`), and starts the model in a child process
+//!   over those endpoints. The child is one of the node's upstream engines (`http::upstream`):
+//!   its model enters routing when it answers, and leaves it when the split ends. A split ends
+//!   when the child exits (llama.cpp aborts when a worker vanishes) or a worker leaves the
+//!   mesh; the child is killed, streams in flight end with an error chunk, and the supervisor
+//!   plans again over the members left (until members enough are back, requests for the model
+//!   get 503).
+//! - `--split N` makes this node the host of exactly N parts. A `--model` that does not fit
+//!   this node alone is split automatically ([`SplitConfig::elect`]): the node announces that
+//!   it wants the model split, lends its memory meanwhile, and hosts only when the members
+//!   that want the model elect it (`members::verdict`, `catalog::elect`).
 
 pub mod child;
+pub mod members;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,12 +28,13 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use self::child::{Child, HostArgs};
+use self::members::{lenders, short, verdict, Verdict};
 use super::Node;
 use crate::catalog::split::{plan, Member, Plan};
 use crate::catalog::{self, gguf};
 use crate::http::upstream::{self, Upstreams};
 use crate::mesh::net::rpc;
-use crate::mesh::{Mesh, MeshEvent};
+use crate::mesh::{Mesh, MeshEvent, SplitOffer};
 
 /// A worker that refused (or could not be reached) is left out of plans this long.
 pub const REFUSED_FOR: Duration = Duration::from_secs(30);
@@ -48,17 +55,60 @@ pub struct SplitConfig {
     pub ctx: Option<u32>,
     pub parallel: u32,
     pub threads: Option<u32>,
+    /// Automatic split (the model does not fit this node): host only when elected among the
+    /// members that want the model, lend memory otherwise. `false`: this node hosts (`--split`).
+    pub elect: bool,
 }
 
 /// Lends this node's memory to members' splits: its RPC server starts (once, again if it
-/// died) when a host asks. Needs a mesh.
-pub fn lend(node: &Node) -> anyhow::Result<()> {
+/// died) when a host asks. It announces so, with its free memory (its room for models less
+/// `used_bytes`, what its own models use) and its memory bandwidth. Needs a mesh.
+pub fn lend(node: &Node, used_bytes: u64) -> anyhow::Result<()> {
     let mesh = node
         .mesh
-        .as_ref()
+        .clone()
         .ok_or_else(|| anyhow::anyhow!("--split-worker needs a mesh"))?;
+    mesh.lend_memory(Some(lender()));
+    let free = catalog::available_memory().saturating_sub(used_bytes);
+    mesh.set_split_offer(SplitOffer {
+        lends: true,
+        free_memory_bytes: free,
+        ..SplitOffer::default()
+    });
+    tokio::spawn(async move {
+        let bandwidth = measure_bandwidth().await;
+        let mut offer = mesh.split_offer();
+        offer.memory_bandwidth = bandwidth;
+        mesh.set_split_offer(offer);
+    });
+    Ok(())
+}
+
+/// What `engines` use of this node's memory (their models' weights, buffers and KV caches), as
+/// the fit check counts it; a model whose header cannot be read counts as its file size.
+pub fn engines_need(engines: &[crate::engine::EngineConfig]) -> u64 {
+    engines
+        .iter()
+        .map(|e| match gguf::model_memory(&e.model_path) {
+            Ok(m) => m.need_bytes(e.ctx.unwrap_or_else(|| m.default_ctx()), e.parallel),
+            Err(_) => std::fs::metadata(&e.model_path).map_or(0, |f| f.len()),
+        })
+        .fold(0, u64::saturating_add)
+}
+
+/// This machine's memory bandwidth in bytes per second (cached in the mesh home after the
+/// first measurement, `catalog::bandwidth`); 0 when it cannot be measured.
+async fn measure_bandwidth() -> u64 {
+    let home = crate::util::home::mesh_home();
+    tokio::task::spawn_blocking(move || catalog::bandwidth::memory_bandwidth(&home))
+        .await
+        .map_or(0, |b| b.max(0.0) as u64)
+}
+
+/// Starts this node's RPC server when a host asks (once; again if it died).
+fn lender() -> rpc::LendFn {
     let server: Arc<tokio::sync::Mutex<Option<Child>>> = Arc::default();
-    let lender: rpc::LendFn = Arc::new(move || {
+    Arc::new(move || {
         let server = server.clone();
         Box::pin(async move {
             let mut slot = server.lock().await;
@@ -73,17 +123,18 @@ pub fn lend(node: &Node) -> anyhow::Result<()> {
             *slot = Some(c);
             Ok(addr)
         })
-    });
-    mesh.lend_memory(Some(lender));
-    Ok(())
+    })
 }
 
 /// Starts the supervisor that serves `cfg`'s model split over members. Needs a mesh.
 pub fn host(node: &mut Node, cfg: SplitConfig) -> anyhow::Result<()> {
-    let mesh = node
-        .mesh
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("--split needs a mesh"))?;
+    let task = supervisor(node.mesh.clone(), node, cfg)?;
+    node.servers.push(tokio::spawn(task.run()));
+    Ok(())
+}
+
+fn supervisor(mesh: Option<Mesh>, node: &Node, cfg: SplitConfig) -> anyhow::Result<Supervisor> {
+    let mesh = mesh.ok_or_else(|| anyhow::anyhow!("--split needs a mesh"))?;
     let meta = gguf::read_meta(&cfg.model_path)?;
     let layers = meta
         .block_count()
@@ -94,16 +145,14 @@ pub fn host(node: &mut Node, cfg: SplitConfig) -> anyhow::Result<()> {
         cfg.ctx.unwrap_or_else(|| memory.default_ctx()),
         cfg.parallel,
     );
-    let task = Supervisor {
+    Ok(Supervisor {
         mesh,
         upstreams: node.local.upstreams().clone(),
         cfg,
         layers,
         need,
         cancel: node.cancel.clone(),
-    };
-    node.servers.push(tokio::spawn(task.run()));
-    Ok(())
+    })
 }
 
 struct Supervisor {
@@ -121,12 +170,30 @@ impl Supervisor {
         let mut refused: HashMap<String, Instant> = HashMap::new();
         let mut index: Option<usize> = None;
         let mut last_problem = String::new();
+        if self.cfg.elect {
+            self.want().await;
+        }
         loop {
             // While it is split or being re-planned, the model answers 503, not 404.
             self.mesh.saw_model(&self.cfg.name);
             refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
+            if let Err(standby) = self.elected() {
+                if standby != last_problem {
+                    tracing::info!("not hosting the split of {}: {standby}", self.cfg.name);
+                    last_problem = standby;
+                }
+                if !self.wait_change(&mut roster).await {
+                    return;
+                }
+                continue;
+            }
             let outcome = match self.plan(&refused) {
-                Ok(p) => self.serve(p, &mut index, &mut refused).await,
+                Ok(p) => {
+                    self.lending(false);
+                    let served = self.serve(p, &mut index, &mut refused).await;
+                    self.lending(true);
+                    served
+                }
                 Err(e) => Err(e),
             };
             match outcome {
@@ -136,10 +203,8 @@ impl Supervisor {
                         tracing::warn!("cannot split {} yet: {problem}", self.cfg.name);
                         last_problem = problem;
                     }
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return,
-                        _ = roster.changed() => {}
-                        _ = tokio::time::sleep(PLAN_RETRY) => {}
+                    if !self.wait_change(&mut roster).await {
+                        return;
                     }
                     continue;
                 }
@@ -152,24 +217,69 @@ impl Supervisor {
         }
     }
 
-    fn plan(&self, refused: &HashMap<String, Instant>) -> Result<Plan, String> {
-        let me = Member {
+    /// Waits until the mesh changes, or [`PLAN_RETRY`]; false when the node stops.
+    async fn wait_change(&self, roster: &mut tokio::sync::watch::Receiver<u64>) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = roster.changed() => true,
+            _ = tokio::time::sleep(PLAN_RETRY) => true,
+        }
+    }
+
+    /// An automatic split: announces that this node wants the model split (a candidate host)
+    /// and lends its memory to whichever member is elected. The bandwidth is measured first:
+    /// the election reads it.
+    async fn want(&self) {
+        let bandwidth = measure_bandwidth().await;
+        self.mesh.lend_memory(Some(lender()));
+        self.mesh.set_split_offer(SplitOffer {
+            lends: true,
+            free_memory_bytes: catalog::available_memory(),
+            memory_bandwidth: bandwidth,
+            wants: vec![self.cfg.name.clone()],
+        });
+    }
+
+    /// An automatic split's host lends nothing while it hosts (its memory holds its share).
+    fn lending(&self, on: bool) {
+        if !self.cfg.elect {
+            return;
+        }
+        self.mesh.lend_memory(on.then(lender));
+        let mut offer = self.mesh.split_offer();
+        offer.lends = on;
+        self.mesh.set_split_offer(offer);
+    }
+
+    /// This node as the plan and the election see it.
+    fn me(&self) -> Member {
+        let offer = self.mesh.split_offer();
+        Member {
             id: self.mesh.node_id().to_string(),
-            free_bytes: catalog::available_memory(),
-            tokens_per_second: 0.0,
-        };
-        let others: Vec<Member> = self
-            .mesh
-            .peers()
-            .into_iter()
-            .filter(|p| !refused.contains_key(&p.node_id))
-            .map(|p| Member {
-                id: p.node_id,
-                free_bytes: p.memory_bytes,
-                tokens_per_second: p.tokens_per_second,
-            })
-            .collect();
-        plan(self.need, self.layers, &me, &others, self.cfg.parts).map_err(|e| e.to_string())
+            free_bytes: if self.cfg.elect {
+                offer.free_memory_bytes
+            } else {
+                catalog::available_memory()
+            },
+            tokens_per_second: self.mesh.own_announcement().tokens_per_second,
+            memory_bandwidth: offer.memory_bandwidth,
+        }
+    }
+
+    /// Whether this node hosts now: always with `--split`; when elected for an automatic split.
+    fn elected(&self) -> Result<(), String> {
+        if !self.cfg.elect {
+            return Ok(());
+        }
+        match verdict(&self.cfg.name, self.need, &self.me(), &self.mesh.peers()) {
+            Verdict::Host => Ok(()),
+            other => Err(format!("{other}; lending memory meanwhile")),
+        }
+    }
+
+    fn plan(&self, refused: &HashMap<String, Instant>) -> Result<Plan, String> {
+        let others = lenders(&self.mesh.peers(), |id| refused.contains_key(id));
+        plan(self.need, self.layers, &self.me(), &others, self.cfg.parts).map_err(|e| e.to_string())
     }
 
     /// Runs one split until it ends (`Ok(why)`), or fails to start it (`Err`).
@@ -211,7 +321,7 @@ impl Supervisor {
         let shares: Vec<String> = plan
             .workers
             .iter()
-            .map(|w| format!("{} layers on {}", w.layers, &w.id[..w.id.len().min(10)]))
+            .map(|w| format!("{} layers on {}", w.layers, short(&w.id)))
             .collect();
         tracing::info!(
             "splitting {}: {} layers here, {}",
@@ -238,7 +348,7 @@ impl Supervisor {
         let ended = tokio::select! {
             _ = self.cancel.cancelled() => "the node stops".to_owned(),
             status = engine.process.wait() => format!("its engine exited ({})", status.map_or_else(|e| e.to_string(), |s| s.to_string())),
-            id = worker_left(&self.mesh, &mut events, &workers) => format!("worker {} left the mesh", &id[..id.len().min(10)]),
+            id = worker_left(&self.mesh, &mut events, &workers) => format!("worker {} left the mesh", short(&id)),
         };
         split.cancel();
         let _ = engine.process.kill().await;

@@ -26,8 +26,9 @@ pub fn mesh_command(home: &Path) -> Command {
 }
 
 /// The caller's variables that would send a test's `mesh` elsewhere (relays, hub, tokens,
-/// offline mode, LAN addresses): removed from every command tests run.
-pub const CALLER_VARS: [&str; 9] = [
+/// offline mode, LAN addresses, memory): removed from every command tests run.
+pub const CALLER_VARS: [&str; 10] = [
+    "MESH_MEMORY_BYTES",
     "MESH_IROH_RELAY_CA",
     "MESH_RELAYS",
     "MESH_DEFAULT_IROH_RELAYS",

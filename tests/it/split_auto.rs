@@ -1,0 +1,136 @@
+//! Automatic split serving: nodes asked to serve a model that does not fit them alone (memory
+//! injected with `MESH_MEMORY_BYTES`) split it over the mesh without `--split`. The members
+//! that want the model elect its host (the one that can hold most of it), the others lend their
+//! memory; the split answers as the whole model does (greedy) on every member; when its worker
+//! is killed, the split is re-planned over the members left and the model is served again.
+
+use crate::common;
+use crate::split::{answer, greedy, serve, SPLIT_UP};
+
+use std::time::Duration;
+
+use common::*;
+
+const NAME: &str = "auto-split-model";
+
+/// The test model's memory need as the nodes count it (`--ctx 512 --parallel 1`).
+fn need() -> u64 {
+    mesh::catalog::gguf::model_memory(&model_path())
+        .expect("the test model's header")
+        .need_bytes(512, 1)
+}
+
+/// A `mesh serve` with `percent` of the model's need as its memory, joining `ticket`.
+fn node(home: &std::path::Path, percent: u64, ticket: Option<&str>) -> std::process::Command {
+    let mut cmd = serve(home);
+    cmd.env("MESH_MEMORY_BYTES", (need() * percent / 100).to_string())
+        .args(["--ctx", "512", "--parallel", "1"]);
+    if let Some(t) = ticket {
+        cmd.args(["--join", t]);
+    }
+    cmd
+}
+
+/// Whether the node at `base` lists the model.
+async fn lists(http: &reqwest::Client, base: &str) -> bool {
+    let v = get_json(http, &format!("{base}/v1/models")).await;
+    v["data"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|m| m["id"] == NAME))
+}
+
+/// The peers `api` knows that serve the model.
+async fn hosts_seen_by(http: &reqwest::Client, api: &str) -> Vec<String> {
+    let v = get_json(http, &format!("{api}/api/peers")).await;
+    v["peers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| {
+                    p["models"]
+                        .as_array()
+                        .is_some_and(|ms| ms.iter().any(|m| m["name"] == NAME))
+                })
+                .filter_map(|p| p["node_id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_too_big_for_its_nodes_is_split_over_the_mesh_by_the_elected_host_and_re_planned_when_its_worker_dies(
+) {
+    let whole = start(config()).await;
+    let expected = answer(&whole.http, &whole.base, &greedy(MODEL, 48, false)).await;
+    whole.node.shutdown().await;
+    assert!(!expected.is_empty());
+
+    let home = temp_home();
+    // C lends memory (half of the need); A and B want the model, neither can hold it alone.
+    let mut c = node(&home.path().join("c"), 50, None);
+    c.arg("--split-worker");
+    let mut c = MeshProcess::start_async(c).await;
+    let ticket = c.value("ticket");
+    let want = |dir: &str, percent: u64| {
+        let mut cmd = node(&home.path().join(dir), percent, Some(&ticket));
+        cmd.arg("--model")
+            .arg(model_path())
+            .args(["--model-name", NAME]);
+        cmd
+    };
+    let a = MeshProcess::start_async(want("a", 45)).await;
+    let b = MeshProcess::start_async(want("b", 65)).await;
+    let b_id = b.value("node id");
+
+    // B can hold most of the model: it is elected, and splits with the lender that has most
+    // free memory (C: 65 % + 50 % ≥ 100 %). A routes to it.
+    let http = http_client();
+    eventually(SPLIT_UP, "the model to be split and served", || {
+        let (http, base) = (http.clone(), b.base());
+        async move { lists(&http, &base).await }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "A to see B, and only B, serve it",
+        || {
+            let (http, api, b_id) = (http.clone(), a.api(), b_id.clone());
+            async move { hosts_seen_by(&http, &api).await == [b_id] }
+        },
+    )
+    .await;
+    let got = answer(&http, &b.base(), &greedy(NAME, 48, false)).await;
+    assert_eq!(got, expected, "split and whole greedy answers differ");
+    let via_a = answer(&http, &a.base(), &greedy(NAME, 48, false)).await;
+    assert_eq!(
+        via_a, expected,
+        "a member that wants the model is answered by the split"
+    );
+
+    // The worker dies: the split ends, and is re-planned over B and A (65 % + 45 %).
+    c.kill();
+    eventually(
+        Duration::from_secs(60),
+        "the split to end when its worker died",
+        || {
+            let (http, base) = (http.clone(), b.base());
+            async move { !lists(&http, &base).await }
+        },
+    )
+    .await;
+    eventually(
+        SPLIT_UP,
+        "the model to be served again over A and B",
+        || {
+            let (http, base) = (http.clone(), b.base());
+            async move { lists(&http, &base).await }
+        },
+    )
+    .await;
+    let again = answer(&http, &b.base(), &greedy(NAME, 48, false)).await;
+    assert_eq!(
+        again, expected,
+        "the re-planned split answers as the whole model"
+    );
+    drop((a, b));
+}
