@@ -416,6 +416,27 @@ impl Auto {
 /// heartbeat. A failure leaves the node in the mesh as a client.
 async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
     let started = Instant::now();
+    // A model too big for this node alone is split over the mesh's members instead.
+    match serve::auto_split(&args, &model).await {
+        Ok(Some(cfg)) => {
+            let name = cfg.name.clone();
+            match node.serve_split(cfg) {
+                Ok(()) => println!(
+                    "auto: {name} is served split over members with free memory once the mesh \
+                     has enough (the members that want it elect its host)"
+                ),
+                Err(e) => {
+                    eprintln!("error: cannot split {name}: {e:#}; staying in the mesh as a client")
+                }
+            }
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("error: cannot serve {model}: {e:#}; staying in the mesh as a client");
+            return;
+        }
+    }
     let loaded = async {
         let cfg = serve::engine_config(&args, &model).await?;
         load_engine(cfg).await

@@ -87,23 +87,52 @@ async fn split_config(args: &ServeArgs) -> anyhow::Result<Option<crate::node::sp
         "--split serves one --model (and no --upstream)"
     );
     let model = catalog::resolve(&args.models[0], &args.hub.resolve_options()).await?;
-    if auto {
-        let memory = model.memory().context("reading the model's memory needs")?;
-        let room = catalog::available_memory();
-        match catalog::plan_context(&memory, args.ctx, args.parallel, room) {
-            Ok(_) => return Ok(None),
-            Err(e) => println!("{e}: serving it split over the mesh's members instead"),
+    if auto && fits_here(args, &model)? {
+        return Ok(None);
+    }
+    Ok(Some(split_of(args, model, auto)))
+}
+
+/// Whether `model` fits this node's memory as `args` would serve it; says why not.
+fn fits_here(args: &ServeArgs, model: &catalog::ResolvedModel) -> anyhow::Result<bool> {
+    let memory = model.memory().context("reading the model's memory needs")?;
+    let room = catalog::available_memory();
+    match catalog::plan_context(&memory, args.ctx, args.parallel, room) {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            println!("{e}: serving it split over the mesh's members instead");
+            Ok(false)
         }
     }
-    Ok(Some(crate::node::split::SplitConfig {
+}
+
+fn split_of(
+    args: &ServeArgs,
+    model: catalog::ResolvedModel,
+    elect: bool,
+) -> crate::node::split::SplitConfig {
+    crate::node::split::SplitConfig {
         name: args.model_name.clone().unwrap_or(model.name),
         model_path: model.path,
         parts: args.split.map(|n| n as usize),
         ctx: args.ctx,
         parallel: args.parallel,
         threads: args.threads,
-        elect: auto,
-    }))
+        elect,
+    }
+}
+
+/// `mesh --auto`: the automatic split of `spec` when it does not fit this node alone (`None`:
+/// it fits, load it here).
+pub(crate) async fn auto_split(
+    args: &ServeArgs,
+    spec: &str,
+) -> anyhow::Result<Option<crate::node::split::SplitConfig>> {
+    let model = catalog::resolve(spec, &args.hub.resolve_options()).await?;
+    if fits_here(args, &model)? {
+        return Ok(None);
+    }
+    Ok(Some(split_of(args, model, true)))
 }
 
 /// Longest the banner waits for the home relay, so that the ticket it prints names it.

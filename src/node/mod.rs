@@ -193,6 +193,7 @@ impl Node {
         ServeLater {
             local: self.local.clone(),
             mesh: self.mesh.clone(),
+            cancel: self.cancel.clone(),
         }
     }
 
@@ -221,6 +222,8 @@ impl Node {
 pub struct ServeLater {
     local: LocalSlot,
     mesh: Option<Mesh>,
+    /// The node's: a split served later stops with it (`split::ServeLater::serve_split`).
+    cancel: CancellationToken,
 }
 
 impl ServeLater {

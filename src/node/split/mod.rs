@@ -128,12 +128,29 @@ fn lender() -> rpc::LendFn {
 
 /// Starts the supervisor that serves `cfg`'s model split over members. Needs a mesh.
 pub fn host(node: &mut Node, cfg: SplitConfig) -> anyhow::Result<()> {
-    let task = supervisor(node.mesh.clone(), node, cfg)?;
+    let upstreams = node.local.upstreams().clone();
+    let task = supervisor(node.mesh.clone(), upstreams, node.cancel.clone(), cfg)?;
     node.servers.push(tokio::spawn(task.run()));
     Ok(())
 }
 
-fn supervisor(mesh: Option<Mesh>, node: &Node, cfg: SplitConfig) -> anyhow::Result<Supervisor> {
+impl super::ServeLater {
+    /// [`host`] for a node started already (`mesh --auto`, whose model turned out not to fit
+    /// this node alone); the split stops with the node.
+    pub fn serve_split(&self, cfg: SplitConfig) -> anyhow::Result<()> {
+        let upstreams = self.local.upstreams().clone();
+        let task = supervisor(self.mesh.clone(), upstreams, self.cancel.clone(), cfg)?;
+        tokio::spawn(task.run());
+        Ok(())
+    }
+}
+
+fn supervisor(
+    mesh: Option<Mesh>,
+    upstreams: Upstreams,
+    cancel: CancellationToken,
+    cfg: SplitConfig,
+) -> anyhow::Result<Supervisor> {
     let mesh = mesh.ok_or_else(|| anyhow::anyhow!("--split needs a mesh"))?;
     let meta = gguf::read_meta(&cfg.model_path)?;
     let layers = meta
@@ -147,11 +164,11 @@ fn supervisor(mesh: Option<Mesh>, node: &Node, cfg: SplitConfig) -> anyhow::Resu
     );
     Ok(Supervisor {
         mesh,
-        upstreams: node.local.upstreams().clone(),
+        upstreams,
         cfg,
         layers,
         need,
-        cancel: node.cancel.clone(),
+        cancel,
     })
 }
 
