@@ -146,4 +146,8 @@ async fn a_worker_killed_mid_stream_ends_the_stream_with_an_error_and_the_model_
     let status = r.status().as_u16();
     let body: Value = r.json().await.expect("JSON error");
     assert_eq!(status, 503, "{body}");
+    // A clear reason: no node serves it now (not "not found", not an engine failure).
+    assert_eq!(body["error"]["code"], "model_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("serves model"), "{body}");
 }

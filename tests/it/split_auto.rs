@@ -134,3 +134,50 @@ async fn a_model_too_big_for_its_nodes_is_split_over_the_mesh_by_the_elected_hos
     );
     drop((a, b));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_with_a_model_too_big_for_it_joins_a_mesh_and_serves_the_model_split_over_a_lender() {
+    let relay = start_relay().await;
+    let url = relay.url.to_string();
+    let home = temp_home();
+    // A published mesh that wants the model, whose one node lends memory (60 % of the need).
+    let mut lender = node(&home.path().join("lender"), 60, None);
+    lender.args([
+        "--split-worker",
+        "--public",
+        "--publish",
+        "--relay",
+        &url,
+        "--want",
+        NAME,
+    ]);
+    let _lender = MeshProcess::start_async(lender).await;
+    eventually(Duration::from_secs(30), "the lender's offer", || {
+        let relay = relay.url.clone();
+        async move {
+            let q = mesh::discovery::nostr_io::Query::default();
+            let now = mesh::util::time::unix_secs();
+            !mesh::discovery::nostr_io::fetch_offers(&[relay], &q, now)
+                .await
+                .offers
+                .is_empty()
+        }
+    })
+    .await;
+    // `mesh --auto --model` on a node with 60 % of the need: it joins, and splits the model.
+    let mut auto = node(&home.path().join("auto"), 60, None);
+    auto.args(["--auto", "--relay", &url, "--model"])
+        .arg(model_path())
+        .args(["--model-name", NAME]);
+    let auto = MeshProcess::start_async(auto).await;
+    let joined = auto.lines.iter().any(|l| l.starts_with("auto: joining"));
+    assert!(joined, "{:?}", auto.lines);
+    let http = http_client();
+    eventually(SPLIT_UP, "the model to be split and served", || {
+        let (http, base) = (http.clone(), auto.base());
+        async move { lists(&http, &base).await }
+    })
+    .await;
+    let text = answer(&http, &auto.base(), &greedy(NAME, 16, false)).await;
+    assert!(!text.is_empty());
+}
