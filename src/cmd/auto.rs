@@ -422,8 +422,8 @@ async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
             let name = cfg.name.clone();
             match node.serve_split(cfg) {
                 Ok(()) => println!(
-                    "auto: {name} is served split over members with free memory once the mesh \
-                     has enough (the members that want it elect its host)"
+                    "auto: {name} is served split over members that lend memory (--split-worker) \
+                     once the mesh has enough (the members that want it elect its host)"
                 ),
                 Err(e) => {
                     eprintln!("error: cannot split {name}: {e:#}; staying in the mesh as a client")

@@ -45,9 +45,8 @@ pub async fn run(mut args: ServeArgs) -> anyhow::Result<()> {
         crate::node::split::host(&mut node, cfg)?;
         if elect {
             println!(
-                "{name} is served split over members with free memory (--split-worker, or \
-                 members that want it too) once the mesh has enough; the members that want it \
-                 elect its host, the others lend their memory"
+                "{name} is served split over members that lend memory (--split-worker) once the \
+                 mesh has enough; the members that want it elect its host"
             );
         } else {
             println!(
@@ -119,6 +118,7 @@ fn split_of(
         parallel: args.parallel,
         threads: args.threads,
         elect,
+        lend: args.split_worker,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Automatic split serving: nodes asked to serve a model that does not fit them alone (memory
 //! injected with `MESH_MEMORY_BYTES`) split it over the mesh without `--split`. The members
-//! that want the model elect its host (the one that can hold most of it), the others lend their
-//! memory; the split answers as the whole model does (greedy) on every member; when its worker
+//! that want the model elect its host (the one that can hold most of it); one that is not
+//! elected and runs with `--split-worker` lends its memory; the split answers as the whole model does (greedy) on every member; when its worker
 //! is killed, the split is re-planned over the members left and the model is served again.
 
 use crate::common;
@@ -78,7 +78,10 @@ async fn a_model_too_big_for_its_nodes_is_split_over_the_mesh_by_the_elected_hos
             .args(["--model-name", NAME]);
         cmd
     };
-    let a = MeshProcess::start_async(want("a", 45)).await;
+    // A also lends (`--split-worker`) while it is not the host; B does not.
+    let mut a = want("a", 45);
+    a.arg("--split-worker");
+    let a = MeshProcess::start_async(a).await;
     let b = MeshProcess::start_async(want("b", 65)).await;
     let b_id = b.value("node id");
 

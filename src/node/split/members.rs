@@ -2,6 +2,9 @@
 //! node is the one that hosts an automatic split (`catalog::elect` over the announcements read
 //! through the peer table, `Mesh::peers`).
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use crate::catalog::elect::elect;
 use crate::catalog::split::Member;
 use crate::mesh::PeerView;
@@ -50,8 +53,15 @@ impl std::fmt::Display for Verdict {
 }
 
 /// The election as this node sees it: the candidates are `me` and the peers that announce
-/// they want `model` split; a peer serving `model` already settles it.
-pub fn verdict(model: &str, need: u64, me: &Member, peers: &[PeerView]) -> Verdict {
+/// they want `model` split, except those in `passed_over` (elected before and did not serve
+/// it); a peer serving `model` already settles it.
+pub fn verdict(
+    model: &str,
+    need: u64,
+    me: &Member,
+    peers: &[PeerView],
+    passed_over: impl Fn(&str) -> bool,
+) -> Verdict {
     if let Some(p) = peers
         .iter()
         .find(|p| p.models.iter().any(|m| m.name == model))
@@ -60,7 +70,8 @@ pub fn verdict(model: &str, need: u64, me: &Member, peers: &[PeerView]) -> Verdi
     }
     let mut wanting: Vec<Member> = peers
         .iter()
-        .filter(|p| p.node_id != me.id && p.split.wants.iter().any(|w| w == model))
+        .filter(|p| p.node_id != me.id && !passed_over(&p.node_id))
+        .filter(|p| p.split.wants.iter().any(|w| w == model))
         .map(member)
         .collect();
     wanting.push(me.clone());
@@ -68,6 +79,56 @@ pub fn verdict(model: &str, need: u64, me: &Member, peers: &[PeerView]) -> Verdi
         Some(m) if m.id == me.id => Verdict::Host,
         Some(m) => Verdict::Elected(m.id.clone()),
         None => Verdict::NoCandidate,
+    }
+}
+
+/// An elected host that has not served the model this long after its election is passed
+/// over (left out of this node's elections for [`PASSED_OVER_FOR`]): a member that claims
+/// much memory but never hosts cannot hold the model back. Generous: a split's first load
+/// on slow machines takes minutes.
+pub const HOST_GRACE: Duration = Duration::from_secs(300);
+pub const PASSED_OVER_FOR: Duration = Duration::from_secs(3600);
+
+/// What this node remembers of the elections it saw (see [`HOST_GRACE`]).
+#[derive(Debug, Default)]
+pub struct Election {
+    /// The member elected now, and since when (while it does not serve the model).
+    waiting_for: Option<(String, Instant)>,
+    /// Members passed over, and since when.
+    passed_over: HashMap<String, Instant>,
+}
+
+impl Election {
+    /// Drops members passed over longer than [`PASSED_OVER_FOR`] ago.
+    pub fn forget(&mut self, now: Instant) {
+        self.passed_over
+            .retain(|_, at| now.saturating_duration_since(*at) < PASSED_OVER_FOR);
+    }
+
+    pub fn is_passed_over(&self, id: &str) -> bool {
+        self.passed_over.contains_key(id)
+    }
+
+    /// Notes the verdict at `now`; the member passed over now, if any (elected for
+    /// [`HOST_GRACE`] without serving the model).
+    pub fn observe(&mut self, verdict: &Verdict, now: Instant) -> Option<String> {
+        let Verdict::Elected(id) = verdict else {
+            self.waiting_for = None;
+            return None;
+        };
+        let since = match &self.waiting_for {
+            Some((who, at)) if who == id => *at,
+            _ => {
+                self.waiting_for = Some((id.clone(), now));
+                now
+            }
+        };
+        if now.saturating_duration_since(since) < HOST_GRACE {
+            return None;
+        }
+        self.waiting_for = None;
+        self.passed_over.insert(id.clone(), now);
+        Some(id.clone())
     }
 }
 
@@ -114,6 +175,10 @@ mod tests {
         }
     }
 
+    fn none(_: &str) -> bool {
+        false
+    }
+
     fn me(free: u64) -> Member {
         Member {
             id: "m".into(),
@@ -145,21 +210,67 @@ mod tests {
             peer("b", 900, true, &[], &[]),
         ];
         // b has more memory but does not want the model: it is no candidate.
-        assert_eq!(verdict("big", 1600, &me(500), &peers), Verdict::Host);
+        assert_eq!(verdict("big", 1600, &me(500), &peers, none), Verdict::Host);
         assert_eq!(
-            verdict("big", 1600, &me(200), &peers),
+            verdict("big", 1600, &me(200), &peers, none),
             Verdict::Elected("a".into())
         );
         // Wanting another model does not count.
-        assert_eq!(verdict("other", 1600, &me(200), &peers), Verdict::Host);
-        assert_eq!(verdict("big", 1600, &me(0), &[]), Verdict::NoCandidate);
+        assert_eq!(
+            verdict("other", 1600, &me(200), &peers, none),
+            Verdict::Host
+        );
+        assert_eq!(
+            verdict("big", 1600, &me(0), &[], none),
+            Verdict::NoCandidate
+        );
+    }
+
+    #[test]
+    fn a_member_passed_over_is_no_candidate_so_a_liar_cannot_hold_the_model_back() {
+        // "a" claims the most memory and wants the model, but never serves it.
+        let peers = [
+            peer("a", 1600, true, &["big"], &[]),
+            peer("b", 700, true, &["big"], &[]),
+        ];
+        assert_eq!(
+            verdict("big", 1600, &me(500), &peers, none),
+            Verdict::Elected("a".into())
+        );
+        assert_eq!(
+            verdict("big", 1600, &me(500), &peers, |id| id == "a"),
+            Verdict::Elected("b".into())
+        );
+        assert_eq!(
+            verdict("big", 1600, &me(500), &peers, |id| id != "m"),
+            Verdict::Host
+        );
+    }
+
+    #[test]
+    fn an_elected_member_that_does_not_serve_within_the_grace_is_passed_over_for_a_while() {
+        let t = Instant::now();
+        let mut e = Election::default();
+        let a = Verdict::Elected("a".into());
+        assert_eq!(e.observe(&a, t), None);
+        assert_eq!(e.observe(&a, t + HOST_GRACE / 2), None);
+        // Serving it (or another verdict) restarts the wait.
+        assert_eq!(
+            e.observe(&Verdict::ServedBy("a".into()), t + HOST_GRACE / 2),
+            None
+        );
+        assert_eq!(e.observe(&a, t + HOST_GRACE), None);
+        assert_eq!(e.observe(&a, t + 2 * HOST_GRACE), Some("a".into()));
+        assert!(e.is_passed_over("a") && !e.is_passed_over("b"));
+        e.forget(t + 2 * HOST_GRACE + PASSED_OVER_FOR);
+        assert!(!e.is_passed_over("a"));
     }
 
     #[test]
     fn a_model_served_already_is_not_split_again() {
         let peers = [peer("s", 0, false, &[], &["big"])];
         assert_eq!(
-            verdict("big", 1600, &me(900), &peers),
+            verdict("big", 1600, &me(900), &peers, none),
             Verdict::ServedBy("s".into())
         );
     }

@@ -14,8 +14,8 @@
 //!   get 503).
 //! - `--split N` makes this node the host of exactly N parts. A `--model` that does not fit
 //!   this node alone is split automatically ([`SplitConfig::elect`]): the node announces that
-//!   it wants the model split, lends its memory meanwhile, and hosts only when the members
-//!   that want the model elect it (`members::verdict`, `catalog::elect`).
+//!   it wants the model split (with `--split-worker` it lends its memory meanwhile), and hosts
+//!   only when the members that want the model elect it (`members::verdict`, `catalog::elect`).
 
 pub mod child;
 pub mod members;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use self::child::{Child, HostArgs};
-use self::members::{lenders, short, verdict, Verdict};
+use self::members::{lenders, short, verdict, Election, Verdict, HOST_GRACE};
 use super::Node;
 use crate::catalog::split::{plan, Member, Plan};
 use crate::catalog::{self, gguf};
@@ -58,6 +58,9 @@ pub struct SplitConfig {
     /// Automatic split (the model does not fit this node): host only when elected among the
     /// members that want the model, lend memory otherwise. `false`: this node hosts (`--split`).
     pub elect: bool,
+    /// The node also lends its memory (`--split-worker`): an automatic split's candidate lends
+    /// to the elected host meanwhile, and stops lending while it hosts.
+    pub lend: bool,
 }
 
 /// Lends this node's memory to members' splits: its RPC server starts (once, again if it
@@ -187,6 +190,7 @@ impl Supervisor {
         let mut refused: HashMap<String, Instant> = HashMap::new();
         let mut index: Option<usize> = None;
         let mut last_problem = String::new();
+        let mut election = Election::default();
         if self.cfg.elect {
             self.want().await;
         }
@@ -194,7 +198,7 @@ impl Supervisor {
             // While it is split or being re-planned, the model answers 503, not 404.
             self.mesh.saw_model(&self.cfg.name);
             refused.retain(|_, at| at.elapsed() < REFUSED_FOR);
-            if let Err(standby) = self.elected() {
+            if let Err(standby) = self.elected(&mut election) {
                 if standby != last_problem {
                     tracing::info!("not hosting the split of {}: {standby}", self.cfg.name);
                     last_problem = standby;
@@ -243,23 +247,26 @@ impl Supervisor {
         }
     }
 
-    /// An automatic split: announces that this node wants the model split (a candidate host)
-    /// and lends its memory to whichever member is elected. The bandwidth is measured first:
-    /// the election reads it.
+    /// An automatic split: announces that this node wants the model split (a candidate host),
+    /// and with `--split-worker` lends its memory to whichever member is elected. Lending stays
+    /// opt-in (docs/SECURITY.md). The bandwidth is measured first: the election reads it.
     async fn want(&self) {
         let bandwidth = measure_bandwidth().await;
-        self.mesh.lend_memory(Some(lender()));
+        if self.cfg.lend {
+            self.mesh.lend_memory(Some(lender()));
+        }
         self.mesh.set_split_offer(SplitOffer {
-            lends: true,
+            lends: self.cfg.lend,
             free_memory_bytes: catalog::available_memory(),
             memory_bandwidth: bandwidth,
             wants: vec![self.cfg.name.clone()],
         });
     }
 
-    /// An automatic split's host lends nothing while it hosts (its memory holds its share).
+    /// A host that also lends (`--split-worker`) lends nothing while it hosts (its memory holds
+    /// its share).
     fn lending(&self, on: bool) {
-        if !self.cfg.elect {
+        if !self.cfg.lend {
             return;
         }
         self.mesh.lend_memory(on.then(lender));
@@ -284,11 +291,28 @@ impl Supervisor {
     }
 
     /// Whether this node hosts now: always with `--split`; when elected for an automatic split.
-    fn elected(&self) -> Result<(), String> {
+    fn elected(&self, election: &mut Election) -> Result<(), String> {
         if !self.cfg.elect {
             return Ok(());
         }
-        match verdict(&self.cfg.name, self.need, &self.me(), &self.mesh.peers()) {
+        let now = Instant::now();
+        election.forget(now);
+        let v = verdict(
+            &self.cfg.name,
+            self.need,
+            &self.me(),
+            &self.mesh.peers(),
+            |id| election.is_passed_over(id),
+        );
+        if let Some(id) = election.observe(&v, now) {
+            tracing::warn!(
+                "{} was elected to host {} {}s ago and does not serve it: passing it over",
+                short(&id),
+                self.cfg.name,
+                HOST_GRACE.as_secs()
+            );
+        }
+        match v {
             Verdict::Host => Ok(()),
             other => Err(format!("{other}; lending memory meanwhile")),
         }
