@@ -680,7 +680,8 @@ pub struct ServeArgs {
 
     /// Serve --model split by layers over N members (this node and N-1 that run with
     /// --split-worker), llama.cpp's RPC traffic carried only over the mesh. The model is
-    /// served once enough members are present, and re-planned when one leaves.
+    /// served once enough members are present, and re-planned when one leaves. Without
+    /// --split, a --model too big for this node is split automatically over the mesh it joins.
     #[arg(long, value_name = "N", requires = "models", value_parser = clap::value_parser!(u32).range(2..=17))]
     pub split: Option<u32>,
 
