@@ -76,6 +76,13 @@ bench-prefix:
     scripts/fetch-test-model.sh
     cargo run --release --example bench_prefix -- "$MESH_TEST_MODEL" 5
 
+# The same over HTTP against llama.cpp's llama-server and its prompt cache (built by
+# scripts/build-llama-server.sh; docs/BENCHMARKS.md).
+bench-prefix-http:
+    scripts/fetch-test-model.sh
+    cargo build --release
+    python3 scripts/bench_prefix_http.py --mesh target/release/mesh --llama-server "$(scripts/build-llama-server.sh)" --model "$MESH_TEST_MODEL"
+
 # Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
 bench-score:
     cargo run --release --example bench_score -- 10000 50

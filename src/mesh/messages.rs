@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::net::{membership, msg};
-use super::proto::announce::{self, Message};
 use super::state::inbox::InboxMessage;
-use super::{Mesh, MeshEvent, Shared, LEAVE_FLUSH};
+use super::{Mesh, MeshEvent, Shared};
 
 /// How sending to one member went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,14 +99,7 @@ impl Mesh {
         if self.has_left() {
             return 0;
         }
-        let leave = Message::Leave {
-            node: self.node_id(),
-            seq: crate::util::time::unix_micros(),
-        };
-        let bytes = announce::encode(&self.shared.secret_key, &leave);
-        if self.sender.broadcast(bytes.into()).await.is_ok() {
-            tokio::time::sleep(LEAVE_FLUSH).await;
-        }
+        self.broadcast_leave().await;
         // Gate first: membership drops what it receives from then on, before it stops.
         self.shared.gate.close_all();
         self.membership_stop.cancel();

@@ -25,6 +25,8 @@ mod messages;
 pub mod net;
 pub mod proto;
 mod shares;
+#[cfg(test)]
+mod stall_tests;
 pub mod state;
 mod view;
 
@@ -142,6 +144,8 @@ pub(crate) struct Shared {
     shares: net::tcp_share::Shares,
     /// `mesh/rpc/1`'s worker side: lends this node's memory to splits (`--split-worker`).
     rpc: net::rpc::RpcServer,
+    /// Times this node's gossip stalled and was freed (`net::stall`).
+    gossip_stalls: std::sync::atomic::AtomicU64,
     /// What this node announces to split serving (`node::split`).
     split_offer: Mutex<SplitOffer>,
 }
@@ -322,6 +326,7 @@ impl Mesh {
             inbox_seq: watch::channel(0).0,
             shares,
             rpc,
+            gossip_stalls: Default::default(),
             split_offer: Mutex::default(),
         });
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
@@ -487,6 +492,14 @@ impl Mesh {
         self.shared.lookup.get_endpoint_info(id).is_some()
     }
 
+    /// Times this node's gossip stalled (a neighbour stopped reading) and was freed by closing
+    /// its gossip connections (`net::stall`).
+    pub fn gossip_stalls(&self) -> u64 {
+        self.shared
+            .gossip_stalls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// This node's gossip sender, to play a hostile member in tests (send junk on the topic).
     #[doc(hidden)]
     pub fn gossip_sender_for_tests(&self) -> iroh_gossip::api::GossipSender {
@@ -576,17 +589,27 @@ impl Mesh {
         Ok(n)
     }
 
-    /// Graceful leave: tells peers, then closes the endpoint.
-    pub async fn shutdown(&self) {
+    /// Tells the peers this node leaves, and gives the message a moment to leave the socket
+    /// (gossip sends asynchronously). A stalled gossip actor cannot hold it up.
+    async fn broadcast_leave(&self) {
         let leave = Message::Leave {
             node: self.node_id(),
             seq: crate::util::time::unix_micros(),
         };
         let bytes = announce::encode(&self.shared.secret_key, &leave);
-        if self.sender.broadcast(bytes.into()).await.is_ok() {
-            // Gossip sends asynchronously; give the message a moment to leave the socket.
+        let sent = tokio::time::timeout(
+            net::stall::GOSSIP_STALL,
+            self.sender.broadcast(bytes.into()),
+        )
+        .await;
+        if matches!(sent, Ok(Ok(()))) {
             tokio::time::sleep(LEAVE_FLUSH).await;
         }
+    }
+
+    /// Graceful leave: tells peers, then closes the endpoint.
+    pub async fn shutdown(&self) {
+        self.broadcast_leave().await;
         self.abort().await;
     }
 

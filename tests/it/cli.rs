@@ -6,7 +6,9 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{mesh_command, model_path, temp_home, MeshProcess, SseReader, MODEL};
+use common::{
+    mesh_command, model_path, serve_test_model, temp_home, MeshProcess, SseReader, MODEL,
+};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -25,22 +27,7 @@ fn mesh(home: &TempDir) -> Command {
 /// Starts `mesh serve` on free ports and reads the API address from its startup lines.
 fn serve() -> Served {
     let home = temp_home();
-    let mut cmd = mesh(&home);
-    cmd.args(["serve", "--model"]).arg(model_path()).args([
-        "--port",
-        "0",
-        "--api-port",
-        "0",
-        "--ctx",
-        "256",
-        "--threads",
-        "1",
-        "--parallel",
-        "2",
-        "--ephemeral",
-        "--mesh-bind",
-        "127.0.0.1:0",
-    ]);
+    let cmd = serve_test_model(home.path());
     let proc = MeshProcess::start(cmd)
         .unwrap_or_else(|lines| panic!("no startup output naming the API address: {lines:?}"));
     let base = proc.base();

@@ -16,22 +16,7 @@ const JOIN_WITHIN: Duration = Duration::from_secs(20);
 #[test]
 fn the_official_ollama_python_client_lists_models_chats_and_generates() {
     let home = temp_home();
-    let mut cmd = mesh_command(home.path());
-    cmd.args(["serve", "--model"]).arg(model_path()).args([
-        "--port",
-        "0",
-        "--api-port",
-        "0",
-        "--ctx",
-        "256",
-        "--threads",
-        "1",
-        "--parallel",
-        "2",
-        "--ephemeral",
-        "--mesh-bind",
-        "127.0.0.1:0",
-    ]);
+    let cmd = serve_test_model(home.path());
     let proc = MeshProcess::start(cmd)
         .unwrap_or_else(|lines| panic!("no startup output naming the API address: {lines:?}"));
     let out = Command::new("python3")

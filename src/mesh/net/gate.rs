@@ -161,6 +161,23 @@ impl Gate {
         })
     }
 
+    /// Closes every tracked connection on `alpn` (all of gossip's, when its actor stalled:
+    /// `net::stall`); returns how many.
+    pub fn close_alpn(&self, alpn: &[u8], code: u32, reason: &[u8]) -> usize {
+        let conns: Vec<Connection> = self.with(|g| {
+            g.conns
+                .values()
+                .flatten()
+                .filter_map(WeakConnectionHandle::upgrade)
+                .filter(|c| c.alpn() == alpn && c.close_reason().is_none())
+                .collect()
+        });
+        for c in &conns {
+            c.close(code.into(), reason);
+        }
+        conns.len()
+    }
+
     /// Entries in each table: admitted, banned, nodes with tracked connections.
     pub fn sizes(&self) -> [usize; 3] {
         self.with(|g| [g.admitted.len(), g.banned.len(), g.conns.len()])

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
 use tokio_util::sync::CancellationToken;
 
+use super::stall;
 use crate::mesh::proto::announce::{self, Message};
 use crate::mesh::state::flood::{Verdict, BAN};
 use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
@@ -40,7 +41,8 @@ pub(crate) async fn run(
             _ = shared.announce_now.notified() => heartbeat.reset_immediately(),
             _ = heartbeat.tick() => {
                 let msg = Message::Announce(shared.announcement());
-                if let Err(e) = sender.broadcast(announce::encode(&shared.secret_key, &msg).into()).await {
+                let bytes = announce::encode(&shared.secret_key, &msg).into();
+                if let Err(e) = stall::broadcast(&shared, &sender, bytes).await {
                     tracing::warn!("cannot broadcast heartbeat: {e}");
                 }
                 refresh_paths(&shared);

@@ -26,6 +26,7 @@ pub mod ping;
 pub mod report;
 pub mod rpc;
 pub mod splice;
+pub(crate) mod stall;
 pub mod tcp_share;
 pub mod tunnel;
 pub mod tunnel_server;

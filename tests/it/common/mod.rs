@@ -7,7 +7,7 @@ pub mod hub;
 pub mod lab;
 pub mod process;
 
-pub use process::{mesh_command, temp_home, MeshProcess};
+pub use process::{mesh_command, serve_test_model, temp_home, MeshProcess};
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;

@@ -25,6 +25,18 @@ pub fn mesh_command(home: &Path) -> Command {
     cmd
 }
 
+/// `mesh serve` of the test model as most tests run it: free ports, a small context, one
+/// thread, two slots, no identity kept, the mesh endpoint on loopback.
+pub fn serve_test_model(home: &Path) -> Command {
+    let mut cmd = mesh_command(home);
+    cmd.args(["serve", "--model"])
+        .arg(super::model_path())
+        .args(["--port", "0", "--api-port", "0", "--ctx", "256"])
+        .args(["--threads", "1", "--parallel", "2", "--ephemeral"])
+        .args(["--mesh-bind", "127.0.0.1:0"]);
+    cmd
+}
+
 /// The caller's variables that would send a test's `mesh` elsewhere (relays, hub, tokens,
 /// offline mode, LAN addresses, memory): removed from every command tests run.
 pub const CALLER_VARS: [&str; 10] = [
