@@ -27,7 +27,10 @@ pub mod proto;
 mod shares;
 #[cfg(test)]
 mod stall_tests;
+mod start;
 pub mod state;
+#[cfg(test)]
+mod tests;
 mod view;
 
 use std::collections::HashMap;
@@ -230,123 +233,6 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Starts the endpoint and protocols, joins the tickets' mesh (or starts a new one).
-    /// `serving` says what this node serves (nothing: a client, until a model is loaded);
-    /// `tunnel_app` answers requests that arrive over the tunnel (the node's local-only API).
-    pub async fn start(
-        cfg: MeshConfig,
-        serving: ServingFn,
-        tunnel_app: axum::Router,
-    ) -> Result<Self, MeshError> {
-        let mut cfg = cfg;
-        let keys = cfg.keys()?;
-        let (tell, dial) = (
-            cfg.net.tell_policy(keys.is_public()),
-            cfg.net.dial_policy(keys.is_public()),
-        );
-        for t in &mut cfg.join {
-            *t = dialable(t, &dial);
-        }
-        let gate = Gate::default();
-        let (hooks, admit_requests) = gate::hooks(gate.clone());
-        let lookup = MemoryLookup::new();
-        for addr in cfg.join.iter().flat_map(|t| &t.peers) {
-            lookup.add_endpoint_info(addr.clone());
-        }
-        let endpoint = endpoint::bind(&cfg, hooks, lookup.clone()).await?;
-        let cancel = CancellationToken::new();
-        let admitter = tokio::spawn(admit::run_admitter(
-            endpoint.clone(),
-            keys,
-            gate.clone(),
-            admit_requests,
-            cancel.clone(),
-        ));
-        let gossip = Gossip::builder()
-            .max_message_size(announce::MAX_MESSAGE_BYTES)
-            .broadcast_config(iroh_gossip::proto::PlumtreeConfig {
-                message_cache_retention: GOSSIP_CACHE,
-                message_id_retention: GOSSIP_IDS,
-                ..Default::default()
-            })
-            .spawn(endpoint.clone());
-        let offer = OfferSlot::default();
-        let (msg_server, received) = net::msg::MsgServer::new();
-        let shares = net::tcp_share::Shares::new(cancel.child_token());
-        let rpc = net::rpc::RpcServer::default();
-        let router = protocols(
-            &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server, &rpc,
-        )
-        .accept(
-            net::tcp_share::ALPN,
-            net::tcp_share::ShareServer {
-                shares: shares.clone(),
-            },
-        )
-        .spawn();
-        let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
-        let (sender, receiver) = match joined {
-            Ok(topic) => topic,
-            Err(e) => {
-                // Nothing may outlive a failed start: the router owns the endpoint.
-                cancel.cancel();
-                admitter.abort();
-                let _ = router.shutdown().await;
-                return Err(e);
-            }
-        };
-        let shared = Arc::new(Shared {
-            secret_key: cfg.secret_key.clone(),
-            keys,
-            timers: cfg.timers,
-            name: cfg.name.clone(),
-            region: cfg.region.clone(),
-            serving,
-            tunnel: Tunnel::new(endpoint.clone(), gate.clone()),
-            endpoint,
-            gate,
-            lookup,
-            table: Mutex::default(),
-            outstanding: Mutex::default(),
-            affinity: Mutex::default(),
-            health: Mutex::default(),
-            health_changed: watch::channel(0).0,
-            known_models: Mutex::default(),
-            flood: Mutex::default(),
-            events: broadcast::channel(256).0,
-            roster: watch::channel(0).0,
-            own_models: Mutex::default(),
-            announce_now: tokio::sync::Notify::new(),
-            memory_bytes: cfg.memory_bytes,
-            tell,
-            dial,
-            relays_configured: !cfg.net.relays.urls().is_empty(),
-            offer,
-            inbox: Mutex::default(),
-            inbox_seq: watch::channel(0).0,
-            shares,
-            rpc,
-            gossip_stalls: Default::default(),
-            split_offer: Mutex::default(),
-        });
-        let filing = tokio::spawn(messages::file_received(shared.clone(), received));
-        let membership_stop = cancel.child_token();
-        let membership = tokio::spawn(membership::run(
-            shared.clone(),
-            sender.clone(),
-            receiver,
-            membership_stop.clone(),
-        ));
-        Ok(Self {
-            shared,
-            router,
-            sender,
-            cancel,
-            membership_stop,
-            tasks: Arc::new(Mutex::new(vec![admitter, membership, filing])),
-        })
-    }
-
     pub fn node_id(&self) -> EndpointId {
         self.shared.secret_key.public()
     }
@@ -570,7 +456,7 @@ impl Mesh {
                 theirs: ticket.mesh_id,
             });
         }
-        let ticket = dialable(ticket, &self.shared.dial);
+        let ticket = start::dialable(ticket, &self.shared.dial);
         for addr in &ticket.peers {
             self.shared.lookup.add_endpoint_info(addr.clone());
         }
@@ -627,162 +513,5 @@ impl Mesh {
         if let Err(e) = self.router.shutdown().await {
             tracing::debug!("iroh router shutdown: {e}");
         }
-    }
-}
-
-/// `ticket` with only the addresses `policy` lets this node dial.
-fn dialable(ticket: &Ticket, policy: &AddrPolicy) -> Ticket {
-    Ticket {
-        peers: ticket.peers.iter().map(|a| policy.tidy(a)).collect(),
-        ..ticket.clone()
-    }
-}
-
-/// The protocols on iroh's router, one ALPN each (the caller adds more, then spawns it).
-#[allow(clippy::too_many_arguments)]
-fn protocols(
-    endpoint: &Endpoint,
-    keys: MeshKeys,
-    gate: &Gate,
-    gossip: &Gossip,
-    tunnel_app: axum::Router,
-    offer: &OfferSlot,
-    msg: net::msg::MsgServer,
-    rpc: &net::rpc::RpcServer,
-) -> iroh::protocol::RouterBuilder {
-    let admission = Admission {
-        keys,
-        gate: gate.clone(),
-        me: endpoint.id(),
-    };
-    Router::builder(endpoint.clone())
-        .accept(admission::ALPN, admission)
-        .accept(iroh_gossip::ALPN, gossip.clone())
-        .accept(tunnel::ALPN, TunnelServer::new(tunnel_app))
-        .accept(ping::ALPN, ping::PingServer)
-        .accept(net::msg::ALPN, msg)
-        .accept(net::rpc::ALPN, rpc.clone())
-        .accept(
-            net::offer::ALPN,
-            OfferServer {
-                slot: offer.clone(),
-            },
-        )
-}
-
-/// Proves membership to the tickets' nodes, then joins the mesh's gossip topic through them.
-async fn join_topic(
-    endpoint: &Endpoint,
-    gossip: &Gossip,
-    tickets: &[Ticket],
-    keys: MeshKeys,
-    gate: &Gate,
-) -> Result<
-    (
-        iroh_gossip::api::GossipSender,
-        iroh_gossip::api::GossipReceiver,
-    ),
-    MeshError,
-> {
-    let bootstrap = admit::admit_to_tickets(endpoint, tickets, &keys, gate).await?;
-    let topic = gossip
-        .subscribe(TopicId::from_bytes(keys.topic()), bootstrap)
-        .await
-        .map_err(|e| MeshError::Gossip(e.to_string()))?;
-    Ok(topic.split())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> MeshConfig {
-        let mut cfg = MeshConfig::new(SecretKey::generate());
-        cfg.net = NetConfig::offline();
-        cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
-        cfg.name = "test".into();
-        cfg
-    }
-
-    /// What a node serves, changeable by the test: the list, and the `ServingFn` reading it.
-    fn changeable_serving() -> (Arc<Mutex<Vec<ModelOffer>>>, ServingFn) {
-        let models: Arc<Mutex<Vec<ModelOffer>>> = Arc::default();
-        let read = models.clone();
-        let serving: ServingFn = Arc::new(move || Serving {
-            models: read.lock().unwrap().clone(),
-            ..Serving::default()
-        });
-        (models, serving)
-    }
-
-    fn model(name: &str) -> ModelOffer {
-        ModelOffer {
-            name: name.into(),
-            free_slots: 1,
-            slots: 1,
-            ctx: 512,
-        }
-    }
-
-    /// Waits (at most 10 s) until `rx` has seen a change past `since`.
-    async fn bumped(rx: &mut watch::Receiver<u64>, since: u64) {
-        let wait = rx.wait_for(|n| *n != since);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(10), wait)
-                .await
-                .is_ok_and(|r| r.is_ok()),
-            "roster watch did not fire"
-        );
-    }
-
-    #[tokio::test]
-    async fn roster_watch_fires_on_joins_and_on_own_and_peer_models_changing() {
-        let (models, serving) = changeable_serving();
-        let nothing: ServingFn = Arc::new(Serving::default);
-        let a = Mesh::start(config(), serving, axum::Router::new())
-            .await
-            .unwrap();
-        let mut own = a.watch_roster();
-        let mut cfg = config();
-        cfg.join = vec![a.ticket()];
-        let b = Mesh::start(cfg, nothing, axum::Router::new())
-            .await
-            .unwrap();
-        let mut peer = b.watch_roster();
-        // B sees A join.
-        bumped(&mut peer, 0).await;
-        assert_eq!(b.peers().len(), 1);
-        let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
-        // A loads a model after joining: A notices it at its heartbeat, B from A's announcement.
-        models.lock().unwrap().push(model("m"));
-        bumped(&mut own, own_before).await;
-        bumped(&mut peer, peer_before).await;
-        assert_eq!(b.remote_models(), ["m"]);
-        // Load alone (free slots) is not a change of the roster.
-        let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
-        models.lock().unwrap()[0].free_slots = 0;
-        tokio::time::sleep(a.shared.timers.heartbeat * 3).await;
-        assert_eq!((*own.borrow(), *peer.borrow()), (own_before, peer_before));
-        b.abort().await;
-        a.abort().await;
-    }
-
-    #[tokio::test]
-    async fn serving_changed_announces_at_once_not_at_the_next_heartbeat() {
-        let (models, serving) = changeable_serving();
-        let mut cfg = config();
-        // A heartbeat far longer than the wait below: only serving_changed can make it in time.
-        cfg.timers.heartbeat = Duration::from_secs(600);
-        let a = Mesh::start(cfg, serving, axum::Router::new())
-            .await
-            .unwrap();
-        let mut own = a.watch_roster();
-        // The first heartbeat ticks at start; let it pass, then load a model.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let before = *own.borrow_and_update();
-        models.lock().unwrap().push(model("m"));
-        a.serving_changed();
-        bumped(&mut own, before).await;
-        a.abort().await;
     }
 }
