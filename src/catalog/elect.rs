@@ -18,7 +18,7 @@
 
 use std::cmp::Ordering;
 
-use super::split::Member;
+use super::split::{faster_first, Member};
 
 /// Steps in which the memory a candidate can hold is compared (see the module doc).
 pub const MEMORY_STEPS: u64 = 16;
@@ -34,15 +34,7 @@ pub fn elect(need_bytes: u64, wanting: &[Member]) -> Option<&Member> {
 
 /// Better host first.
 fn rank(need: u64, a: &Member, b: &Member) -> Ordering {
-    held(need, b)
-        .cmp(&held(need, a))
-        .then(b.memory_bandwidth.cmp(&a.memory_bandwidth))
-        .then(
-            b.tokens_per_second
-                .partial_cmp(&a.tokens_per_second)
-                .unwrap_or(Ordering::Equal),
-        )
-        .then(a.id.cmp(&b.id))
+    held(need, b).cmp(&held(need, a)).then(faster_first(a, b))
 }
 
 /// How much of the model `m` can hold, in steps of 1/[`MEMORY_STEPS`] of the need.

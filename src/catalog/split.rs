@@ -120,11 +120,16 @@ pub fn plan(
     })
 }
 
-/// More free memory first, then faster (memory bandwidth, then decode speed), then by id.
+/// More free memory first, then [`faster_first`].
 fn rank(a: &Member, b: &Member) -> Ordering {
-    b.free_bytes
-        .cmp(&a.free_bytes)
-        .then(b.memory_bandwidth.cmp(&a.memory_bandwidth))
+    b.free_bytes.cmp(&a.free_bytes).then(faster_first(a, b))
+}
+
+/// Higher memory bandwidth first, then higher decode speed, then the lower id (so that every
+/// member orders the same list the same way); also the host election's tie-break.
+pub(super) fn faster_first(a: &Member, b: &Member) -> Ordering {
+    b.memory_bandwidth
+        .cmp(&a.memory_bandwidth)
         .then(
             b.tokens_per_second
                 .partial_cmp(&a.tokens_per_second)
