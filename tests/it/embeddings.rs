@@ -172,20 +172,7 @@ async fn a_client_node_gets_embeddings_from_the_node_serving_the_model() {
     assert_eq!(remote["data"].as_array().unwrap().len(), 3);
     assert_eq!(remote["model"], MODEL);
     // A 4xx from the serving node reaches the client as it is.
-    let (status, v) = a
-        .post_json(
-            "/v1/embeddings",
-            &json!({"model": MODEL, "input": "x", "dimensions": 3}),
-        )
-        .await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("dimensions"),
-        "{v}"
-    );
+    assert_dimensions_refused(&a).await;
     // A model nobody serves: 404, as on a single node.
     let (status, v) = a
         .post_json("/v1/embeddings", &json!({"model": "nope", "input": "x"}))
@@ -215,20 +202,7 @@ async fn a_batch_slower_than_the_tunnel_head_timeout_still_reaches_a_client_node
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
     // An error found after the early head still reaches the client as a 400.
-    let (status, v) = a
-        .post_json(
-            "/v1/embeddings",
-            &json!({"model": MODEL, "input": "x", "dimensions": 3}),
-        )
-        .await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("dimensions"),
-        "{v}"
-    );
+    assert_dimensions_refused(&a).await;
     for n in [a, b] {
         n.node.shutdown().await;
     }
@@ -252,4 +226,13 @@ async fn models_list_says_which_local_model_is_an_embedding_model() {
         assert_eq!(v["data"][0]["embedding"], want, "{v}");
         n.node.shutdown().await;
     }
+}
+
+/// `dimensions` (not supported) asked of `node` is a 400 naming the field.
+async fn assert_dimensions_refused(node: &TestNode) {
+    let body = json!({"model": MODEL, "input": "x", "dimensions": 3});
+    let (status, v) = node.post_json("/v1/embeddings", &body).await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("dimensions"), "{v}");
 }
