@@ -73,6 +73,8 @@ use state::health::HealthTable;
 use state::peers::{PeerTable, Timers};
 use state::seen::SeenModels;
 
+/// How long stopping waits for iroh's router (its protocols) before closing the endpoint.
+const ROUTER_SHUTDOWN: Duration = Duration::from_secs(5);
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
 /// How long iroh-gossip keeps a message's payload to answer neighbours' repair requests
@@ -510,8 +512,15 @@ impl Mesh {
         for t in tasks {
             t.abort();
         }
-        if let Err(e) = self.router.shutdown().await {
-            tracing::debug!("iroh router shutdown: {e}");
+        // The router shuts gossip down through its actor, which a neighbour that stopped
+        // reading can hold blocked (`net::stall`): closing the endpoint must not wait on it.
+        match tokio::time::timeout(ROUTER_SHUTDOWN, self.router.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!("iroh router shutdown: {e}"),
+            Err(_) => {
+                tracing::warn!("iroh router did not shut down within {ROUTER_SHUTDOWN:?}");
+                self.shared.endpoint.close().await;
+            }
         }
     }
 }

@@ -74,7 +74,13 @@ async fn watch_leaves(api: String) -> Arc<Mutex<Vec<String>>> {
 }
 
 async fn peer_ids(api: &str) -> Vec<String> {
-    let v = get_json(&http_client(), &format!("{api}/api/peers")).await;
+    // A node that stopped answering fails the test here rather than hanging it.
+    mesh::util::tls::install_crypto_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let v = get_json(&http, &format!("{api}/api/peers")).await;
     v["peers"]
         .as_array()
         .unwrap()
