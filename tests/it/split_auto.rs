@@ -33,10 +33,7 @@ fn node(home: &std::path::Path, percent: u64, ticket: Option<&str>) -> std::proc
 
 /// Whether the node at `base` lists the model.
 async fn lists(http: &reqwest::Client, base: &str) -> bool {
-    let v = get_json(http, &format!("{base}/v1/models")).await;
-    v["data"]
-        .as_array()
-        .is_some_and(|d| d.iter().any(|m| m["id"] == NAME))
+    model_ids(http, base).await.iter().any(|m| m == NAME)
 }
 
 /// The peers `api` knows that serve the model.

@@ -33,18 +33,6 @@ fn serve_cmd_on(home: &tempfile::TempDir, port: &str, args: &[&str]) -> std::pro
     cmd
 }
 
-async fn model_ids(http: &reqwest::Client, base: &str) -> Vec<String> {
-    let v = get_json(http, &format!("{base}/v1/models")).await;
-    v["data"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .filter_map(|m| m["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_engine_serves_through_the_mesh_and_leaves_routing_when_it_stops() {
     let (u_home, b_home, c_home) = (temp_home(), temp_home(), temp_home());

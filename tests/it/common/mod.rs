@@ -353,6 +353,19 @@ pub fn user(text: &str) -> Value {
 }
 
 /// `GET url` and its JSON body.
+/// The model ids the OpenAI API at `base` lists.
+pub async fn model_ids(http: &reqwest::Client, base: &str) -> Vec<String> {
+    let v = get_json(http, &format!("{base}/v1/models")).await;
+    v["data"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url)
         .send()
