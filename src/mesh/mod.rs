@@ -21,6 +21,8 @@ mod error;
 #[cfg(test)]
 mod hostile_tests;
 pub mod identity;
+#[cfg(test)]
+mod liveness_tests;
 mod messages;
 pub mod net;
 pub mod proto;
@@ -65,14 +67,16 @@ use proto::announce::{self, Announcement, Message};
 use state::affinity::AffinityTable;
 use state::flood::FloodGuard;
 use state::health::HealthTable;
+use state::liveness::Liveness;
 use state::peers::{PeerTable, Timers};
 use state::seen::SeenModels;
 
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
 /// How long iroh-gossip keeps a message's payload to answer neighbours' repair requests
-/// (default 30 s): heartbeats are stale after a second, and everything a flooding member sent
-/// before it was cut off is held this long.
+/// (default 30 s): a lost announcement heals at its author's next change or refresh (and a
+/// newcomer gets the roster directly), and everything a flooding member sent before it was cut
+/// off is held this long.
 const GOSSIP_CACHE: Duration = Duration::from_secs(5);
 /// How long iroh-gossip remembers a message's id to deliver it only once (default 90 s); a
 /// copy seen again later is refused by the peer table (`seq` not newer) or the `seq` window.
@@ -93,7 +97,8 @@ impl Serving {
     }
 }
 
-/// Asked at every heartbeat: what this node serves now (the node reads its engine slot).
+/// Asked at every sweep of the membership driver: what this node serves now (the node reads its
+/// engine slot); announced when it changed (`state::liveness::Schedule`).
 pub type ServingFn = Arc<dyn Fn() -> Serving + Send + Sync>;
 
 /// State shared by the handle and the background tasks.
@@ -120,12 +125,14 @@ pub(crate) struct Shared {
     known_models: Mutex<SeenModels>,
     /// Gossip rate limits per neighbour and author, and bans.
     flood: Mutex<FloodGuard>,
+    /// Probes in flight and peers reported down (`state::liveness`).
+    liveness: Mutex<Liveness>,
     events: broadcast::Sender<MeshEvent>,
     /// Counts changes of the roster (see [`Mesh::watch_roster`]).
     roster: watch::Sender<u64>,
     /// Model names this node announced last, to notice when its own serving changes.
     own_models: Mutex<Vec<String>>,
-    /// Asks the membership driver to announce now instead of at the next heartbeat.
+    /// Asks the membership driver to announce now instead of at its next sweep.
     announce_now: tokio::sync::Notify,
     memory_bytes: u64,
     /// Which of this node's addresses it tells others.
@@ -146,7 +153,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Compares this node's models with those it announced last: a model loaded or unloaded
-    /// changes the roster. Called with every announcement (so at least every heartbeat).
+    /// changes the roster. Called with every check of the announcement (every sweep).
     fn note_own_models(&self, models: &[ModelOffer]) {
         let names = models.iter().map(|m| m.name.as_str());
         let changed = match self.own_models.lock() {
@@ -172,6 +179,11 @@ impl Shared {
         f(&mut guard)
     }
 
+    fn with_liveness<T>(&self, f: impl FnOnce(&mut Liveness) -> T) -> T {
+        let mut liveness = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut liveness)
+    }
+
     fn with_table<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut table)
@@ -180,6 +192,15 @@ impl Shared {
     /// Tells roster watchers that who is in the mesh, or what some member serves, changed.
     fn roster_changed(&self) {
         self.roster.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This node's announcement, signed now, then every peer's as its author signed it
+    /// (`mesh/roster/1`).
+    fn signed_roster(&self) -> Vec<bytes::Bytes> {
+        let own = Message::Announce(self.announcement());
+        let mut all = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
+        all.extend(self.with_table(|t| t.signed_roster()));
+        all
     }
 
     fn announcement(&self) -> Announcement {
@@ -262,6 +283,7 @@ impl Mesh {
         let (msg_server, received) = net::msg::MsgServer::new();
         let shares = net::tcp_share::Shares::new(cancel.child_token());
         let rpc = net::rpc::RpcServer::default();
+        let roster = net::roster::RosterServer::default();
         let router = protocols(
             &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server, &rpc,
         )
@@ -271,6 +293,7 @@ impl Mesh {
                 shares: shares.clone(),
             },
         )
+        .accept(net::roster::ALPN, roster.clone())
         .spawn();
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
         let (sender, receiver) = match joined {
@@ -301,6 +324,7 @@ impl Mesh {
             health_changed: watch::channel(0).0,
             known_models: Mutex::default(),
             flood: Mutex::default(),
+            liveness: Mutex::new(Liveness::new(cfg.timers)),
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
             own_models: Mutex::default(),
@@ -315,6 +339,12 @@ impl Mesh {
             shares,
             rpc,
         });
+        let weak = Arc::downgrade(&shared);
+        let _ = roster.source.set(Box::new(move || {
+            weak.upgrade()
+                .map(|s| s.signed_roster())
+                .unwrap_or_default()
+        }));
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();
         let membership = tokio::spawn(membership::run(
@@ -449,6 +479,7 @@ impl Mesh {
         let [direct, relayed, authors, banned] = self.shared.with_flood(|f| f.sizes());
         let [admitted, gate_banned, gate_conns] = self.shared.gate.sizes();
         let [conns, down] = self.shared.tunnel.sizes();
+        let [probes, suspects] = self.shared.with_liveness(|l| l.sizes());
         let known = self
             .shared
             .known_models
@@ -468,6 +499,8 @@ impl Mesh {
             ("tunnel_conns", conns),
             ("tunnel_down", down),
             ("known_models", known),
+            ("liveness_probes", probes),
+            ("liveness_suspects", suspects),
         ]
     }
 
@@ -488,13 +521,13 @@ impl Mesh {
     }
 
     /// What this node serves has changed (a model was loaded after the node started): peers
-    /// and roster watchers hear of it now rather than at the next heartbeat.
+    /// and roster watchers hear of it now rather than at the next sweep.
     pub fn serving_changed(&self) {
         self.shared.announce_now.notify_one();
     }
 
     /// Wakes (the value counts changes) when a node joins or leaves, or when what some member
-    /// serves changes — the models of a peer, or this node's own, noticed at its next heartbeat
+    /// serves changes — the models of a peer, or this node's own, noticed at its next sweep
     /// (at once after [`Mesh::serving_changed`]).
     /// Unlike [`Mesh::subscribe`]'s events this also covers a peer that starts serving a model
     /// already in the mesh, and this node loading its model (`mesh --auto`); it is how
@@ -696,7 +729,7 @@ mod tests {
         bumped(&mut peer, 0).await;
         assert_eq!(b.peers().len(), 1);
         let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
-        // A loads a model after joining: A notices it at its heartbeat, B from A's announcement.
+        // A loads a model after joining: A notices it at its sweep, B from A's announcement.
         models.lock().unwrap().push(model("m"));
         bumped(&mut own, own_before).await;
         bumped(&mut peer, peer_before).await;
@@ -704,7 +737,7 @@ mod tests {
         // Load alone (free slots) is not a change of the roster.
         let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
         models.lock().unwrap()[0].free_slots = 0;
-        tokio::time::sleep(a.shared.timers.heartbeat * 3).await;
+        tokio::time::sleep(a.shared.timers.load_gap * 3).await;
         assert_eq!((*own.borrow(), *peer.borrow()), (own_before, peer_before));
         b.abort().await;
         a.abort().await;
@@ -714,13 +747,13 @@ mod tests {
     async fn serving_changed_announces_at_once_not_at_the_next_heartbeat() {
         let (models, serving) = changeable_serving();
         let mut cfg = config();
-        // A heartbeat far longer than the wait below: only serving_changed can make it in time.
-        cfg.timers.heartbeat = Duration::from_secs(600);
+        // A sweep far longer than the wait below: only serving_changed can make it in time.
+        cfg.timers.sweep = Duration::from_secs(600);
         let a = Mesh::start(cfg, serving, axum::Router::new())
             .await
             .unwrap();
         let mut own = a.watch_roster();
-        // The first heartbeat ticks at start; let it pass, then load a model.
+        // The first sweep ticks at start; let it pass, then load a model.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let before = *own.borrow_and_update();
         models.lock().unwrap().push(model("m"));

@@ -1,67 +1,117 @@
-//! The membership driver: moves gossip messages between iroh-gossip and the pure peer table.
-//! Every `heartbeat` it announces this node and refreshes path type and RTT of each peer; every
-//! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
-//! announcement at once. Changes become [`MeshEvent`]s; joins, leaves and changes in what a peer
-//! serves also bump the roster watch (`Mesh::watch_roster`).
+//! The membership driver: moves gossip messages between iroh-gossip and the pure peer table,
+//! and carries out `state::liveness`'s decisions; it only moves bytes and timers.
+//!
+//! - Announcements: at every `sweep` (and at once when asked: serving changed, a new gossip
+//!   neighbour, a `Down` report about this node) it asks the schedule whether to announce:
+//!   on a change, else once per `refresh` ([`announce`] is the one place that broadcasts).
+//! - Liveness: at every sweep it reads which tunnel connections closed (a timeout: gone; closed
+//!   by the peer: dial it), and drops suspects whose report went unrefuted; a gossip neighbour
+//!   that went down is dialled within `probe`. A peer found gone leaves the table and the mesh
+//!   is told with a signed `Down`. Peers silent for `expiry` expire (the fallback).
+//! - Roster: a new gossip neighbour is asked for its table of signed announcements
+//!   (`net::roster`), so a newcomer knows the whole mesh at once.
+//! - Path type and RTT of each peer are read every [`PATHS_EVERY`] from the local connections.
+//!
+//! Changes become [`MeshEvent`]s; joins, leaves and changes in what a peer serves also bump
+//! the roster watch (`Mesh::watch_roster`).
 //!
 //! A hostile member cannot exhaust it (docs/SECURITY.md, "Hostile members: membership"): each
 //! message first passes the flood guard (`state::flood`, a map lookup), so a neighbour that
-//! floods is banned and cut off (`Gate::ban`) before its junk costs a signature check; messages
-//! with a `seq` outside the window of our clock are dropped; and every table is pruned at the
-//! sweep (peer table, flood guard, gate, tunnel, known models; addresses of peers that left).
+//! floods is banned, cut off (`Gate::ban`) and dropped from the table before its junk costs a
+//! signature check; messages with a `seq` outside the window of our clock are dropped; every
+//! table is pruned at the sweep (peer table, flood guard, gate, tunnel, known models, liveness;
+//! addresses of peers that left); a false `Down` report costs its victim one announcement.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
+use iroh::EndpointId;
 use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::{ping, roster};
 use crate::mesh::proto::announce::{self, Message};
 use crate::mesh::state::flood::{Verdict, BAN};
+use crate::mesh::state::liveness::{self, Fingerprint, Report, Schedule, Signal, MAX_PROBES};
 use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
 use crate::mesh::{MeshEvent, Shared};
 
+/// How often path type and RTT are read from the local connections.
+pub const PATHS_EVERY: Duration = Duration::from_secs(1);
+/// Below this many peers the tunnel is opened to every peer that joins (its path type and RTT
+/// show at once, its death is seen from the connection); above it only to hosts (the ones
+/// requests go to), so a node's connections do not grow with the mesh.
+pub const EAGER_TUNNEL_PEERS: usize = 32;
+
 pub(crate) async fn run(
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     sender: GossipSender,
     mut receiver: GossipReceiver,
     cancel: CancellationToken,
 ) {
     let timers = shared.timers;
-    let mut heartbeat = tokio::time::interval(timers.heartbeat);
+    let mut schedule = Schedule::new(timers);
+    let (probed_tx, mut probed) = mpsc::channel::<(EndpointId, bool)>(MAX_PROBES);
     let mut sweep = tokio::time::interval(timers.sweep);
+    let mut paths = tokio::time::interval(PATHS_EVERY);
     // When the subscription ends, the timers go on: peers must still expire and tables be pruned.
     let mut gossip_open = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            // What this node serves changed: announce it now (the tick below does).
-            _ = shared.announce_now.notified() => heartbeat.reset_immediately(),
-            _ = heartbeat.tick() => {
-                let msg = Message::Announce(shared.announcement());
-                if let Err(e) = sender.broadcast(announce::encode(&shared.secret_key, &msg).into()).await {
-                    tracing::warn!("cannot broadcast heartbeat: {e}");
-                }
-                refresh_paths(&shared);
+            // What this node serves changed, or a member reported it down: announce now.
+            _ = shared.announce_now.notified() => {
+                schedule.force();
+                announce(&shared, &sender, &mut schedule).await;
             }
             _ = sweep.tick() => {
-                let changes = shared.with_table(|t| t.expire(Instant::now(), timers.expiry));
-                if !changes.is_empty() {
-                    shared.roster_changed();
+                announce(&shared, &sender, &mut schedule).await;
+                let now = Instant::now();
+                for (id, timed_out) in shared.tunnel.take_lost(now) {
+                    let signal = if timed_out { Signal::TimedOut } else { Signal::Lost };
+                    act(&shared, &sender, &probed_tx, id, signal, "tunnel connection").await;
                 }
-                publish(&shared, changes);
+                let gone = {
+                    let table = |id: &EndpointId| shared.with_table(|t| t.seq_of(id));
+                    shared.with_liveness(|l| l.suspicions_due(now, table))
+                };
+                for id in gone {
+                    tracing::info!(peer = %id.fmt_short(), "reported down and no refutation: peer gone");
+                    let changes = shared.with_table(|t| t.lose(&id));
+                    changed(&shared, changes);
+                }
+                let changes = shared.with_table(|t| t.expire(now, timers.expiry));
+                changed(&shared, changes);
+                shared.with_liveness(|l| l.prune(now));
                 prune(&shared);
+            }
+            _ = paths.tick() => refresh_paths(&shared),
+            Some((id, alive)) = probed.recv() => {
+                if shared.with_liveness(|l| l.answered(id, alive)) == liveness::Verdict::Gone {
+                    tracing::info!(peer = %id.fmt_short(), "no answer to a dial: peer gone");
+                    lose(&shared, &sender, id).await;
+                }
             }
             event = receiver.next(), if gossip_open => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
                 Some(Ok(GossipEvent::NeighborUp(id))) => {
                     tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up");
-                    // Announce now: a node that just joined learns our models without waiting
-                    // for the next heartbeat.
-                    heartbeat.reset_immediately();
+                    // Announce now: the neighbour learns this node without waiting for the
+                    // next refresh; and learn the whole mesh from it.
+                    schedule.force();
+                    announce(&shared, &sender, &mut schedule).await;
+                    if shared.with_liveness(|l| l.roster_due(Instant::now())) {
+                        tokio::spawn(fetch_roster(shared.clone(), id));
+                    }
                 }
-                Some(Ok(GossipEvent::NeighborDown(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down"),
+                Some(Ok(GossipEvent::NeighborDown(id))) => {
+                    tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down");
+                    act(&shared, &sender, &probed_tx, id, Signal::Lost, "gossip neighbour").await;
+                }
                 Some(Ok(GossipEvent::Lagged)) => tracing::warn!("gossip receiver lagged; some announcements were lost"),
                 Some(Err(e)) => {
                     tracing::error!("gossip subscription failed: {e}; peers will expire");
@@ -73,6 +123,108 @@ pub(crate) async fn run(
                 }
             },
         }
+    }
+}
+
+/// Announces this node when the schedule says so: the one place its announcement is sent.
+async fn announce(shared: &Shared, sender: &GossipSender, schedule: &mut Schedule) {
+    let ann = shared.announcement();
+    let (now, fp) = (Instant::now(), Fingerprint::of(&ann));
+    if !schedule.due(now, fp) {
+        return;
+    }
+    schedule.sent(now, fp);
+    broadcast(shared, sender, &Message::Announce(ann), "announcement").await;
+}
+
+async fn broadcast(shared: &Shared, sender: &GossipSender, msg: &Message, what: &str) {
+    let bytes = announce::encode(&shared.secret_key, msg);
+    if let Err(e) = sender.broadcast(bytes.into()).await {
+        tracing::warn!("cannot broadcast {what}: {e}");
+    }
+}
+
+/// Acts on what this node saw of `id`'s connection: drop it now, or dial it first.
+async fn act(
+    shared: &Arc<Shared>,
+    sender: &GossipSender,
+    probed: &mpsc::Sender<(EndpointId, bool)>,
+    id: EndpointId,
+    signal: Signal,
+    what: &str,
+) {
+    let member = shared.with_table(|t| t.get(&id).is_some());
+    let now = Instant::now();
+    match shared.with_liveness(|l| l.signal(id, signal, member, now)) {
+        liveness::Verdict::Nothing => {}
+        liveness::Verdict::Gone => {
+            tracing::info!(peer = %id.fmt_short(), "{what} timed out: peer gone");
+            lose(shared, sender, id).await;
+        }
+        liveness::Verdict::Probe => {
+            let (endpoint, probed, within) =
+                (shared.endpoint.clone(), probed.clone(), shared.timers.probe);
+            tokio::spawn(async move {
+                let alive = matches!(
+                    tokio::time::timeout(within, endpoint.connect(id, ping::ALPN)).await,
+                    Ok(Ok(_))
+                );
+                let _ = probed.send((id, alive)).await;
+            });
+        }
+    }
+}
+
+/// Drops a peer this node found gone, and tells the mesh with a signed `Down` report.
+async fn lose(shared: &Shared, sender: &GossipSender, id: EndpointId) {
+    let Some(about_seq) = shared.with_table(|t| t.seq_of(&id)) else {
+        return;
+    };
+    let changes = shared.with_table(|t| t.lose(&id));
+    changed(shared, changes);
+    let down = Message::Down {
+        node: shared.secret_key.public(),
+        seq: crate::util::time::unix_micros(),
+        about: id,
+        about_seq,
+    };
+    broadcast(shared, sender, &down, "down report").await;
+}
+
+/// Table changes from a sweep or a loss: events, and the roster watch when there are any.
+fn changed(shared: &Shared, changes: Vec<Change>) {
+    if !changes.is_empty() {
+        shared.roster_changed();
+    }
+    publish(shared, changes);
+}
+
+/// Asks a new neighbour for its roster and takes in every entry whose signature holds.
+async fn fetch_roster(shared: Arc<Shared>, from: EndpointId) {
+    match roster::fetch(&shared.endpoint, from).await {
+        Ok(messages) => {
+            let n = messages.len();
+            for m in messages {
+                receive_roster_entry(&shared, m, from);
+            }
+            tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
+        }
+        Err(e) => tracing::debug!(peer = %from.fmt_short(), "cannot fetch the roster: {e}"),
+    }
+}
+
+/// One entry of a neighbour's roster: an announcement, checked like a relayed gossip message
+/// (the neighbour's word counts for nothing: only the author's signature does).
+pub(crate) fn receive_roster_entry(shared: &Shared, bytes: Bytes, from: EndpointId) {
+    if shared.gate.is_closed() {
+        return;
+    }
+    match announce::decode(&bytes) {
+        Ok(msg @ Message::Announce(_)) => accept(shared, msg, bytes, from, Instant::now()),
+        Ok(_) => {
+            tracing::debug!(from = %from.fmt_short(), "dropped roster entry: not an announcement")
+        }
+        Err(e) => tracing::debug!(from = %from.fmt_short(), "dropped roster entry: {e}"),
     }
 }
 
@@ -104,6 +256,18 @@ pub(crate) fn receive(
         tracing::debug!(from = %delivered_from.fmt_short(), "dropped gossip message: sender does not match the connection");
         return;
     }
+    accept(
+        shared,
+        msg,
+        Bytes::copy_from_slice(bytes),
+        delivered_from,
+        now,
+    );
+}
+
+/// A decoded, signature-checked message (from gossip or a roster): the `seq` window, the
+/// author's rate, then the table or the liveness policy.
+fn accept(shared: &Shared, msg: Message, bytes: Bytes, delivered_from: EndpointId, now: Instant) {
     if msg.node() == shared.secret_key.public() {
         return;
     }
@@ -118,9 +282,16 @@ pub(crate) fn receive(
     ) {
         return;
     }
+    if let Message::Down {
+        about, about_seq, ..
+    } = msg
+    {
+        down_report(shared, node, about, about_seq, now);
+        return;
+    }
     let addr = match &msg {
         Message::Announce(a) => Some(shared.dial.tidy(&a.addr)),
-        Message::Leave { .. } => None,
+        _ => None,
     };
     let served = |t: &crate::mesh::state::peers::PeerTable| {
         t.get(&node).map(|p| {
@@ -138,7 +309,7 @@ pub(crate) fn receive(
             return (Vec::new(), false, false);
         }
         let before = served(t);
-        let changes = t.apply(msg, now);
+        let changes = t.apply_signed(msg, bytes, now);
         (changes, before != served(t), t.get(&node).is_some())
     });
     // Only members' addresses are dialled (not those of strangers a full table refused).
@@ -149,6 +320,30 @@ pub(crate) fn receive(
         shared.roster_changed();
     }
     publish(shared, changes);
+}
+
+/// A member's `Down` report about `about`: refute it when it is about this node, else hold
+/// `about` as suspected (`state::liveness`).
+fn down_report(
+    shared: &Shared,
+    reporter: EndpointId,
+    about: EndpointId,
+    about_seq: u64,
+    now: Instant,
+) {
+    let (reporter_member, known) =
+        shared.with_table(|t| (t.get(&reporter).is_some(), t.seq_of(&about)));
+    let me = shared.secret_key.public();
+    match shared.with_liveness(|l| l.report(about, about_seq, me, reporter_member, known, now)) {
+        Report::Refute => {
+            tracing::info!(by = %reporter.fmt_short(), "reported down: refuting");
+            shared.announce_now.notify_one();
+        }
+        Report::Suspect => {
+            tracing::debug!(peer = %about.fmt_short(), by = %reporter.fmt_short(), "peer reported down");
+        }
+        Report::Ignore => {}
+    }
 }
 
 /// Acts on the flood guard's verdict; `true` when the message goes on.
@@ -162,6 +357,8 @@ fn guard(shared: &Shared, verdict: Verdict) -> bool {
             // (admission included) until the ban ends.
             shared.gate.ban(id, Instant::now() + BAN);
             shared.tunnel.forget(&id);
+            let changes = shared.with_table(|t| t.lose(&id));
+            changed(shared, changes);
             false
         }
     }
@@ -186,15 +383,22 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
         let event = match change {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
-                // Open the tunnel now: the first request then pays no handshake, and the peer
-                // table gets path type and RTT.
+                // Open the tunnel now to a host, or to anyone in a small mesh: the first request
+                // then pays no handshake, the peer table gets path type and RTT, and the
+                // peer's death shows on the connection.
                 let tunnel = shared.tunnel.clone();
                 tunnel.clear_down(&id);
-                tokio::spawn(async move {
-                    if let Err(e) = tunnel.connection(id).await {
-                        tracing::debug!("cannot open tunnel yet: {e}");
-                    }
+                let eager = shared.with_table(|t| {
+                    t.len() <= EAGER_TUNNEL_PEERS
+                        || t.get(&id).is_some_and(|p| !p.ann.models.is_empty())
                 });
+                if eager {
+                    tokio::spawn(async move {
+                        if let Err(e) = tunnel.connection(id).await {
+                            tracing::debug!("cannot open tunnel yet: {e}");
+                        }
+                    });
+                }
                 MeshEvent::PeerJoined {
                     node_id: id.to_string(),
                 }
@@ -203,6 +407,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
                 let reason = match why {
                     LeftBecause::Leave => "left",
                     LeftBecause::Expired => "expired",
+                    LeftBecause::Lost => "lost",
                 };
                 tracing::info!(peer = %id.fmt_short(), reason, "peer left");
                 shared.tunnel.forget(&id);
