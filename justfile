@@ -79,3 +79,9 @@ bench-prefix:
 # Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
 bench-score:
     cargo run --release --example bench_score -- 10000 50
+
+# Membership at scale: N client nodes on loopback in one process, real iroh endpoints
+# (docs/BENCHMARKS.md, "Membership at scale"). Debug build: the release profile would rebuild
+# llama.cpp and every dependency (the crypto crates are optimised in dev builds too).
+bench-membership nodes="200" idle="60":
+    cargo run --example bench_membership -- {{nodes}} {{idle}}

@@ -189,3 +189,47 @@ async fn a_newcomer_gets_the_whole_roster_from_a_neighbour_and_forged_entries_ar
         node.abort().await;
     }
 }
+
+/// A table filled with sybils (validly signed announcements of keys no endpoint holds) frees
+/// slots once it has to refuse a stranger: it dials the peers heard from longest ago, and those
+/// that do not answer are dropped. Before, sybil slots freed only at expiry (minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_full_of_sybils_frees_slots_by_dialling_them() {
+    use super::state::peers::MAX_PEERS;
+    let a = start(vec![]).await;
+    let b = start(vec![a.ticket()]).await;
+    until(&a, "A to see B", |a| has_peer(a, b.node_id())).await;
+    let template = b.own_announcement();
+    let sybil = |key: &SecretKey| {
+        let mut ann = template.clone();
+        ann.node = key.public();
+        ann.addr = iroh::EndpointAddr::new(key.public())
+            .with_ip_addr((std::net::Ipv4Addr::LOCALHOST, 9).into());
+        ann.seq = crate::util::time::unix_micros();
+        announce::encode(key, &Message::Announce(ann))
+    };
+    // Relayed by B (as a hostile member would make honest nodes do), just under the relayed
+    // burst of the flood guard.
+    let mut sent = 0;
+    while a.peers().len() < MAX_PEERS && sent < 2 * MAX_PEERS {
+        membership::receive(
+            &a.shared,
+            &sybil(&SecretKey::generate()),
+            b.node_id(),
+            false,
+        );
+        sent += 1;
+    }
+    assert_eq!(a.peers().len(), MAX_PEERS, "the table is full");
+    // A stranger is refused: the table starts checking its stalest peers.
+    let stranger = SecretKey::generate();
+    membership::receive(&a.shared, &sybil(&stranger), b.node_id(), false);
+    assert!(!has_peer(&a, stranger.public()));
+    until(&a, "sybil slots to free up", |a| {
+        a.peers().len() < MAX_PEERS - super::state::liveness::MAX_PROBES / 2
+    })
+    .await;
+    assert!(has_peer(&a, b.node_id()), "the honest peer keeps its slot");
+    b.abort().await;
+    a.abort().await;
+}

@@ -84,6 +84,15 @@ pub(crate) async fn run(
                     let changes = shared.with_table(|t| t.lose(&id));
                     changed(&shared, changes);
                 }
+                // A full table refused strangers: check that its stalest peers still exist.
+                let (refused, peers) = shared.with_table(|t| (t.take_refused(), t.len()));
+                let (free, probing) = shared.with_liveness(|l| l.pressure(refused, peers, now));
+                if free > 0 {
+                    let stalest = shared.with_table(|t| t.stalest(free, &probing));
+                    for id in stalest {
+                        act(&shared, &sender, &probed_tx, id, Signal::Lost, "full table").await;
+                    }
+                }
                 let changes = shared.with_table(|t| t.expire(now, timers.expiry));
                 changed(&shared, changes);
                 shared.with_liveness(|l| l.prune(now));
@@ -91,6 +100,9 @@ pub(crate) async fn run(
             }
             _ = paths.tick() => refresh_paths(&shared),
             Some((id, alive)) = probed.recv() => {
+                if alive {
+                    shared.with_table(|t| t.touch(&id, Instant::now()));
+                }
                 if shared.with_liveness(|l| l.answered(id, alive)) == liveness::Verdict::Gone {
                     tracing::info!(peer = %id.fmt_short(), "no answer to a dial: peer gone");
                     lose(&shared, &sender, id).await;
@@ -158,7 +170,7 @@ async fn act(
     match shared.with_liveness(|l| l.signal(id, signal, member, now)) {
         liveness::Verdict::Nothing => {}
         liveness::Verdict::Gone => {
-            tracing::info!(peer = %id.fmt_short(), "{what} timed out: peer gone");
+            tracing::info!(peer = %id.fmt_short(), "{what}: connection timed out, peer gone");
             lose(shared, sender, id).await;
         }
         liveness::Verdict::Probe => {
@@ -182,6 +194,10 @@ async fn lose(shared: &Shared, sender: &GossipSender, id: EndpointId) {
     };
     let changes = shared.with_table(|t| t.lose(&id));
     changed(shared, changes);
+    if !shared.with_liveness(|l| l.may_report(Instant::now())) {
+        tracing::debug!(peer = %id.fmt_short(), "over the report budget: not reported down");
+        return;
+    }
     let down = Message::Down {
         node: shared.secret_key.public(),
         seq: crate::util::time::unix_micros(),

@@ -37,6 +37,14 @@ pub const FORCED_GAP: Duration = Duration::from_millis(250);
 pub const MAX_PROBES: usize = 16;
 /// Most peers suspected at once (each is a peer of the table, so this is the table's cap).
 pub const MAX_SUSPECTS: usize = MAX_PEERS;
+/// `Down` reports this node may broadcast: burst, and refill per second. Its neighbours' flood
+/// guard bans a neighbour sending more than 8 direct messages a second (burst 32), and a
+/// partition or a sybil purge could find hundreds of peers gone at once; those over the budget
+/// are dropped here without a report (the others find them gone on their own).
+pub const REPORT_BURST: f64 = 8.0;
+pub const REPORTS_PER_SEC: f64 = 2.0;
+/// How long after the peer table last refused a stranger it keeps checking its stalest peers.
+pub const PRESSURE: Duration = Duration::from_secs(60);
 /// A new gossip neighbour is asked for its roster (`net::roster`) unless one was asked within
 /// this: a newcomer asks its first neighbour, and a neighbour view reshuffling costs no stream
 /// of rosters.
@@ -161,6 +169,10 @@ pub struct Liveness {
     probing: BTreeMap<EndpointId, Instant>,
     suspects: BTreeMap<EndpointId, Suspicion>,
     last_roster: Option<Instant>,
+    /// Token bucket of `Down` reports: tokens, and when it was last filled.
+    reports: (f64, Option<Instant>),
+    /// Until when a full table checks its stalest peers ([`Liveness::pressure`]).
+    pressure_until: Option<Instant>,
 }
 
 impl Liveness {
@@ -170,7 +182,43 @@ impl Liveness {
             probing: BTreeMap::new(),
             suspects: BTreeMap::new(),
             last_roster: None,
+            reports: (REPORT_BURST, None),
+            pressure_until: None,
         }
+    }
+
+    /// A peer found gone: whether to tell the mesh (a `Down` report) within the budget.
+    pub fn may_report(&mut self, now: Instant) -> bool {
+        let (tokens, at) = self.reports;
+        let refill = at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        let tokens = (tokens + refill * REPORTS_PER_SEC).min(REPORT_BURST);
+        let ok = tokens >= 1.0;
+        self.reports = (if ok { tokens - 1.0 } else { tokens }, Some(now));
+        ok
+    }
+
+    /// The full peer table refused `refused` strangers since the last sweep: for
+    /// [`PRESSURE`] from now, while the table holds `peers` ≥ 7/8 of [`MAX_PEERS`], the
+    /// sweep dials its stalest peers, so slots held by nodes that do not exist (sybils) free
+    /// up. Returns how many to dial now (the free probes) and those being dialled (to leave
+    /// out of `PeerTable::stalest`).
+    pub fn pressure(
+        &mut self,
+        refused: usize,
+        peers: usize,
+        now: Instant,
+    ) -> (usize, Vec<EndpointId>) {
+        if refused > 0 {
+            self.pressure_until = Some(now + PRESSURE);
+        }
+        let under = self.pressure_until.is_some_and(|until| now < until);
+        if !under || peers < MAX_PEERS - MAX_PEERS / 8 {
+            return (0, Vec::new());
+        }
+        (
+            MAX_PROBES.saturating_sub(self.probing.len()),
+            self.probing.keys().copied().collect(),
+        )
     }
 
     /// A gossip neighbour came up: whether to ask it for its roster now (noted when so).
@@ -360,6 +408,39 @@ mod tests {
         assert!(l.roster_due(now));
         assert!(!l.roster_due(now + ROSTER_GAP / 2));
         assert!(l.roster_due(now + ROSTER_GAP));
+    }
+
+    #[test]
+    fn a_full_table_that_refused_a_stranger_checks_its_stalest_peers_for_a_while() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        let full = MAX_PEERS;
+        assert_eq!(l.pressure(0, full, now).0, 0, "no stranger refused");
+        assert_eq!(l.pressure(1, full, now).0, MAX_PROBES);
+        l.signal(id(), Signal::Lost, true, now);
+        let (free, busy) = l.pressure(0, full, now + PRESSURE / 2);
+        assert_eq!((free, busy.len()), (MAX_PROBES - 1, 1));
+        // Enough room again, or the pressure is over: no more dials.
+        assert_eq!(l.pressure(0, full - full / 8 - 1, now).0, 0);
+        assert_eq!(l.pressure(0, full, now + PRESSURE).0, 0);
+    }
+
+    #[test]
+    fn down_reports_stay_within_their_budget() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        let sent = (0..100).filter(|_| l.may_report(now)).count();
+        assert_eq!(sent, REPORT_BURST as usize);
+        assert!(!l.may_report(now + Duration::from_millis(100)));
+        assert!(l.may_report(now + Duration::from_millis(600)));
+        // Over a minute: the refill rate, whatever is asked.
+        let sent = (0..6000)
+            .filter(|i| l.may_report(now + Duration::from_millis(1000 + 10 * i)))
+            .count();
+        assert!(
+            sent <= (REPORTS_PER_SEC * 61.0) as usize + REPORT_BURST as usize,
+            "{sent}"
+        );
     }
 
     #[test]

@@ -127,6 +127,8 @@ pub struct PeerTable {
     /// How many peers announce each model, kept as peers come, change and go: every heartbeat
     /// would otherwise rebuild the set of all models of all peers (O(peers) per message).
     model_hosts: BTreeMap<String, usize>,
+    /// Strangers refused while the table was full (see [`PeerTable::take_refused`]).
+    refused: usize,
 }
 
 /// The distinct model names of an announcement.
@@ -169,6 +171,9 @@ impl PeerTable {
         }
         if !known && (full || matches!(msg, Message::Leave { .. })) {
             // A stranger while the table is full, or the leave of a node we never had.
+            if full && matches!(msg, Message::Announce(_)) {
+                self.refused = self.refused.saturating_add(1);
+            }
             return Vec::new();
         }
         if !self.newest.contains_key(&node) && self.newest.len() >= MAX_REMEMBERED {
@@ -261,6 +266,36 @@ impl PeerTable {
         let mut changes = vec![Change::Left(*id, LeftBecause::Lost)];
         changes.extend(delta.into_changes());
         changes
+    }
+
+    /// Whether a stranger's announcement would be refused now.
+    pub fn is_full(&self) -> bool {
+        self.peers.len() >= MAX_PEERS
+    }
+
+    /// The `n` peers heard from longest ago, leaving out `skip` (for the liveness probe that
+    /// frees slots of a full table).
+    pub fn stalest(&self, n: usize, skip: &[EndpointId]) -> Vec<EndpointId> {
+        let mut peers: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| !skip.contains(id))
+            .map(|(id, p)| (p.last_seen, *id))
+            .collect();
+        peers.sort_unstable();
+        peers.into_iter().take(n).map(|(_, id)| id).collect()
+    }
+
+    /// Strangers refused because the table was full, since the last call.
+    pub fn take_refused(&mut self) -> usize {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// A peer proved alive (it accepted a probe): it counts as heard from now.
+    pub fn touch(&mut self, id: &EndpointId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.last_seen = p.last_seen.max(now);
+        }
     }
 
     /// The newest `seq` of a peer (`None`: not a peer).
@@ -543,6 +578,18 @@ mod tests {
         assert!(t
             .apply(Message::Announce(announcement(&stranger, &["m"], 1)), now)
             .is_empty());
+        assert!(t.is_full());
+        assert_eq!(t.take_refused(), 1);
+        assert_eq!(t.take_refused(), 0);
+        // The peers heard from longest ago are the ones a full table checks first; one that
+        // answers counts as heard from.
+        let later = now + Duration::from_secs(1);
+        for k in &keys[2..] {
+            t.touch(&k.public(), later);
+        }
+        let stalest = t.stalest(3, &[keys[0].public()]);
+        assert_eq!(stalest.len(), 3);
+        assert!(stalest.contains(&keys[1].public()) && !stalest.contains(&keys[0].public()));
         assert!(t
             .apply(
                 Message::Leave {
