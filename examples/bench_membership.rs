@@ -6,6 +6,8 @@
 //! - `recv_bytes_per_node_s`, `sent_bytes_per_node_s`: UDP bytes each node received / sent per
 //!   second over an idle window, counted by iroh's socket (everything: gossip announcements,
 //!   refreshes and their repair traffic, QUIC keep-alives and acks, handshakes);
+//!   `recv_bytes_per_late_node_s`: the same for the nodes that joined once the mesh had more
+//!   than 32 peers (no tunnels: gossip alone);
 //! - `cpu_pct_per_node`: CPU of the whole process over that window ÷ N, in % of one core;
 //! - `death_known_by_all_s`: after one node dies (its runtime dropped: no leave, no QUIC
 //!   close), until no other node has it in its table.
@@ -21,6 +23,8 @@ use mesh::mesh::{Mesh, MeshConfig, NetConfig, Serving, ServingFn, Ticket};
 const WAIT: Duration = Duration::from_secs(300);
 /// Nodes started at once.
 const BATCH: usize = 8;
+/// Nodes from this index on joined a mesh too large for eager tunnels (`EAGER_TUNNEL_PEERS`).
+const LATE: usize = 40;
 
 fn config(join: Vec<Ticket>) -> MeshConfig {
     let mut cfg = MeshConfig::new(iroh::SecretKey::generate());
@@ -144,6 +148,7 @@ fn main() {
         nodes.push(newcomer);
 
         let count = nodes.len() as f64 + 1.0;
+        let late_before = udp_bytes(&nodes[LATE.min(nodes.len() - 1)..]);
         let ((r0, s0), c0, w0) = (udp_bytes(&nodes), cpu_ticks(), Instant::now());
         tokio::time::sleep(Duration::from_secs(idle_secs)).await;
         let secs = w0.elapsed().as_secs_f64();
@@ -153,8 +158,17 @@ fn main() {
         let read = nodes.len() as f64;
         let recv = (r1 - r0) as f64 / secs / read;
         let sent = (s1 - s0) as f64 / secs / read;
+        // Nodes that joined a mesh of more than EAGER_TUNNEL_PEERS (32) opened no tunnels
+        // (no requests here): their traffic is gossip alone. The first ones keep the tunnels
+        // they opened while the mesh was small.
+        let late = &nodes[LATE.min(nodes.len() - 1)..];
+        let ((lr0, _), (lr1, _)) = (late_before, udp_bytes(late));
+        let late_recv = (lr1 - lr0) as f64 / secs / late.len() as f64;
         let cpu = (cpu_ticks() - c0) as f64 / secs / count;
-        eprintln!("idle: {recv:.0} B/s received, {sent:.0} B/s sent, {cpu:.2}% CPU per node");
+        eprintln!(
+            "idle: {recv:.0} B/s received ({late_recv:.0} by nodes without tunnels), \
+             {sent:.0} B/s sent, {cpu:.2}% CPU per node"
+        );
 
         drop(victim);
         victim_rt.shutdown_background();
@@ -174,6 +188,7 @@ fn main() {
                 "idle_secs": idle_secs,
                 "recv_bytes_per_node_s": recv,
                 "sent_bytes_per_node_s": sent,
+                "recv_bytes_per_late_node_s": late_recv,
                 "cpu_pct_per_node": cpu,
                 "death_known_by_all_s": death,
             })

@@ -40,11 +40,14 @@ use crate::mesh::state::liveness::{self, Fingerprint, Report, Schedule, Signal, 
 use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
 use crate::mesh::{MeshEvent, Shared};
 
+/// Longest wait for iroh-gossip to take one message to send.
+pub const BROADCAST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often path type and RTT are read from the local connections.
 pub const PATHS_EVERY: Duration = Duration::from_secs(1);
-/// Below this many peers the tunnel is opened to every peer that joins (its path type and RTT
-/// show at once, its death is seen from the connection); above it only to hosts (the ones
-/// requests go to), so a node's connections do not grow with the mesh.
+/// Up to this many peers the tunnel is opened to every peer as it joins (its path type and RTT
+/// show at once, its death is seen from the connection); beyond, a tunnel is opened by the
+/// first request routed to a peer, so a node's connections (each sends keep-alives) grow with
+/// the peers it uses, not with the mesh.
 pub const EAGER_TUNNEL_PEERS: usize = 32;
 
 pub(crate) async fn run(
@@ -60,6 +63,8 @@ pub(crate) async fn run(
     let mut paths = tokio::time::interval(PATHS_EVERY);
     // When the subscription ends, the timers go on: peers must still expire and tables be pruned.
     let mut gossip_open = true;
+    // The newest gossip neighbour, asked again for the roster at the recheck.
+    let mut neighbour: Option<EndpointId> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -95,6 +100,11 @@ pub(crate) async fn run(
                 }
                 let changes = shared.with_table(|t| t.expire(now, timers.expiry));
                 changed(&shared, changes);
+                if let Some(id) = neighbour {
+                    if shared.with_liveness(|l| l.roster_due(now, false)) {
+                        tokio::spawn(fetch_roster(shared.clone(), id));
+                    }
+                }
                 shared.with_liveness(|l| l.prune(now));
                 prune(&shared);
             }
@@ -116,7 +126,8 @@ pub(crate) async fn run(
                     // next refresh; and learn the whole mesh from it.
                     schedule.force();
                     announce(&shared, &sender, &mut schedule).await;
-                    if shared.with_liveness(|l| l.roster_due(Instant::now())) {
+                    neighbour = Some(id);
+                    if shared.with_liveness(|l| l.roster_due(Instant::now(), true)) {
                         tokio::spawn(fetch_roster(shared.clone(), id));
                     }
                 }
@@ -149,11 +160,21 @@ async fn announce(shared: &Shared, sender: &GossipSender, schedule: &mut Schedul
     broadcast(shared, sender, &Message::Announce(ann), "announcement").await;
 }
 
-async fn broadcast(shared: &Shared, sender: &GossipSender, msg: &Message, what: &str) {
+/// Sends a message on the topic without holding up the driver: a gossip actor slow to take
+/// it must not stop the sweep (expiry, suspects, probes). Each send gives up after
+/// [`BROADCAST_TIMEOUT`], so at most a few are ever pending.
+async fn broadcast(shared: &Shared, sender: &GossipSender, msg: &Message, what: &'static str) {
     let bytes = announce::encode(&shared.secret_key, msg);
-    if let Err(e) = sender.broadcast(bytes.into()).await {
-        tracing::warn!("cannot broadcast {what}: {e}");
-    }
+    let sender = sender.clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(BROADCAST_TIMEOUT, sender.broadcast(bytes.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot broadcast {what}: {e}"),
+            Err(_) => tracing::warn!(
+                "cannot broadcast {what}: gossip did not take it within {BROADCAST_TIMEOUT:?}"
+            ),
+        }
+    });
 }
 
 /// Acts on what this node saw of `id`'s connection: drop it now, or dial it first.
@@ -399,15 +420,12 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
         let event = match change {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
-                // Open the tunnel now to a host, or to anyone in a small mesh: the first request
-                // then pays no handshake, the peer table gets path type and RTT, and the
-                // peer's death shows on the connection.
+                // In a small mesh open the tunnel now: the first request then pays no
+                // handshake, the peer table gets path type and RTT, and the peer's death shows
+                // on the connection.
                 let tunnel = shared.tunnel.clone();
                 tunnel.clear_down(&id);
-                let eager = shared.with_table(|t| {
-                    t.len() <= EAGER_TUNNEL_PEERS
-                        || t.get(&id).is_some_and(|p| !p.ann.models.is_empty())
-                });
+                let eager = shared.with_table(|t| t.len() <= EAGER_TUNNEL_PEERS);
                 if eager {
                     tokio::spawn(async move {
                         if let Err(e) = tunnel.connection(id).await {

@@ -19,8 +19,9 @@ use crate::mesh::state::peers::MAX_PEERS;
 pub use crate::mesh::proto::roster::ALPN;
 /// Connecting, asking and reading the whole answer must finish within this.
 pub const ROSTER_TIMEOUT: Duration = Duration::from_secs(10);
-/// A member is answered at most once per this long (it asks once per new neighbour at most).
-pub const ASK_GAP: Duration = Duration::from_secs(5);
+/// A member is answered at most once per this long (it asks at most twice in its first
+/// seconds, then once per new neighbour and `state::liveness::ROSTER_GAP`).
+pub const ASK_GAP: Duration = Duration::from_secs(3);
 
 /// The signed messages to hand out: this node's own announcement first, then its peers'.
 pub type RosterFn = Box<dyn Fn() -> Vec<Bytes> + Send + Sync>;

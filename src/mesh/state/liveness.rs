@@ -49,6 +49,10 @@ pub const PRESSURE: Duration = Duration::from_secs(60);
 /// this: a newcomer asks its first neighbour, and a neighbour view reshuffling costs no stream
 /// of rosters.
 pub const ROSTER_GAP: Duration = Duration::from_secs(30);
+/// A newcomer asks a neighbour for the roster a second time this long after the first: nodes
+/// that joined at the same moment announced themselves before it was connected, and are in
+/// its neighbours' tables by now.
+pub const ROSTER_RECHECK: Duration = Duration::from_secs(5);
 
 /// What an announcement says, split into what the node is and how busy it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +173,8 @@ pub struct Liveness {
     probing: BTreeMap<EndpointId, Instant>,
     suspects: BTreeMap<EndpointId, Suspicion>,
     last_roster: Option<Instant>,
+    /// Rosters asked so far (the second comes [`ROSTER_RECHECK`] after the first).
+    rosters: u32,
     /// Token bucket of `Down` reports: tokens, and when it was last filled.
     reports: (f64, Option<Instant>),
     /// Until when a full table checks its stalest peers ([`Liveness::pressure`]).
@@ -182,6 +188,7 @@ impl Liveness {
             probing: BTreeMap::new(),
             suspects: BTreeMap::new(),
             last_roster: None,
+            rosters: 0,
             reports: (REPORT_BURST, None),
             pressure_until: None,
         }
@@ -221,13 +228,19 @@ impl Liveness {
         )
     }
 
-    /// A gossip neighbour came up: whether to ask it for its roster now (noted when so).
-    pub fn roster_due(&mut self, now: Instant) -> bool {
-        let due = self
-            .last_roster
-            .is_none_or(|at| now.saturating_duration_since(at) >= ROSTER_GAP);
+    /// Whether to ask a neighbour for its roster now (noted when so): at the first neighbour,
+    /// again [`ROSTER_RECHECK`] later (`neighbour_up` or not: the sweep asks too), then at a
+    /// new neighbour at most once per [`ROSTER_GAP`].
+    pub fn roster_due(&mut self, now: Instant, neighbour_up: bool) -> bool {
+        let since = |at: Instant| now.saturating_duration_since(at);
+        let due = match (self.rosters, self.last_roster) {
+            (_, None) => neighbour_up,
+            (1, Some(at)) => since(at) >= ROSTER_RECHECK,
+            (_, Some(at)) => neighbour_up && since(at) >= ROSTER_GAP,
+        };
         if due {
             self.last_roster = Some(now);
+            self.rosters = self.rosters.saturating_add(1);
         }
         due
     }
@@ -402,12 +415,18 @@ mod tests {
     }
 
     #[test]
-    fn the_first_neighbour_is_asked_for_the_roster_then_one_per_gap() {
+    fn the_first_neighbour_is_asked_for_the_roster_again_soon_after_then_one_per_gap() {
         let now = Instant::now();
         let mut l = Liveness::new(timers());
-        assert!(l.roster_due(now));
-        assert!(!l.roster_due(now + ROSTER_GAP / 2));
-        assert!(l.roster_due(now + ROSTER_GAP));
+        assert!(!l.roster_due(now, false), "no neighbour yet");
+        assert!(l.roster_due(now, true));
+        assert!(!l.roster_due(now + ROSTER_RECHECK / 2, true));
+        // The recheck comes at a sweep, with no new neighbour.
+        let again = now + ROSTER_RECHECK;
+        assert!(l.roster_due(again, false));
+        assert!(!l.roster_due(again + ROSTER_GAP / 2, true));
+        assert!(!l.roster_due(again + ROSTER_GAP, false));
+        assert!(l.roster_due(again + ROSTER_GAP, true));
     }
 
     #[test]
