@@ -130,7 +130,13 @@ fn main() {
         // Everyone knows everyone before the measurements start.
         let total = nodes.len(); // peers each node should have: the others and the victim
         let formed_full = until(|| nodes.iter().all(|m| m.peers().len() >= total)).await;
-        eprintln!("all tables full after {formed_full:?} more");
+        let mut sizes: Vec<usize> = nodes.iter().map(|m| m.peers().len()).collect();
+        sizes.sort_unstable();
+        eprintln!(
+            "all tables full after {formed_full:?} more (peers known: min {}, median {}, of {total})",
+            sizes[0],
+            sizes[sizes.len() / 2]
+        );
 
         let newcomer = start(vec![nodes[nodes.len() / 2].ticket()]).await;
         let new_id = newcomer.node_id().to_string();
