@@ -86,3 +86,14 @@ bench-prefix-http:
 # Scoring 10,000 offers: score, probe the top 5, score again, pick (docs/BENCHMARKS.md).
 bench-score:
     cargo run --release --example bench_score -- 10000 50
+
+# Membership at scale: N client nodes on loopback in one process, real iroh endpoints
+# (docs/BENCHMARKS.md, "Membership at scale"). Debug build: the release profile would rebuild
+# llama.cpp and every dependency (the crypto crates are optimised in dev builds too).
+bench-membership nodes="200" idle="60":
+    cargo run --example bench_membership -- {{nodes}} {{idle}}
+
+# Membership at scale in simulated time: the real gossip and membership protocols, N nodes in
+# one process, with the network simulated (docs/BENCHMARKS.md, "Membership at scale").
+sim-membership nodes="1000" idle="450" seed="1":
+    cargo run --release --features sim --example sim_membership -- {{nodes}} {{idle}} {{seed}}

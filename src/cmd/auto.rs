@@ -412,8 +412,8 @@ impl Auto {
     }
 }
 
-/// Resolves (downloading if needed) and loads `model`, then serves it: peers see it at the next
-/// heartbeat. A failure leaves the node in the mesh as a client.
+/// Resolves (downloading if needed) and loads `model`, then serves it: peers see it at once (a
+/// change is announced at the next sweep). A failure leaves the node in the mesh as a client.
 async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
     let started = Instant::now();
     // A model too big for this node alone is split over the mesh's members instead.

@@ -21,10 +21,15 @@ mod error;
 #[cfg(test)]
 mod hostile_tests;
 pub mod identity;
+#[cfg(test)]
+mod liveness_tests;
 mod messages;
 pub mod net;
 pub mod proto;
 mod shares;
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub mod sim;
 #[cfg(test)]
 mod stall_tests;
 mod start;
@@ -70,6 +75,7 @@ use proto::announce::{self, Announcement, Message};
 use state::affinity::AffinityTable;
 use state::flood::FloodGuard;
 use state::health::HealthTable;
+use state::member::Member;
 use state::peers::{PeerTable, Timers};
 use state::seen::SeenModels;
 
@@ -78,12 +84,22 @@ const ROUTER_SHUTDOWN: Duration = Duration::from_secs(5);
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
 /// How long iroh-gossip keeps a message's payload to answer neighbours' repair requests
-/// (default 30 s): heartbeats are stale after a second, and everything a flooding member sent
-/// before it was cut off is held this long.
+/// (default 30 s): a lost announcement heals at its author's next change or refresh (and a
+/// newcomer gets the roster directly), and everything a flooding member sent before it was cut
+/// off is held this long.
 const GOSSIP_CACHE: Duration = Duration::from_secs(5);
 /// How long iroh-gossip remembers a message's id to deliver it only once (default 90 s); a
 /// copy seen again later is refused by the peer table (`seq` not newer) or the `seq` window.
 const GOSSIP_IDS: Duration = Duration::from_secs(30);
+
+/// iroh-gossip's broadcast settings for the mesh topic (also the simulation's, `sim`).
+fn plumtree_config() -> iroh_gossip::proto::PlumtreeConfig {
+    iroh_gossip::proto::PlumtreeConfig {
+        message_cache_retention: GOSSIP_CACHE,
+        message_id_retention: GOSSIP_IDS,
+        ..Default::default()
+    }
+}
 
 /// What this node serves right now, as it is announced to peers.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -100,7 +116,8 @@ impl Serving {
     }
 }
 
-/// Asked at every heartbeat: what this node serves now (the node reads its engine slot).
+/// Asked at every sweep of the membership driver: what this node serves now (the node reads its
+/// engine slot); announced when it changed (`state::liveness::Schedule`).
 pub type ServingFn = Arc<dyn Fn() -> Serving + Send + Sync>;
 
 /// State shared by the handle and the background tasks.
@@ -127,12 +144,15 @@ pub(crate) struct Shared {
     known_models: Mutex<SeenModels>,
     /// Gossip rate limits per neighbour and author, and bans.
     flood: Mutex<FloodGuard>,
+    /// The membership protocol's own state: announcement schedule, probes in flight, peers
+    /// reported down (`state::member`). Locked before `flood`, and `flood` before `table`.
+    member: Mutex<Member>,
     events: broadcast::Sender<MeshEvent>,
     /// Counts changes of the roster (see [`Mesh::watch_roster`]).
     roster: watch::Sender<u64>,
     /// Model names this node announced last, to notice when its own serving changes.
     own_models: Mutex<Vec<String>>,
-    /// Asks the membership driver to announce now instead of at the next heartbeat.
+    /// Asks the membership driver to announce now instead of at its next sweep.
     announce_now: tokio::sync::Notify,
     memory_bytes: u64,
     /// Which of this node's addresses it tells others.
@@ -157,7 +177,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Compares this node's models with those it announced last: a model loaded or unloaded
-    /// changes the roster. Called with every announcement (so at least every heartbeat).
+    /// changes the roster. Called with every check of the announcement (every sweep).
     fn note_own_models(&self, models: &[ModelOffer]) {
         let names = models.iter().map(|m| m.name.as_str());
         let changed = match self.own_models.lock() {
@@ -183,6 +203,16 @@ impl Shared {
         f(&mut guard)
     }
 
+    fn with_member<T>(&self, f: impl FnOnce(&mut Member) -> T) -> T {
+        let mut member = self.member.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut member)
+    }
+
+    #[cfg(test)]
+    fn with_liveness<T>(&self, f: impl FnOnce(&state::liveness::Liveness) -> T) -> T {
+        self.with_member(|m| f(m.liveness()))
+    }
+
     fn with_table<T>(&self, f: impl FnOnce(&mut PeerTable) -> T) -> T {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut table)
@@ -191,6 +221,15 @@ impl Shared {
     /// Tells roster watchers that who is in the mesh, or what some member serves, changed.
     fn roster_changed(&self) {
         self.roster.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// This node's announcement, signed now, then every peer's as its author signed it
+    /// (`mesh/roster/1`).
+    fn signed_roster(&self) -> Vec<bytes::Bytes> {
+        let own = Message::Announce(self.announcement());
+        let mut all = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
+        all.extend(self.with_table(|t| t.signed_roster()));
+        all
     }
 
     fn announcement(&self) -> Announcement {
@@ -352,6 +391,7 @@ impl Mesh {
         let [direct, relayed, authors, banned] = self.shared.with_flood(|f| f.sizes());
         let [admitted, gate_banned, gate_conns] = self.shared.gate.sizes();
         let [conns, down] = self.shared.tunnel.sizes();
+        let [probes, suspects] = self.shared.with_member(|m| m.liveness().sizes());
         let known = self
             .shared
             .known_models
@@ -371,6 +411,8 @@ impl Mesh {
             ("tunnel_conns", conns),
             ("tunnel_down", down),
             ("known_models", known),
+            ("liveness_probes", probes),
+            ("liveness_suspects", suspects),
         ]
     }
 
@@ -399,13 +441,13 @@ impl Mesh {
     }
 
     /// What this node serves has changed (a model was loaded after the node started): peers
-    /// and roster watchers hear of it now rather than at the next heartbeat.
+    /// and roster watchers hear of it now rather than at the next sweep.
     pub fn serving_changed(&self) {
         self.shared.announce_now.notify_one();
     }
 
     /// Wakes (the value counts changes) when a node joins or leaves, or when what some member
-    /// serves changes — the models of a peer, or this node's own, noticed at its next heartbeat
+    /// serves changes — the models of a peer, or this node's own, noticed at its next sweep
     /// (at once after [`Mesh::serving_changed`]).
     /// Unlike [`Mesh::subscribe`]'s events this also covers a peer that starts serving a model
     /// already in the mesh, and this node loading its model (`mesh --auto`); it is how

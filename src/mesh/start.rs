@@ -38,16 +38,13 @@ impl Mesh {
         ));
         let gossip = Gossip::builder()
             .max_message_size(announce::MAX_MESSAGE_BYTES)
-            .broadcast_config(iroh_gossip::proto::PlumtreeConfig {
-                message_cache_retention: GOSSIP_CACHE,
-                message_id_retention: GOSSIP_IDS,
-                ..Default::default()
-            })
+            .broadcast_config(plumtree_config())
             .spawn(endpoint.clone());
         let offer = OfferSlot::default();
         let (msg_server, received) = net::msg::MsgServer::new();
         let shares = net::tcp_share::Shares::new(cancel.child_token());
         let rpc = net::rpc::RpcServer::default();
+        let roster = net::roster::RosterServer::default();
         let router = protocols(
             &endpoint, keys, &gate, &gossip, tunnel_app, &offer, msg_server, &rpc,
         )
@@ -57,6 +54,7 @@ impl Mesh {
                 shares: shares.clone(),
             },
         )
+        .accept(net::roster::ALPN, roster.clone())
         .spawn();
         let joined = join_topic(&endpoint, &gossip, &cfg.join, keys, &gate).await;
         let (sender, receiver) = match joined {
@@ -87,6 +85,7 @@ impl Mesh {
             health_changed: watch::channel(0).0,
             known_models: Mutex::default(),
             flood: Mutex::default(),
+            member: Mutex::new(Member::new(cfg.secret_key.public(), cfg.timers)),
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
             own_models: Mutex::default(),
@@ -103,6 +102,12 @@ impl Mesh {
             gossip_stalls: Default::default(),
             split_offer: Mutex::default(),
         });
+        let weak = Arc::downgrade(&shared);
+        let _ = roster.source.set(Box::new(move || {
+            weak.upgrade()
+                .map(|s| s.signed_roster())
+                .unwrap_or_default()
+        }));
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();
         let membership = tokio::spawn(membership::run(

@@ -60,7 +60,7 @@ async fn roster_watch_fires_on_joins_and_on_own_and_peer_models_changing() {
     bumped(&mut peer, 0).await;
     assert_eq!(b.peers().len(), 1);
     let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
-    // A loads a model after joining: A notices it at its heartbeat, B from A's announcement.
+    // A loads a model after joining: A notices it at its sweep, B from A's announcement.
     models.lock().unwrap().push(model("m"));
     bumped(&mut own, own_before).await;
     bumped(&mut peer, peer_before).await;
@@ -68,7 +68,7 @@ async fn roster_watch_fires_on_joins_and_on_own_and_peer_models_changing() {
     // Load alone (free slots) is not a change of the roster.
     let (own_before, peer_before) = (*own.borrow_and_update(), *peer.borrow_and_update());
     models.lock().unwrap()[0].free_slots = 0;
-    tokio::time::sleep(a.shared.timers.heartbeat * 3).await;
+    tokio::time::sleep(a.shared.timers.load_gap * 3).await;
     assert_eq!((*own.borrow(), *peer.borrow()), (own_before, peer_before));
     b.abort().await;
     a.abort().await;
@@ -78,13 +78,13 @@ async fn roster_watch_fires_on_joins_and_on_own_and_peer_models_changing() {
 async fn serving_changed_announces_at_once_not_at_the_next_heartbeat() {
     let (models, serving) = changeable_serving();
     let mut cfg = config();
-    // A heartbeat far longer than the wait below: only serving_changed can make it in time.
-    cfg.timers.heartbeat = Duration::from_secs(600);
+    // A sweep far longer than the wait below: only serving_changed can make it in time.
+    cfg.timers.sweep = Duration::from_secs(600);
     let a = Mesh::start(cfg, serving, axum::Router::new())
         .await
         .unwrap();
     let mut own = a.watch_roster();
-    // The first heartbeat ticks at start; let it pass, then load a model.
+    // The first sweep ticks at start; let it pass, then load a model.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = *own.borrow_and_update();
     models.lock().unwrap().push(model("m"));

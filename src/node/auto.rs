@@ -26,8 +26,8 @@ pub const EMPTY_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait before looking again when no mesh fits a client, or the chosen mesh
 /// refused the node.
 pub const RETRY: Duration = Duration::from_secs(10);
-/// How long after joining the offer is checked against gossip: ten heartbeats, time for every
-/// member's announcement to arrive.
+/// How long after joining the offer is checked against gossip: time for the first neighbour's
+/// roster (every member's announcement, `mesh/roster/1`) and for stragglers to arrive.
 pub const VERIFY_AFTER: Duration = Duration::from_secs(10);
 
 /// What the policy knows from the flags.

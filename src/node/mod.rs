@@ -57,7 +57,7 @@ pub struct NodeOptions {
 /// A running node: the engine, the mesh and the two HTTP servers.
 pub struct Node {
     /// What this node serves, one engine per model; empty on a client, or until `mesh --auto`
-    /// has loaded its model (peers see it at the next heartbeat).
+    /// has loaded its model (peers see it within a sweep: a change is announced at once).
     pub local: LocalSlot,
     pub mesh: Option<Mesh>,
     /// Bound address of the OpenAI-compatible API.
@@ -272,7 +272,7 @@ async fn load_engines(cfgs: Vec<EngineConfig>) -> anyhow::Result<Vec<Arc<dyn Gen
     Ok(loaded)
 }
 
-/// Starts the mesh side: peers learn what `local` serves at every heartbeat, and requests that
+/// Starts the mesh side: peers learn what `local` serves whenever it changes, and requests that
 /// arrive over the tunnel are answered by `local` only (they never travel on). The memory
 /// announced is the catalog's figure, the one its fit check uses, unless the config sets one.
 async fn start_mesh(

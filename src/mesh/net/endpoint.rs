@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use iroh::address_lookup::memory::MemoryLookup;
-use iroh::endpoint::{presets, Builder, PortmapperConfig};
+use iroh::endpoint::{presets, Builder, PortmapperConfig, QuicTransportConfig};
 use iroh::tls::CaTlsConfig;
 use iroh::{Endpoint, SecretKey};
 use rustls_pki_types::pem::PemObject;
@@ -22,6 +22,14 @@ use crate::mesh::{MeshConfig, MeshError, NetConfig};
 
 /// How long after start an unreachable relay list is worth one warning.
 pub const RELAY_WARN_AFTER: Duration = Duration::from_secs(5);
+/// QUIC keep-alive on every connection while it is otherwise quiet (iroh's default is 5 s).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A connection that hears nothing for this long closes with a timeout (iroh's default is 30 s;
+/// the shorter of both sides' values applies). Liveness rests on it (`state::liveness`): a
+/// killed node's connections time out this long after its last keep-alive, so the nodes that
+/// route to it drop it then, and its gossip neighbours start the `Down` report. Three
+/// keep-alives may be lost before a live peer is taken for dead.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An endpoint builder with `net`'s relays, TLS roots and port mapping. No DNS address lookup
 /// (pkarr): peers are dialled with the addresses tickets, offers and gossip carry.
@@ -31,10 +39,15 @@ pub fn builder(net: &NetConfig, secret_key: SecretKey) -> Builder {
     } else {
         PortmapperConfig::Disabled
     };
+    let transport = QuicTransportConfig::builder()
+        .keep_alive_interval(KEEP_ALIVE)
+        .max_idle_timeout(IDLE_TIMEOUT.try_into().ok())
+        .build();
     let mut builder = Endpoint::builder(presets::Minimal)
         .secret_key(secret_key)
         .relay_mode(net.relays.mode())
-        .portmapper_config(portmap);
+        .portmapper_config(portmap)
+        .transport_config(transport);
     if let Some(tls) = &net.relay_tls {
         builder = builder.ca_tls_config(tls.clone());
     }

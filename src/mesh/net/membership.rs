@@ -1,69 +1,103 @@
-//! The membership driver: moves gossip messages between iroh-gossip and the pure peer table.
-//! Every `heartbeat` it announces this node and refreshes path type and RTT of each peer; every
-//! `sweep` it drops peers silent for longer than `expiry`. A new gossip neighbour triggers an
-//! announcement at once. Changes become [`MeshEvent`]s; joins, leaves and changes in what a peer
-//! serves also bump the roster watch (`Mesh::watch_roster`).
+//! The membership driver: moves bytes and timers for the sans-IO membership protocol
+//! (`state::member`), which decides everything: it feeds it iroh-gossip's events, a sweep
+//! every `Timers::sweep` with the tunnel connections that closed, probe answers and roster
+//! entries, and carries out the actions it returns:
 //!
-//! A hostile member cannot exhaust it (docs/SECURITY.md, "Hostile members: membership"): each
-//! message first passes the flood guard (`state::flood`, a map lookup), so a neighbour that
-//! floods is banned and cut off (`Gate::ban`) before its junk costs a signature check; messages
-//! with a `seq` outside the window of our clock are dropped; and every table is pruned at the
-//! sweep (peer table, flood guard, gate, tunnel, known models; addresses of peers that left).
+//! - announcing this node when the schedule says so ([`announce`] is the one place that
+//!   broadcasts it; at every sweep, and at once on a new neighbour, a `Down` report about this
+//!   node, or a change in what it serves);
+//! - dialling suspects (`ping`), broadcasting signed `Down` reports about peers found gone,
+//!   asking a new neighbour for its roster (`net::roster`), banning flooders (`Gate::ban`);
+//! - turning table changes into [`MeshEvent`]s and the roster watch (`Mesh::watch_roster`),
+//!   keeping tunnel, gate and address lookup in step.
+//!
+//! Path type and RTT of each peer are read every [`PATHS_EVERY`] from the local connections,
+//! and every table membership grows is pruned at the sweep (docs/SECURITY.md, "Hostile
+//! members: membership"). Every broadcast goes through the stall watchdog (`net::stall`).
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
+use iroh::EndpointId;
 use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::stall;
+use super::{ping, roster, stall};
 use crate::mesh::proto::announce::{self, Message};
-use crate::mesh::state::flood::{Verdict, BAN};
+use crate::mesh::state::flood::BAN;
+use crate::mesh::state::liveness::{Fingerprint, MAX_PROBES};
+use crate::mesh::state::member::{Action, Audience, Cx, Member};
 use crate::mesh::state::peers::{Change, ConnType, LeftBecause, PathState};
 use crate::mesh::{MeshEvent, Shared};
 
+/// How often path type and RTT are read from the local connections.
+pub const PATHS_EVERY: Duration = Duration::from_secs(1);
+/// Up to this many peers the tunnel is opened to every peer as it joins (its path type and RTT
+/// show at once, its death is seen from the connection); beyond, a tunnel is opened by the
+/// first request routed to a peer, so a node's connections (each sends keep-alives) grow with
+/// the peers it uses, not with the mesh.
+pub const EAGER_TUNNEL_PEERS: usize = 32;
+
 pub(crate) async fn run(
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     sender: GossipSender,
     mut receiver: GossipReceiver,
     cancel: CancellationToken,
 ) {
-    let timers = shared.timers;
-    let mut heartbeat = tokio::time::interval(timers.heartbeat);
-    let mut sweep = tokio::time::interval(timers.sweep);
+    let (probed_tx, mut probed) = mpsc::channel::<(EndpointId, bool)>(MAX_PROBES);
+    let (rosters_tx, mut rosters) = mpsc::channel::<(EndpointId, Vec<Bytes>)>(1);
+    let io = Io {
+        shared: &shared,
+        sender: &sender,
+        probed: &probed_tx,
+        rosters: &rosters_tx,
+    };
+    let mut sweep = tokio::time::interval(shared.timers.sweep);
+    let mut paths = tokio::time::interval(PATHS_EVERY);
     // When the subscription ends, the timers go on: peers must still expire and tables be pruned.
     let mut gossip_open = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            // What this node serves changed: announce it now (the tick below does).
-            _ = shared.announce_now.notified() => heartbeat.reset_immediately(),
-            _ = heartbeat.tick() => {
-                let msg = Message::Announce(shared.announcement());
-                let bytes = announce::encode(&shared.secret_key, &msg).into();
-                if let Err(e) = stall::broadcast(&shared, &sender, bytes).await {
-                    tracing::warn!("cannot broadcast heartbeat: {e}");
-                }
-                refresh_paths(&shared);
+            // What this node serves changed, or the protocol asked to announce now.
+            _ = shared.announce_now.notified() => {
+                shared.with_member(|m| m.force());
+                announce(&shared, &sender).await;
             }
             _ = sweep.tick() => {
-                let changes = shared.with_table(|t| t.expire(Instant::now(), timers.expiry));
-                if !changes.is_empty() {
-                    shared.roster_changed();
-                }
-                publish(&shared, changes);
+                announce(&shared, &sender).await;
+                let lost = shared.tunnel.take_lost(Instant::now());
+                io.carry_out(step(&shared, |m, cx| m.sweep(cx, &lost))).await;
                 prune(&shared);
+            }
+            _ = paths.tick() => refresh_paths(&shared),
+            Some((id, alive)) = probed.recv() => {
+                if !alive {
+                    tracing::info!(peer = %id.fmt_short(), "no answer to a dial");
+                }
+                io.carry_out(step(&shared, |m, cx| m.probed(cx, id, alive))).await;
+            }
+            Some((from, entries)) = rosters.recv() => {
+                let n = entries.len();
+                for bytes in entries {
+                    io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
+                }
+                tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
             }
             event = receiver.next(), if gossip_open => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
                 Some(Ok(GossipEvent::NeighborUp(id))) => {
                     tracing::debug!(peer = %id.fmt_short(), "gossip neighbour up");
-                    // Announce now: a node that just joined learns our models without waiting
-                    // for the next heartbeat.
-                    heartbeat.reset_immediately();
+                    io.carry_out(step(&shared, |m, cx| m.neighbour_up(cx, id))).await;
                 }
-                Some(Ok(GossipEvent::NeighborDown(id))) => tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down"),
+                Some(Ok(GossipEvent::NeighborDown(id))) => {
+                    tracing::debug!(peer = %id.fmt_short(), "gossip neighbour down");
+                    io.carry_out(step(&shared, |m, cx| m.neighbour_down(cx, id))).await;
+                }
                 Some(Ok(GossipEvent::Lagged)) => tracing::warn!("gossip receiver lagged; some announcements were lost"),
                 Some(Err(e)) => {
                     tracing::error!("gossip subscription failed: {e}; peers will expire");
@@ -78,94 +112,143 @@ pub(crate) async fn run(
     }
 }
 
-pub(crate) fn receive(
-    shared: &Shared,
-    bytes: &[u8],
-    delivered_from: iroh::EndpointId,
-    direct: bool,
-) {
-    // This node left its mesh (`mesh leave`): a message still in flight changes nothing.
-    if shared.gate.is_closed() {
-        return;
-    }
-    let now = Instant::now();
-    if !guard(
-        shared,
-        shared.with_flood(|f| f.arrived(delivered_from, direct, now)),
-    ) {
-        return;
-    }
-    let msg = match announce::decode(bytes) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::debug!(from = %delivered_from.fmt_short(), "dropped gossip message: {e}");
-            return;
-        }
-    };
-    if !announce::sender_matches(msg.node(), delivered_from, direct) {
-        tracing::debug!(from = %delivered_from.fmt_short(), "dropped gossip message: sender does not match the connection");
-        return;
-    }
-    if msg.node() == shared.secret_key.public() {
-        return;
-    }
-    if !announce::seq_in_window(msg.seq(), crate::util::time::unix_micros()) {
-        tracing::debug!(node = %msg.node().fmt_short(), "dropped gossip message: seq outside the window of our clock");
-        return;
-    }
-    let node = msg.node();
-    if !guard(
-        shared,
-        shared.with_flood(|f| f.authored(node, delivered_from, now)),
-    ) {
-        return;
-    }
-    let addr = match &msg {
-        Message::Announce(a) => Some(shared.dial.tidy(&a.addr)),
-        Message::Leave { .. } => None,
-    };
-    let served = |t: &crate::mesh::state::peers::PeerTable| {
-        t.get(&node).map(|p| {
-            p.ann
-                .models
-                .iter()
-                .map(|m| m.name.clone())
-                .collect::<Vec<_>>()
+/// Runs one event through the protocol with the tables locked (member, flood guard, peer
+/// table, in that order everywhere) and both clocks read now. Nothing happens once this node
+/// left its mesh (`mesh leave`): `leave` closes the gate, then empties the table, so a message
+/// that passed an earlier check cannot land after the emptying.
+fn step(shared: &Shared, f: impl FnOnce(&mut Member, &mut Cx) -> Vec<Action>) -> Vec<Action> {
+    shared.with_member(|member| {
+        shared.with_flood(|flood| {
+            shared.with_table(|table| {
+                if shared.gate.is_closed() {
+                    return Vec::new();
+                }
+                let mut cx = Cx {
+                    table,
+                    flood,
+                    now: Instant::now(),
+                    unix_micros: crate::util::time::unix_micros(),
+                };
+                f(member, &mut cx)
+            })
         })
-    };
-    let (changes, reshaped, member) = shared.with_table(|t| {
-        // Checked again under the table's lock: `leave` closes the gate, then empties the
-        // table, so a message that passed the first check cannot land after the emptying.
-        if shared.gate.is_closed() {
-            return (Vec::new(), false, false);
-        }
-        let before = served(t);
-        let changes = t.apply(msg, now);
-        (changes, before != served(t), t.get(&node).is_some())
-    });
-    // Only members' addresses are dialled (not those of strangers a full table refused).
-    if let (Some(addr), true) = (addr, member) {
-        shared.lookup.add_endpoint_info(addr);
-    }
-    if reshaped {
-        shared.roster_changed();
-    }
-    publish(shared, changes);
+    })
 }
 
-/// Acts on the flood guard's verdict; `true` when the message goes on.
-fn guard(shared: &Shared, verdict: Verdict) -> bool {
-    match verdict {
-        Verdict::Pass => true,
-        Verdict::Drop => false,
-        Verdict::Ban(id) => {
+/// A gossip message: decoded, checked and applied (for the driver, and the attacker tests that
+/// hand messages in directly). What it asks for is all done here, at once.
+pub(crate) fn receive(shared: &Shared, bytes: &[u8], delivered_from: EndpointId, direct: bool) {
+    for action in step(shared, |m, cx| {
+        m.received(cx, bytes, delivered_from, direct)
+    }) {
+        if let Some(left) = apply(shared, action) {
+            tracing::debug!("a gossip message asked for {left:?}: not done");
+        }
+    }
+}
+
+/// A roster entry from neighbour `from` (for the attacker tests; the driver takes whole rosters).
+#[cfg(test)]
+pub(crate) fn receive_roster_entry(shared: &Shared, bytes: Bytes, from: EndpointId) {
+    for action in step(shared, |m, cx| m.roster_entry(cx, bytes, from)) {
+        apply(shared, action);
+    }
+}
+
+/// Carries out the actions that need no waiting; returns the others.
+fn apply(shared: &Shared, action: Action) -> Option<Action> {
+    match action {
+        Action::Announce => shared.announce_now.notify_one(),
+        Action::Ban(id) => {
             tracing::warn!(peer = %id.fmt_short(), "banned for {BAN:?}: too many gossip messages");
             // Closing its connections drops it as a gossip neighbour; the gate refuses it
             // (admission included) until the ban ends.
             shared.gate.ban(id, Instant::now() + BAN);
             shared.tunnel.forget(&id);
-            false
         }
+        Action::Changed(changes) => {
+            shared.roster_changed();
+            publish(shared, changes);
+        }
+        Action::Reshaped => shared.roster_changed(),
+        Action::Learned(addr) => shared.lookup.add_endpoint_info(shared.dial.tidy(&addr)),
+        wait @ (Action::ReportDown { .. } | Action::Probe(_) | Action::FetchRoster(_)) => {
+            return Some(wait)
+        }
+    }
+    None
+}
+
+/// What the driver needs to carry out actions that take time.
+struct Io<'a> {
+    shared: &'a Arc<Shared>,
+    sender: &'a GossipSender,
+    probed: &'a mpsc::Sender<(EndpointId, bool)>,
+    rosters: &'a mpsc::Sender<(EndpointId, Vec<Bytes>)>,
+}
+
+impl Io<'_> {
+    async fn carry_out(&self, actions: Vec<Action>) {
+        for action in actions {
+            match apply(self.shared, action) {
+                None => {}
+                Some(Action::ReportDown { about, about_seq }) => {
+                    tracing::info!(peer = %about.fmt_short(), "peer gone: reporting it down");
+                    let down = Message::Down {
+                        node: self.shared.secret_key.public(),
+                        seq: crate::util::time::unix_micros(),
+                        about,
+                        about_seq,
+                    };
+                    let bytes = announce::encode(&self.shared.secret_key, &down).into();
+                    if let Err(e) = stall::broadcast(self.shared, self.sender, bytes).await {
+                        tracing::warn!("cannot broadcast a down report: {e}");
+                    }
+                }
+                Some(Action::Probe(id)) => {
+                    let (endpoint, probed) = (self.shared.endpoint.clone(), self.probed.clone());
+                    let within = self.shared.timers.probe;
+                    tokio::spawn(async move {
+                        let alive = matches!(
+                            tokio::time::timeout(within, endpoint.connect(id, ping::ALPN)).await,
+                            Ok(Ok(_))
+                        );
+                        let _ = probed.send((id, alive)).await;
+                    });
+                }
+                Some(Action::FetchRoster(id)) => {
+                    let (shared, rosters) = (self.shared.clone(), self.rosters.clone());
+                    tokio::spawn(async move {
+                        match roster::fetch(&shared.endpoint, id).await {
+                            Ok(entries) => {
+                                let _ = rosters.send((id, entries)).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(peer = %id.fmt_short(), "cannot fetch the roster: {e}")
+                            }
+                        }
+                    });
+                }
+                Some(other) => tracing::debug!("not carried out: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Announces this node when the schedule says so: the one place its announcement is sent.
+async fn announce(shared: &Arc<Shared>, sender: &GossipSender) {
+    let ann = shared.announcement();
+    let fp = Fingerprint::of(&ann);
+    let Some(audience) = shared.with_member(|m| m.announce_due(Instant::now(), fp)) else {
+        return;
+    };
+    let bytes = announce::encode(&shared.secret_key, &Message::Announce(ann)).into();
+    let sent = match audience {
+        Audience::Mesh => stall::broadcast(shared, sender, bytes).await,
+        Audience::Neighbours => stall::broadcast_neighbours(shared, sender, bytes).await,
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot broadcast the announcement: {e}");
     }
 }
 
@@ -188,15 +271,19 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
         let event = match change {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
-                // Open the tunnel now: the first request then pays no handshake, and the peer
-                // table gets path type and RTT.
+                // In a small mesh open the tunnel now: the first request then pays no
+                // handshake, the peer table gets path type and RTT, and the peer's death shows
+                // on the connection.
                 let tunnel = shared.tunnel.clone();
                 tunnel.clear_down(&id);
-                tokio::spawn(async move {
-                    if let Err(e) = tunnel.connection(id).await {
-                        tracing::debug!("cannot open tunnel yet: {e}");
-                    }
-                });
+                let eager = shared.with_table(|t| t.len() <= EAGER_TUNNEL_PEERS);
+                if eager {
+                    tokio::spawn(async move {
+                        if let Err(e) = tunnel.connection(id).await {
+                            tracing::debug!("cannot open tunnel yet: {e}");
+                        }
+                    });
+                }
                 MeshEvent::PeerJoined {
                     node_id: id.to_string(),
                 }
@@ -205,6 +292,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
                 let reason = match why {
                     LeftBecause::Leave => "left",
                     LeftBecause::Expired => "expired",
+                    LeftBecause::Lost => "lost",
                 };
                 tracing::info!(peer = %id.fmt_short(), reason, "peer left");
                 shared.tunnel.forget(&id);

@@ -3,7 +3,8 @@
 //! - [`endpoint`]: building the iroh endpoint (relays, bind address, TLS roots).
 //! - [`gate`]: endpoint hooks that close every protocol to nodes not admitted.
 //! - [`admit`]: the admission handshake's two IO sides and the outgoing admitter task.
-//! - [`membership`]: the iroh-gossip driver (heartbeats, receive, sweep, path refresh).
+//! - [`membership`]: the iroh-gossip driver (announcements, receive, liveness, sweep, paths).
+//! - [`roster`]: `mesh/roster/1`, a neighbour's signed announcements for a newcomer.
 //! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams (the calling side).
 //! - [`tunnel_server`]: the serving side of `mesh/http/1`.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.
@@ -24,6 +25,7 @@ pub mod msg;
 pub mod offer;
 pub mod ping;
 pub mod report;
+pub mod roster;
 pub mod rpc;
 pub mod splice;
 pub(crate) mod stall;

@@ -10,7 +10,8 @@
 //! gossip connection of this node is closed (a send blocked on a closed connection fails, which
 //! frees the actor), and the members in the peer table are joined again. We cannot tell from
 //! outside the library which neighbour stopped reading, so all of them are cut, honest ones
-//! included; they are back within a heartbeat or two (docs/SECURITY.md, "Gossip stalls").
+//! included; each comes back as a new gossip neighbour, which announces both sides again
+//! (docs/SECURITY.md, "Block a node's gossip for good").
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,7 +35,24 @@ pub(crate) async fn broadcast(
     sender: &GossipSender,
     bytes: bytes::Bytes,
 ) -> Result<(), String> {
-    match tokio::time::timeout(GOSSIP_STALL, sender.broadcast(bytes)).await {
+    watched(shared, sender, sender.broadcast(bytes)).await
+}
+
+/// Sends `bytes` to this node's gossip neighbours only, watched like [`broadcast`].
+pub(crate) async fn broadcast_neighbours(
+    shared: &Arc<Shared>,
+    sender: &GossipSender,
+    bytes: bytes::Bytes,
+) -> Result<(), String> {
+    watched(shared, sender, sender.broadcast_neighbors(bytes)).await
+}
+
+async fn watched<E: std::fmt::Display>(
+    shared: &Arc<Shared>,
+    sender: &GossipSender,
+    send: impl std::future::Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(GOSSIP_STALL, send).await {
         Ok(sent) => sent.map_err(|e| e.to_string()),
         Err(_) => {
             unstall(shared, sender);

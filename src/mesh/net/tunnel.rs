@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use iroh::endpoint::Connection;
+use iroh::endpoint::{Connection, ConnectionError};
 use iroh::{Endpoint, EndpointId};
 
 use super::gate::Gate;
@@ -70,6 +70,9 @@ pub struct Tunnel {
     down: Arc<Mutex<HashMap<EndpointId, Instant>>>,
     /// Open streams per peer, at most [`MAX_STREAMS_TO_PEER`] each.
     streams: Arc<Mutex<HashMap<EndpointId, Arc<tokio::sync::Semaphore>>>>,
+    /// Cached connections found closed (not by us) since [`Tunnel::take_lost`] last ran, and
+    /// whether each timed out: the membership driver's evidence of death (`state::liveness`).
+    lost: Arc<Mutex<HashMap<EndpointId, bool>>>,
 }
 
 impl Tunnel {
@@ -80,6 +83,7 @@ impl Tunnel {
             conns: Arc::default(),
             down: Arc::default(),
             streams: Arc::default(),
+            lost: Arc::default(),
         }
     }
 
@@ -113,17 +117,43 @@ impl Tunnel {
         }
         let mut closed = Vec::new();
         if let Ok(mut conns) = self.conns.lock() {
-            conns.retain(|id, c| {
-                let open = c.close_reason().is_none();
-                if !open {
-                    closed.push(*id);
+            conns.retain(|id, c| match c.close_reason() {
+                None => true,
+                Some(reason) => {
+                    closed.push((*id, reason));
+                    false
                 }
-                open
             });
         }
-        for id in closed {
+        for (id, reason) in closed {
             self.gate.revoke(&id);
             self.mark_down(id);
+            self.note_lost(id, &reason);
+        }
+    }
+
+    /// Peers whose cached connection closed since the last call (closed here first, see
+    /// [`Tunnel::prune`]), each with whether it timed out: heard nothing for the endpoint's
+    /// idle timeout, so its keep-alives stopped.
+    pub fn take_lost(&self, now: Instant) -> Vec<(EndpointId, bool)> {
+        self.prune(now);
+        self.lost
+            .lock()
+            .map(|mut l| l.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// Notes a cached connection that closed; one this node closed itself says nothing.
+    fn note_lost(&self, peer: EndpointId, reason: &ConnectionError) {
+        if matches!(reason, ConnectionError::LocallyClosed) {
+            return;
+        }
+        let timed_out = matches!(reason, ConnectionError::TimedOut);
+        if let Ok(mut lost) = self.lost.lock() {
+            // Bounded: it holds only cached connections, which are peers'.
+            if lost.len() < 4 * crate::mesh::state::peers::MAX_PEERS {
+                lost.insert(peer, timed_out);
+            }
         }
     }
 
@@ -162,6 +192,7 @@ impl Tunnel {
                     }
                     self.gate.revoke(&peer);
                     self.mark_down(peer);
+                    self.note_lost(peer, &reason);
                     return Err(TunnelError::Lost {
                         peer: name,
                         reason: reason.to_string(),

@@ -14,8 +14,13 @@
 use iroh::{EndpointAddr, EndpointId, SecretKey};
 use serde::{Deserialize, Serialize};
 
-/// Version of the gossip messages; a node ignores messages of another version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the gossip messages; a node ignores messages of another version. Version 2:
+/// announcements on change plus a [`REFRESH`] instead of 1 s heartbeats, and `Down` reports (a
+/// version-1 node would expire a version-2 node between two of its announcements).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Every node announces itself at least this often, also when nothing changed: at 1,000 nodes
+/// of ~300-byte announcements each node receives 1000 × 300 B / 300 s = 1 KB/s of them.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
 /// Largest gossip message accepted (also iroh-gossip's `max_message_size`).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Most models one node may announce, and the longest name / region / model id.
@@ -25,9 +30,10 @@ pub const MAX_MODEL_CHARS: usize = 128;
 /// Most models one node may announce it wants to host split ([`SplitOffer::wants`]).
 pub const MAX_SPLIT_WANTS: usize = 4;
 /// A message's `seq` (its author's clock at sending) must be within this of the receiver's
-/// clock: recorded heartbeats of a departed node cannot be replayed to newcomers later, and a
-/// far-future `seq` cannot lock a node's real messages out.
-pub const SEQ_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+/// clock: recorded announcements of a departed node cannot be replayed to newcomers later, and
+/// a far-future `seq` cannot lock a node's real messages out. Twice [`REFRESH`]: a member's
+/// newest announcement, handed to a newcomer (`mesh/roster/1`), may be a refresh old.
+pub const SEQ_WINDOW: std::time::Duration = std::time::Duration::from_secs(2 * REFRESH.as_secs());
 
 /// `host` serves models; `client` serves none (it only uses the mesh).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +71,8 @@ pub struct ModelOffer {
     pub ctx: u32,
 }
 
-/// A node's state, sent as its heartbeat every `HEARTBEAT` and whenever it changes.
+/// A node's state, sent whenever it changes and at least every [`REFRESH`]
+/// (`state::liveness::Schedule`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announcement {
     pub node: EndpointId,
@@ -150,20 +157,29 @@ pub enum Message {
         node: EndpointId,
         seq: u64,
     },
+    /// `node` found `about` gone (its connection timed out, or it did not answer a dial) when
+    /// `about`'s newest announcement was `about_seq`. Members hold `about` as suspected and
+    /// drop it unless it announces again meanwhile; `about` itself refutes it at once.
+    Down {
+        node: EndpointId,
+        seq: u64,
+        about: EndpointId,
+        about_seq: u64,
+    },
 }
 
 impl Message {
     pub fn node(&self) -> EndpointId {
         match self {
             Message::Announce(a) => a.node,
-            Message::Leave { node, .. } => *node,
+            Message::Leave { node, .. } | Message::Down { node, .. } => *node,
         }
     }
 
     pub fn seq(&self) -> u64 {
         match self {
             Message::Announce(a) => a.seq,
-            Message::Leave { seq, .. } => *seq,
+            Message::Leave { seq, .. } | Message::Down { seq, .. } => *seq,
         }
     }
 }
@@ -241,8 +257,12 @@ pub fn decode(bytes: &[u8]) -> Result<Message, AnnounceError> {
             signer: env.signer.fmt_short().to_string(),
         });
     }
-    if let Message::Announce(a) = &msg {
-        check_limits(a)?;
+    match &msg {
+        Message::Announce(a) => check_limits(a)?,
+        Message::Down { node, about, .. } if node == about => {
+            return Err(AnnounceError::Limit("down about itself"))
+        }
+        _ => {}
     }
     Ok(msg)
 }
@@ -486,6 +506,28 @@ pub(crate) mod tests {
             decode(&encode(&key, &Message::Announce(a))),
             Err(AnnounceError::Limit("shares"))
         );
+    }
+
+    #[test]
+    fn a_down_report_round_trips_but_not_about_its_own_author() {
+        let (key, other) = (SecretKey::generate(), SecretKey::generate());
+        let down = |about| Message::Down {
+            node: key.public(),
+            seq: 2,
+            about,
+            about_seq: 1,
+        };
+        let msg = down(other.public());
+        assert_eq!(decode(&encode(&key, &msg)).unwrap(), msg);
+        assert_eq!(
+            decode(&encode(&key, &down(key.public()))),
+            Err(AnnounceError::Limit("down about itself"))
+        );
+        // Signed by the reporter, not by the node it is about.
+        assert!(matches!(
+            decode(&encode(&other, &msg)),
+            Err(AnnounceError::WrongSender { .. })
+        ));
     }
 
     #[test]

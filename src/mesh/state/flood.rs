@@ -8,10 +8,11 @@
 //! out for [`BAN`]). Three token buckets:
 //!
 //! - **direct** (per neighbour, messages that come straight from their author: gossip round 0
-//!   or neighbour scope): an honest node sends about one a second (its heartbeat, plus one when
-//!   a neighbour comes up or its models change). Emptying it bans the neighbour.
-//! - **relayed** (per neighbour, messages it forwards for others): up to one heartbeat a second
-//!   per member, so the bucket is sized for a full table. Emptying it drops that neighbour's
+//!   or neighbour scope): an honest node sends at most four a second (an announcement when what
+//!   it is changes or a neighbour comes up, at most every 250 ms; load at most every 2 s;
+//!   `Down` reports within their own budget). Emptying it bans the neighbour.
+//! - **relayed** (per neighbour, messages it forwards for others): sized for a full table
+//!   announcing at once, twice over. Emptying it drops that neighbour's
 //!   messages until it refills, without a ban: an honest node forwarding a flood it received
 //!   before the flooder was cut off must not be banned for it.
 //! - **author** (per signer of a valid message, however it arrived): the same rate as direct.

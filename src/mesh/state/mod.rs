@@ -11,6 +11,8 @@
 //! - [`inbox`]: messages from members, and the per-sender rate limit.
 //! - [`conns`]: TCP-share connections held per peer and in all.
 //! - [`lease`]: split serving, which host may use this node's llama.cpp RPC server.
+//! - [`liveness`]: when this node announces itself; which peers are gone (connection state,
+//!   probes, `Down` reports and their refutation).
 
 pub mod affinity;
 pub mod budget;
@@ -19,6 +21,8 @@ pub mod flood;
 pub mod health;
 pub mod inbox;
 pub mod lease;
+pub mod liveness;
+pub mod member;
 pub mod network;
 pub mod peers;
 pub mod routing;

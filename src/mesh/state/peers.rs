@@ -1,8 +1,11 @@
 //! The peer table: who is in the mesh and what they serve. Pure state: messages and `Instant`s
 //! go in, [`Change`]s come out; no sockets, no clocks of its own, so every timer is unit-tested.
 //!
-//! Timers (see docs/PROTOCOL.md): a peer is removed when no announcement arrived for
-//! [`Timers::expiry`], at once on a `Leave`, and re-admitted by any newer announcement.
+//! Timers (see docs/PROTOCOL.md): a peer is removed at once on a `Leave`, when the liveness
+//! policy finds it gone (`state::liveness`: [`PeerTable::lose`]), and as a fallback when no
+//! announcement arrived for [`Timers::expiry`]; any newer announcement re-admits it. Each peer's
+//! newest announcement is kept as it was signed, so a newcomer can be handed the whole roster
+//! (`net::roster`) and check every entry against its author's signature.
 //!
 //! Bounded (docs/PROTOCOL.md, "Membership limits"): at most [`MAX_PEERS`] peers (a stranger's
 //! first announcement is ignored while the table is full), and the newest `seq` of at most
@@ -12,10 +15,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use iroh::EndpointId;
 use serde::{Deserialize, Serialize};
 
-use crate::mesh::proto::announce::{Announcement, Message, SEQ_WINDOW};
+use crate::mesh::proto::announce::{Announcement, Message, REFRESH, SEQ_WINDOW};
 
 /// Most peers in the table.
 pub const MAX_PEERS: usize = 1024;
@@ -27,20 +31,31 @@ pub const REMEMBER_SEQ: Duration = Duration::from_secs(2 * SEQ_WINDOW.as_secs())
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timers {
-    /// How often a node announces itself.
-    pub heartbeat: Duration,
-    /// A peer silent for this long is dropped.
+    /// A node announces itself at least this often, also when nothing changed
+    /// ([`REFRESH`]): lost messages heal, and a node nobody saw die still expires.
+    pub refresh: Duration,
+    /// A node whose load alone changed (free slots, queue, tok/s) announces at most this often.
+    pub load_gap: Duration,
+    /// A peer silent for this long is dropped (the fallback when no one saw it go).
     pub expiry: Duration,
-    /// How often the table is swept for silent peers.
+    /// How often the table is swept and the announcement schedule checked.
     pub sweep: Duration,
+    /// How long a peer reported down stays in routing waiting for its refutation.
+    pub suspect: Duration,
+    /// How long a dial checking that a peer lives may take.
+    pub probe: Duration,
 }
 
 impl Default for Timers {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(1),
-            expiry: Duration::from_secs(3),
+            refresh: REFRESH,
+            load_gap: Duration::from_secs(2),
+            // Two refreshes missed, and a margin for a slow one.
+            expiry: REFRESH * 2 + REFRESH / 2,
             sweep: Duration::from_millis(250),
+            suspect: Duration::from_secs(2),
+            probe: Duration::from_secs(2),
         }
     }
 }
@@ -81,12 +96,18 @@ pub struct Peer {
     pub rtt: Option<Duration>,
     /// Relayed now, with a direct path being tried (hole punching).
     pub trying_direct: bool,
+    /// `ann` as its author signed it (`announce::encode`), for `net::roster`; empty when the
+    /// announcement came without its bytes (tests).
+    pub signed: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeftBecause {
     Leave,
     Expired,
+    /// Found gone: its connection timed out, it did not answer a dial, or a member's `Down`
+    /// report about it went unrefuted (`state::liveness`).
+    Lost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +127,8 @@ pub struct PeerTable {
     /// How many peers announce each model, kept as peers come, change and go: every heartbeat
     /// would otherwise rebuild the set of all models of all peers (O(peers) per message).
     model_hosts: BTreeMap<String, usize>,
+    /// Strangers refused while the table was full (see [`PeerTable::take_refused`]).
+    refused: usize,
 }
 
 /// The distinct model names of an announcement.
@@ -131,14 +154,26 @@ impl ModelDelta {
 impl PeerTable {
     /// Applies a verified gossip message from another node.
     pub fn apply(&mut self, msg: Message, now: Instant) -> Vec<Change> {
+        self.apply_signed(msg, Bytes::new(), now)
+    }
+
+    /// [`PeerTable::apply`], keeping the message's signed bytes (handed to newcomers).
+    pub fn apply_signed(&mut self, msg: Message, signed: Bytes, now: Instant) -> Vec<Change> {
         let (node, seq) = (msg.node(), msg.seq());
         if self.newest.get(&node).is_some_and(|&(s, _)| seq <= s) {
             return Vec::new();
         }
         let known = self.peers.contains_key(&node);
         let full = self.peers.len() >= MAX_PEERS;
+        if !matches!(msg, Message::Announce(_) | Message::Leave { .. }) {
+            // A report about another node: `state::liveness` decides what it means.
+            return Vec::new();
+        }
         if !known && (full || matches!(msg, Message::Leave { .. })) {
             // A stranger while the table is full, or the leave of a node we never had.
+            if full && matches!(msg, Message::Announce(_)) {
+                self.refused = self.refused.saturating_add(1);
+            }
             return Vec::new();
         }
         if !self.newest.contains_key(&node) && self.newest.len() >= MAX_REMEMBERED {
@@ -152,6 +187,7 @@ impl PeerTable {
                 Some(p) => {
                     let old = std::mem::replace(&mut p.ann, ann);
                     p.last_seen = now;
+                    p.signed = signed;
                     let new = names(&p.ann).into_iter().map(str::to_owned).collect();
                     let old = names(&old).into_iter().map(str::to_owned).collect();
                     Self::count_models(&mut self.model_hosts, &new, &old, &mut delta);
@@ -167,6 +203,7 @@ impl PeerTable {
                             conn: ConnType::None,
                             rtt: None,
                             trying_direct: false,
+                            signed,
                         },
                     );
                     changes.push(Change::Joined(node));
@@ -178,6 +215,7 @@ impl PeerTable {
                     changes.push(Change::Left(node, LeftBecause::Leave));
                 }
             }
+            Message::Down { .. } => {}
         }
         changes.extend(delta.into_changes());
         changes
@@ -215,6 +253,63 @@ impl PeerTable {
     fn uncount(&mut self, ann: &Announcement, delta: &mut ModelDelta) {
         let old = names(ann).into_iter().map(str::to_owned).collect();
         Self::count_models(&mut self.model_hosts, &BTreeSet::new(), &old, delta);
+    }
+
+    /// Drops a peer found gone (`state::liveness`). Its newest `seq` stays remembered: only an
+    /// announcement it signs later (a refutation, or its return) re-admits it.
+    pub fn lose(&mut self, id: &EndpointId) -> Vec<Change> {
+        let Some(p) = self.peers.remove(id) else {
+            return Vec::new();
+        };
+        let mut delta = ModelDelta::default();
+        self.uncount(&p.ann, &mut delta);
+        let mut changes = vec![Change::Left(*id, LeftBecause::Lost)];
+        changes.extend(delta.into_changes());
+        changes
+    }
+
+    /// Whether a stranger's announcement would be refused now.
+    pub fn is_full(&self) -> bool {
+        self.peers.len() >= MAX_PEERS
+    }
+
+    /// The `n` peers heard from longest ago, leaving out `skip` (for the liveness probe that
+    /// frees slots of a full table).
+    pub fn stalest(&self, n: usize, skip: &[EndpointId]) -> Vec<EndpointId> {
+        let mut peers: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|(id, _)| !skip.contains(id))
+            .map(|(id, p)| (p.last_seen, *id))
+            .collect();
+        peers.sort_unstable();
+        peers.into_iter().take(n).map(|(_, id)| id).collect()
+    }
+
+    /// Strangers refused because the table was full, since the last call.
+    pub fn take_refused(&mut self) -> usize {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// A peer proved alive (it accepted a probe): it counts as heard from now.
+    pub fn touch(&mut self, id: &EndpointId, now: Instant) {
+        if let Some(p) = self.peers.get_mut(id) {
+            p.last_seen = p.last_seen.max(now);
+        }
+    }
+
+    /// The newest `seq` of a peer (`None`: not a peer).
+    pub fn seq_of(&self, id: &EndpointId) -> Option<u64> {
+        self.peers.get(id).map(|p| p.ann.seq)
+    }
+
+    /// Every peer's newest announcement as its author signed it (those kept with their bytes).
+    pub fn signed_roster(&self) -> Vec<Bytes> {
+        self.peers
+            .values()
+            .filter(|p| !p.signed.is_empty())
+            .map(|p| p.signed.clone())
+            .collect()
     }
 
     /// Drops peers silent for longer than `expiry`.
@@ -483,6 +578,18 @@ mod tests {
         assert!(t
             .apply(Message::Announce(announcement(&stranger, &["m"], 1)), now)
             .is_empty());
+        assert!(t.is_full());
+        assert_eq!(t.take_refused(), 1);
+        assert_eq!(t.take_refused(), 0);
+        // The peers heard from longest ago are the ones a full table checks first; one that
+        // answers counts as heard from.
+        let later = now + Duration::from_secs(1);
+        for k in &keys[2..] {
+            t.touch(&k.public(), later);
+        }
+        let stalest = t.stalest(3, &[keys[0].public()]);
+        assert_eq!(stalest.len(), 3);
+        assert!(stalest.contains(&keys[1].public()) && !stalest.contains(&keys[0].public()));
         assert!(t
             .apply(
                 Message::Leave {
@@ -507,6 +614,50 @@ mod tests {
         );
         let changes = t.apply(Message::Announce(announcement(&stranger, &["m"], 3)), now);
         assert_eq!(changes[0], Change::Joined(stranger.public()));
+    }
+
+    #[test]
+    fn a_roster_answer_holds_a_full_table_and_its_node() {
+        assert_eq!(crate::mesh::proto::roster::MAX_FRAMES, MAX_PEERS + 1);
+    }
+
+    #[test]
+    fn a_lost_peer_leaves_and_only_a_newer_announcement_brings_it_back() {
+        let mut t = PeerTable::default();
+        let k = SecretKey::generate();
+        let now = Instant::now();
+        let signed = Bytes::from_static(b"signed");
+        t.apply_signed(
+            Message::Announce(announcement(&k, &["m"], 5)),
+            signed.clone(),
+            now,
+        );
+        assert_eq!(t.seq_of(&k.public()), Some(5));
+        assert_eq!(t.signed_roster(), vec![signed]);
+        assert_eq!(
+            t.lose(&k.public()),
+            vec![
+                Change::Left(k.public(), LeftBecause::Lost),
+                Change::ModelRemoved("m".into())
+            ]
+        );
+        assert!(t.lose(&k.public()).is_empty());
+        assert_eq!(t.seq_of(&k.public()), None);
+        // Its old announcement, replayed, does not bring it back; its refutation does.
+        assert!(t
+            .apply(Message::Announce(announcement(&k, &["m"], 5)), now)
+            .is_empty());
+        let changes = t.apply(Message::Announce(announcement(&k, &["m"], 6)), now);
+        assert_eq!(changes[0], Change::Joined(k.public()));
+        // Reports about others change nothing here.
+        let down = Message::Down {
+            node: k.public(),
+            seq: 7,
+            about: SecretKey::generate().public(),
+            about_seq: 1,
+        };
+        assert!(t.apply(down, now).is_empty());
+        assert_eq!(t.seq_of(&k.public()), Some(6));
     }
 
     #[test]

@@ -1,0 +1,206 @@
+//! Membership at scale, on loopback: N mesh nodes (clients, relays off, the default timers) in
+//! one process, each a real iroh endpoint. Prints, as one JSON line:
+//! - `formed_s`: time to start them all, each joining through up to three earlier nodes;
+//! - `known_by_all_s`: after one more node joins, until every node has it in its table;
+//! - `knows_all_s`: until that newcomer has every node in its table (the roster);
+//! - `recv_bytes_per_node_s`, `sent_bytes_per_node_s`: UDP bytes each node received / sent per
+//!   second over an idle window, counted by iroh's socket (everything: gossip announcements,
+//!   refreshes and their repair traffic, QUIC keep-alives and acks, handshakes);
+//!   `recv_bytes_per_late_node_s`: the same for the nodes that joined once the mesh had more
+//!   than 32 peers (no tunnels: gossip alone);
+//! - `cpu_pct_per_node`: CPU of the whole process over that window ÷ N, in % of one core;
+//! - `death_known_by_all_s`: after one node dies (its runtime dropped: no leave, no QUIC
+//!   close), until no other node has it in its table.
+//!
+//! `cargo run --example bench_membership -- [NODES] [IDLE_SECS]` (`just bench-membership`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh::mesh::{Mesh, MeshConfig, NetConfig, Serving, ServingFn, Ticket};
+
+/// How long to wait for each convergence before giving up on it.
+const WAIT: Duration = Duration::from_secs(300);
+/// Nodes started at once.
+const BATCH: usize = 8;
+/// Nodes from this index on joined a mesh too large for eager tunnels (`EAGER_TUNNEL_PEERS`).
+const LATE: usize = 40;
+
+fn config(join: Vec<Ticket>) -> MeshConfig {
+    let mut cfg = MeshConfig::new(iroh::SecretKey::generate());
+    cfg.net = NetConfig::offline();
+    cfg.join = join;
+    cfg.bind = Some((std::net::Ipv4Addr::LOCALHOST, 0).into());
+    cfg.name = "bench".into();
+    cfg
+}
+
+async fn start(join: Vec<Ticket>) -> Mesh {
+    let nothing: ServingFn = Arc::new(Serving::default);
+    Mesh::start(config(join), nothing, axum::Router::new())
+        .await
+        .expect("mesh starts")
+}
+
+/// UDP bytes (received, sent) by `nodes`, as iroh's socket counted them.
+fn udp_bytes(nodes: &[Mesh]) -> (u64, u64) {
+    nodes.iter().fold((0, 0), |(r, s), m| {
+        let socket = &m.endpoint().metrics().socket;
+        (r + socket.recv_data_ipv4.get(), s + socket.send_ipv4.get())
+    })
+}
+
+/// utime + stime of this process, in clock ticks (100 per second).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// Seconds until `done` holds (checked every 100 ms), or `None` after [`WAIT`].
+async fn until(mut done: impl FnMut() -> bool) -> Option<f64> {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if done() {
+            return Some(start.elapsed().as_secs_f64());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+fn knows(node: &Mesh, id: &str) -> bool {
+    node.peers().iter().any(|p| p.node_id == id)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200)
+        .max(3);
+    let idle_secs: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The node that dies runs on its own runtime, so dropping that runtime stops it dead.
+    let victim_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let t0 = Instant::now();
+        let mut nodes: Vec<Mesh> = vec![start(vec![]).await];
+        let victim = {
+            let ticket = nodes[0].ticket();
+            victim_rt
+                .spawn(async move { start(vec![ticket]).await })
+                .await
+                .unwrap()
+        };
+        let victim_id = victim.node_id().to_string();
+        // n - 1 here, the victim, and the newcomer below make n + 1; the newcomer is measured.
+        while nodes.len() < n - 1 {
+            let batch: Vec<_> = (0..BATCH.min(n - 1 - nodes.len()))
+                .map(|i| {
+                    let k = nodes.len();
+                    let picks = [k - 1, (k * 7 + i) % k, (k * 13 + 3 * i) % k];
+                    let tickets = picks.iter().map(|&j| nodes[j].ticket()).collect();
+                    tokio::spawn(start(tickets))
+                })
+                .collect();
+            for b in batch {
+                nodes.push(b.await.unwrap());
+            }
+        }
+        let formed = t0.elapsed().as_secs_f64();
+        eprintln!("{} nodes started in {formed:.1}s", nodes.len() + 1);
+        // Everyone knows everyone before the measurements start.
+        let total = nodes.len(); // peers each node should have: the others and the victim
+        let formed_full = until(|| nodes.iter().all(|m| m.peers().len() >= total)).await;
+        let mut sizes: Vec<usize> = nodes.iter().map(|m| m.peers().len()).collect();
+        sizes.sort_unstable();
+        eprintln!(
+            "all tables full after {formed_full:?} more (peers known: min {}, median {}, of {total})",
+            sizes[0],
+            sizes[sizes.len() / 2]
+        );
+
+        let newcomer = start(vec![nodes[nodes.len() / 2].ticket()]).await;
+        let new_id = newcomer.node_id().to_string();
+        let joined = Instant::now();
+        let known_by_all = until(|| nodes.iter().all(|m| knows(m, &new_id))).await;
+        eprintln!("newcomer known by all after {known_by_all:?}");
+        let knows_all = until(|| newcomer.peers().len() > total)
+            .await
+            .map(|_| joined.elapsed().as_secs_f64());
+        eprintln!(
+            "newcomer knows all after {knows_all:?} ({} of {})",
+            newcomer.peers().len(),
+            total + 1
+        );
+        nodes.push(newcomer);
+
+        let count = nodes.len() as f64 + 1.0;
+        let late_before = udp_bytes(&nodes[LATE.min(nodes.len() - 1)..]);
+        let ((r0, s0), c0, w0) = (udp_bytes(&nodes), cpu_ticks(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+        let secs = w0.elapsed().as_secs_f64();
+        let (r1, s1) = udp_bytes(&nodes);
+        // The victim is not counted in the bytes (its counters are on the other runtime's
+        // endpoint, read the same way): divide by the nodes read.
+        let read = nodes.len() as f64;
+        let recv = (r1 - r0) as f64 / secs / read;
+        let sent = (s1 - s0) as f64 / secs / read;
+        // Nodes that joined a mesh of more than EAGER_TUNNEL_PEERS (32) opened no tunnels
+        // (no requests here): their traffic is gossip alone. The first ones keep the tunnels
+        // they opened while the mesh was small.
+        let late = &nodes[LATE.min(nodes.len() - 1)..];
+        let ((lr0, _), (lr1, _)) = (late_before, udp_bytes(late));
+        let late_recv = (lr1 - lr0) as f64 / secs / late.len() as f64;
+        let cpu = (cpu_ticks() - c0) as f64 / secs / count;
+        eprintln!(
+            "idle: {recv:.0} B/s received ({late_recv:.0} by nodes without tunnels), \
+             {sent:.0} B/s sent, {cpu:.2}% CPU per node"
+        );
+
+        drop(victim);
+        victim_rt.shutdown_background();
+        let died = Instant::now();
+        let death = until(|| nodes.iter().all(|m| !knows(m, &victim_id)))
+            .await
+            .map(|_| died.elapsed().as_secs_f64());
+        eprintln!("death known by all after {death:?}");
+        println!(
+            "{}",
+            serde_json::json!({
+                "nodes": count as usize,
+                "formed_s": formed,
+                "tables_full_after_s": formed_full,
+                "known_by_all_s": known_by_all,
+                "knows_all_s": knows_all,
+                "idle_secs": idle_secs,
+                "recv_bytes_per_node_s": recv,
+                "sent_bytes_per_node_s": sent,
+                "recv_bytes_per_late_node_s": late_recv,
+                "cpu_pct_per_node": cpu,
+                "death_known_by_all_s": death,
+            })
+        );
+        for m in &nodes {
+            m.abort().await;
+        }
+    });
+}

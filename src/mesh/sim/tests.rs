@@ -1,0 +1,77 @@
+//! The simulation on small meshes, in simulated time (so the figures asserted here are the
+//! protocol's, not this machine's speed): a mesh forms, a newcomer is known everywhere, a
+//! silent death is known everywhere, and no honest node is banned or wrongly dropped.
+
+use std::time::Duration;
+
+use super::{SimConfig, World};
+
+const SECOND: Duration = Duration::from_secs(1);
+const TICK: Duration = Duration::from_millis(50);
+
+/// `n` nodes, one every 20 ms, each through up to three earlier nodes. The refresh is 20 s
+/// instead of 300 s, so that a test covers one in little simulated time.
+fn mesh(n: usize, seed: u64) -> World {
+    let mut cfg = SimConfig {
+        seed,
+        ..SimConfig::default()
+    };
+    cfg.timers.refresh = 20 * SECOND;
+    cfg.timers.expiry = 50 * SECOND;
+    let mut w = World::new(cfg);
+    w.add_node(&[]);
+    for i in 1..n {
+        let boot: Vec<usize> = [i * 7 + 3, i * 13 + 1, i / 2]
+            .iter()
+            .map(|x| x % i)
+            .collect();
+        w.add_node(&boot);
+        w.run_for(Duration::from_millis(20));
+    }
+    w
+}
+
+#[test]
+fn forty_nodes_converge_know_a_newcomer_and_a_silent_death_everywhere_in_seconds() {
+    let mut w = mesh(40, 7);
+    let formed = w.run_until(60 * SECOND, TICK, World::complete);
+    assert!(formed.is_some(), "the mesh did not converge in 60 s");
+    assert_eq!(w.faults(), Default::default());
+
+    let newcomer = w.add_node(&[5]);
+    let known = w.run_until(10 * SECOND, TICK, |w| {
+        let (yes, all) = w.known_count(newcomer);
+        yes == all && w.known_by(newcomer) == all
+    });
+    assert!(
+        known.is_some(),
+        "the newcomer was not known everywhere within 10 s"
+    );
+
+    // Idle: a refresh period passes with no node dropped and no ban.
+    w.reset_traffic();
+    w.run_for(w.cfg.timers.refresh + 10 * SECOND);
+    assert!(w.complete());
+    assert_eq!(w.faults(), Default::default());
+    let t = w.traffic();
+    assert!(t.announcements >= 41 && t.sent == t.received, "{t:?}");
+
+    w.kill(17);
+    let gone = w.run_until(30 * SECOND, TICK, |w| w.known_count(17).0 == 0);
+    let gone = gone.expect("a dead node stayed in some table for 30 s");
+    assert!(
+        gone < 10 * SECOND,
+        "death known everywhere only after {gone:?}"
+    );
+    assert_eq!(w.faults(), Default::default());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut w = mesh(12, seed);
+        let formed = w.run_until(60 * SECOND, TICK, World::complete);
+        (formed, w.traffic().messages)
+    };
+    assert_eq!(run(3), run(3));
+}

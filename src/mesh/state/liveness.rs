@@ -1,0 +1,554 @@
+//! Liveness: when this node announces itself, and which peers are gone. Pure: the membership
+//! driver passes in what it sees (its own announcement's [`Fingerprint`], gossip's neighbour
+//! events, iroh's connection state, a probe's answer, `Down` reports) with `Instant`s, and does
+//! what the answers say. docs/DESIGN.md ("Membership") has the whole picture.
+//!
+//! **Announcements** ([`Schedule`]) go out when something changes, not on a heartbeat: at once
+//! (at most every [`FORCED_GAP`]) when what a node *is* changes (models, slots, context, name,
+//! region, address), when gossip gives it a new neighbour, or when some member reports it down
+//! (its refutation); when only its load changed (free slots, queue, tok/s) at most every
+//! [`Timers::load_gap`]; otherwise once per [`Timers::refresh`].
+//!
+//! **Liveness** comes from iroh, not from heartbeats ([`Liveness`]): every connection sends
+//! QUIC keep-alives and closes with a timeout when it hears nothing (`net::endpoint`). Such a
+//! timeout on our own connection proves the peer gone; a connection the peer closed, or a
+//! gossip neighbour that went down (perhaps only rotated out of gossip's active view), makes it
+//! a *suspect* that is dialled ([`Verdict::Probe`]): no answer within [`Timers::probe`] means
+//! gone. A node that finds a peer gone drops it and tells the mesh with a signed `Down`
+//! report. A member receiving a report holds the peer as suspected for [`Timers::suspect`]
+//! and drops it then, unless a newer announcement of it arrived meanwhile: a live node that
+//! sees a report about itself refutes it at once with a fresh announcement (SWIM), so a false
+//! report costs it one message and never takes it out of routing.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use iroh::EndpointId;
+
+use super::peers::{Timers, MAX_PEERS};
+use crate::mesh::proto::announce::Announcement;
+
+/// Shortest gap between two announcements, whatever forces them: a stream of false `Down`
+/// reports makes a node refute at most this often (well under the flood guard's direct rate).
+pub const FORCED_GAP: Duration = Duration::from_millis(250);
+/// Most peers dialled at once to check they live (a neighbour view collapsing starts no storm).
+pub const MAX_PROBES: usize = 16;
+/// Most peers suspected at once (each is a peer of the table, so this is the table's cap).
+pub const MAX_SUSPECTS: usize = MAX_PEERS;
+/// `Down` reports this node may broadcast: burst, and refill per second. Its neighbours' flood
+/// guard bans a neighbour sending more than 8 direct messages a second (burst 32), and a
+/// partition or a sybil purge could find hundreds of peers gone at once; those over the budget
+/// are dropped here without a report (the others find them gone on their own).
+pub const REPORT_BURST: f64 = 8.0;
+pub const REPORTS_PER_SEC: f64 = 2.0;
+/// How long after the peer table last refused a stranger it keeps checking its stalest peers.
+pub const PRESSURE: Duration = Duration::from_secs(60);
+/// A new gossip neighbour is asked for its roster (`net::roster`) unless one was asked within
+/// this: a newcomer asks its first neighbour, and a neighbour view reshuffling costs no stream
+/// of rosters.
+pub const ROSTER_GAP: Duration = Duration::from_secs(30);
+/// A newcomer asks a neighbour for the roster a second time this long after the first: nodes
+/// that joined at the same moment announced themselves before it was connected, and are in
+/// its neighbours' tables by now.
+pub const ROSTER_RECHECK: Duration = Duration::from_secs(5);
+
+/// What an announcement says, split into what the node is and how busy it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    pub shape: u64,
+    pub load: u64,
+}
+
+impl Fingerprint {
+    pub fn of(a: &Announcement) -> Self {
+        let mut shape = DefaultHasher::new();
+        (a.role.as_str(), &a.name, &a.region, a.memory_bytes).hash(&mut shape);
+        for m in &a.models {
+            (&m.name, m.slots, m.ctx).hash(&mut shape);
+        }
+        a.shares.hash(&mut shape);
+        a.addr.id.hash(&mut shape);
+        for addr in a.addr.addrs.iter() {
+            format!("{addr:?}").hash(&mut shape);
+        }
+        let mut load = DefaultHasher::new();
+        for m in &a.models {
+            m.free_slots.hash(&mut load);
+        }
+        (a.queue_depth, a.tokens_per_second.to_bits()).hash(&mut load);
+        Self {
+            shape: shape.finish(),
+            load: load.finish(),
+        }
+    }
+}
+
+/// When this node announces itself.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    timers: Timers,
+    last: Option<(Instant, Fingerprint)>,
+    forced: bool,
+}
+
+impl Schedule {
+    pub fn new(timers: Timers) -> Self {
+        Self {
+            timers,
+            last: None,
+            forced: false,
+        }
+    }
+
+    /// Announce at the next check whatever changed (a new neighbour, a refutation, a change
+    /// the node reported itself).
+    pub fn force(&mut self) {
+        self.forced = true;
+    }
+
+    /// Whether to announce now, with this fingerprint.
+    pub fn due(&self, now: Instant, fp: Fingerprint) -> bool {
+        let Some((at, last)) = self.last else {
+            return true;
+        };
+        let since = now.saturating_duration_since(at);
+        ((self.forced || fp.shape != last.shape) && since >= FORCED_GAP)
+            || (fp.load != last.load && since >= self.timers.load_gap)
+            || since >= self.timers.refresh
+    }
+
+    /// Time since the last announcement (the longest when there was none).
+    pub fn since_last(&self, now: Instant) -> Duration {
+        self.last
+            .map_or(Duration::MAX, |(at, _)| now.saturating_duration_since(at))
+    }
+
+    /// The announcement went out.
+    pub fn sent(&mut self, now: Instant, fp: Fingerprint) {
+        self.last = Some((now, fp));
+        self.forced = false;
+    }
+}
+
+/// What this node saw happen to a peer's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// Our connection to it closed because it heard nothing for the idle timeout: its
+    /// keep-alives stopped.
+    TimedOut,
+    /// It closed our connection, or gossip dropped it as a neighbour (dead, leaving, or only
+    /// rotated out of the active view).
+    Lost,
+}
+
+/// What to do about a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing (not a member, already being checked, or alive).
+    Nothing,
+    /// Dial it; report back with [`Liveness::answered`] within [`Timers::probe`].
+    Probe,
+    /// Gone: drop it and report it down.
+    Gone,
+}
+
+/// What to do with a `Down` report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Nothing: about a stranger, from a stranger, or older than what we know of the peer.
+    Ignore,
+    /// It is about this node: announce now.
+    Refute,
+    /// The peer is suspected: dropped at [`Liveness::suspicions_due`] unless it refutes.
+    Suspect,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Suspicion {
+    /// The peer's newest `seq` when it was reported: a newer one refutes the report.
+    seq: u64,
+    until: Instant,
+}
+
+/// Peers being dialled, and peers reported down.
+#[derive(Debug)]
+pub struct Liveness {
+    timers: Timers,
+    probing: BTreeMap<EndpointId, Instant>,
+    suspects: BTreeMap<EndpointId, Suspicion>,
+    last_roster: Option<Instant>,
+    /// Rosters asked so far (the second comes [`ROSTER_RECHECK`] after the first).
+    rosters: u32,
+    /// Token bucket of `Down` reports: tokens, and when it was last filled.
+    reports: (f64, Option<Instant>),
+    /// Until when a full table checks its stalest peers ([`Liveness::pressure`]).
+    pressure_until: Option<Instant>,
+}
+
+impl Liveness {
+    pub fn new(timers: Timers) -> Self {
+        Self {
+            timers,
+            probing: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+            last_roster: None,
+            rosters: 0,
+            reports: (REPORT_BURST, None),
+            pressure_until: None,
+        }
+    }
+
+    /// A peer found gone: whether to tell the mesh (a `Down` report) within the budget.
+    pub fn may_report(&mut self, now: Instant) -> bool {
+        let (tokens, at) = self.reports;
+        let refill = at.map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f64());
+        let tokens = (tokens + refill * REPORTS_PER_SEC).min(REPORT_BURST);
+        let ok = tokens >= 1.0;
+        self.reports = (if ok { tokens - 1.0 } else { tokens }, Some(now));
+        ok
+    }
+
+    /// The full peer table refused `refused` strangers since the last sweep: for
+    /// [`PRESSURE`] from now, while the table holds `peers` ≥ 7/8 of [`MAX_PEERS`], the
+    /// sweep dials its stalest peers, so slots held by nodes that do not exist (sybils) free
+    /// up. Returns how many to dial now (the free probes) and those being dialled (to leave
+    /// out of `PeerTable::stalest`).
+    pub fn pressure(
+        &mut self,
+        refused: usize,
+        peers: usize,
+        now: Instant,
+    ) -> (usize, Vec<EndpointId>) {
+        if refused > 0 {
+            self.pressure_until = Some(now + PRESSURE);
+        }
+        let under = self.pressure_until.is_some_and(|until| now < until);
+        if !under || peers < MAX_PEERS - MAX_PEERS / 8 {
+            return (0, Vec::new());
+        }
+        (
+            MAX_PROBES.saturating_sub(self.probing.len()),
+            self.probing.keys().copied().collect(),
+        )
+    }
+
+    /// Whether to ask a neighbour for its roster now (noted when so): at the first neighbour,
+    /// again [`ROSTER_RECHECK`] later (`neighbour_up` or not: the sweep asks too), then at a
+    /// new neighbour at most once per [`ROSTER_GAP`].
+    pub fn roster_due(&mut self, now: Instant, neighbour_up: bool) -> bool {
+        let since = |at: Instant| now.saturating_duration_since(at);
+        let due = match (self.rosters, self.last_roster) {
+            (_, None) => neighbour_up,
+            (1, Some(at)) => since(at) >= ROSTER_RECHECK,
+            (_, Some(at)) => neighbour_up && since(at) >= ROSTER_GAP,
+        };
+        if due {
+            self.last_roster = Some(now);
+            self.rosters = self.rosters.saturating_add(1);
+        }
+        due
+    }
+
+    /// Something happened to our connection to `peer`; `member`: it is in the peer table.
+    pub fn signal(
+        &mut self,
+        peer: EndpointId,
+        signal: Signal,
+        member: bool,
+        now: Instant,
+    ) -> Verdict {
+        if !member {
+            return Verdict::Nothing;
+        }
+        match signal {
+            Signal::TimedOut => {
+                self.probing.remove(&peer);
+                Verdict::Gone
+            }
+            Signal::Lost => {
+                if self.probing.contains_key(&peer) || self.probing.len() >= MAX_PROBES {
+                    return Verdict::Nothing;
+                }
+                self.probing.insert(peer, now);
+                Verdict::Probe
+            }
+        }
+    }
+
+    /// The probe's answer: `alive` when a connection was made within [`Timers::probe`].
+    pub fn answered(&mut self, peer: EndpointId, alive: bool) -> Verdict {
+        match (self.probing.remove(&peer), alive) {
+            (Some(_), false) => Verdict::Gone,
+            _ => Verdict::Nothing,
+        }
+    }
+
+    /// A member's `Down` report about `about`, which it last knew at `about_seq`. `known`: the
+    /// newest `seq` of `about` in our table (`None`: not a peer); `reporter_member`: the
+    /// report's author is a peer.
+    pub fn report(
+        &mut self,
+        about: EndpointId,
+        about_seq: u64,
+        me: EndpointId,
+        reporter_member: bool,
+        known: Option<u64>,
+        now: Instant,
+    ) -> Report {
+        if about == me {
+            return Report::Refute;
+        }
+        let Some(known) = known else {
+            return Report::Ignore;
+        };
+        if !reporter_member || about_seq < known {
+            // A stranger's word, or the peer announced after the reporter's evidence.
+            return Report::Ignore;
+        }
+        if self.suspects.len() >= MAX_SUSPECTS && !self.suspects.contains_key(&about) {
+            return Report::Ignore;
+        }
+        let fresh = Suspicion {
+            seq: known,
+            until: now + self.timers.suspect,
+        };
+        match self.suspects.get_mut(&about) {
+            // Reported again before it refuted: the first report's deadline stands.
+            Some(s) if s.seq >= known => {}
+            // It refuted an earlier report already: this one gets its own time to refute.
+            Some(s) => *s = fresh,
+            None => {
+                self.suspects.insert(about, fresh);
+            }
+        }
+        Report::Suspect
+    }
+
+    /// Suspects whose time is up: those still at the reported `seq` (`newest`: a peer's newest
+    /// `seq` in our table, `None` when it left) are gone; those that announced since are not.
+    pub fn suspicions_due(
+        &mut self,
+        now: Instant,
+        newest: impl Fn(&EndpointId) -> Option<u64>,
+    ) -> Vec<EndpointId> {
+        let mut gone = Vec::new();
+        self.suspects.retain(|id, s| {
+            if now < s.until {
+                return true;
+            }
+            if newest(id).is_some_and(|seq| seq <= s.seq) {
+                gone.push(*id);
+            }
+            false
+        });
+        gone
+    }
+
+    /// Whether `peer` is suspected now (for tests and views).
+    pub fn is_suspected(&self, peer: &EndpointId) -> bool {
+        self.suspects.contains_key(peer)
+    }
+
+    /// Forgets probes that never answered (the probe task is bounded by [`Timers::probe`], so
+    /// this only guards the table's size).
+    pub fn prune(&mut self, now: Instant) {
+        let probe = self.timers.probe;
+        self.probing
+            .retain(|_, since| now.saturating_duration_since(*since) <= probe * 2);
+    }
+
+    /// Entries: probes in flight, suspects.
+    pub fn sizes(&self) -> [usize; 2] {
+        [self.probing.len(), self.suspects.len()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::proto::announce::tests::announcement;
+    use iroh::SecretKey;
+
+    fn timers() -> Timers {
+        Timers::default()
+    }
+
+    fn id() -> EndpointId {
+        SecretKey::generate().public()
+    }
+
+    #[test]
+    fn a_node_announces_at_start_then_only_on_change_or_refresh() {
+        let k = SecretKey::generate();
+        let t0 = Instant::now();
+        let mut s = Schedule::new(timers());
+        let fp = Fingerprint::of(&announcement(&k, &["m"], 1));
+        assert!(s.due(t0, fp));
+        s.sent(t0, fp);
+        // Nothing changed: silent until the refresh (the seq alone is no change).
+        let same = Fingerprint::of(&announcement(&k, &["m"], 2));
+        assert_eq!(same, fp);
+        assert!(!s.due(t0 + Duration::from_secs(60), same));
+        assert!(!s.due(t0 + timers().refresh - Duration::from_millis(1), same));
+        assert!(s.due(t0 + timers().refresh, same));
+        // A model loaded: at once, but never twice within the forced gap.
+        let more = Fingerprint::of(&announcement(&k, &["m", "n"], 3));
+        assert!(!s.due(t0 + FORCED_GAP / 2, more));
+        assert!(s.due(t0 + FORCED_GAP, more));
+    }
+
+    #[test]
+    fn load_changes_wait_for_the_load_gap_and_forcing_announces_at_once() {
+        let k = SecretKey::generate();
+        let t0 = Instant::now();
+        let mut s = Schedule::new(timers());
+        let mut a = announcement(&k, &["m"], 1);
+        let fp = Fingerprint::of(&a);
+        s.sent(t0, fp);
+        a.models[0].free_slots = 0;
+        let busy = Fingerprint::of(&a);
+        assert_eq!(busy.shape, fp.shape);
+        assert_ne!(busy.load, fp.load);
+        let gap = timers().load_gap;
+        assert!(!s.due(t0 + gap - Duration::from_millis(1), busy));
+        assert!(s.due(t0 + gap, busy));
+        s.force();
+        assert!(s.due(t0 + FORCED_GAP, fp));
+        s.sent(t0 + FORCED_GAP, fp);
+        assert!(!s.due(t0 + FORCED_GAP * 2, fp));
+    }
+
+    #[test]
+    fn the_first_neighbour_is_asked_for_the_roster_again_soon_after_then_one_per_gap() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        assert!(!l.roster_due(now, false), "no neighbour yet");
+        assert!(l.roster_due(now, true));
+        assert!(!l.roster_due(now + ROSTER_RECHECK / 2, true));
+        // The recheck comes at a sweep, with no new neighbour.
+        let again = now + ROSTER_RECHECK;
+        assert!(l.roster_due(again, false));
+        assert!(!l.roster_due(again + ROSTER_GAP / 2, true));
+        assert!(!l.roster_due(again + ROSTER_GAP, false));
+        assert!(l.roster_due(again + ROSTER_GAP, true));
+    }
+
+    #[test]
+    fn a_full_table_that_refused_a_stranger_checks_its_stalest_peers_for_a_while() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        let full = MAX_PEERS;
+        assert_eq!(l.pressure(0, full, now).0, 0, "no stranger refused");
+        assert_eq!(l.pressure(1, full, now).0, MAX_PROBES);
+        l.signal(id(), Signal::Lost, true, now);
+        let (free, busy) = l.pressure(0, full, now + PRESSURE / 2);
+        assert_eq!((free, busy.len()), (MAX_PROBES - 1, 1));
+        // Enough room again, or the pressure is over: no more dials.
+        assert_eq!(l.pressure(0, full - full / 8 - 1, now).0, 0);
+        assert_eq!(l.pressure(0, full, now + PRESSURE).0, 0);
+    }
+
+    #[test]
+    fn down_reports_stay_within_their_budget() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        let sent = (0..100).filter(|_| l.may_report(now)).count();
+        assert_eq!(sent, REPORT_BURST as usize);
+        assert!(!l.may_report(now + Duration::from_millis(100)));
+        assert!(l.may_report(now + Duration::from_millis(600)));
+        // Over a minute: the refill rate, whatever is asked.
+        let sent = (0..6000)
+            .filter(|i| l.may_report(now + Duration::from_millis(1000 + 10 * i)))
+            .count();
+        assert!(
+            sent <= (REPORTS_PER_SEC * 61.0) as usize + REPORT_BURST as usize,
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn a_timed_out_connection_means_gone_and_a_lost_one_is_probed_once() {
+        let (a, b) = (id(), id());
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        assert_eq!(l.signal(a, Signal::TimedOut, true, now), Verdict::Gone);
+        assert_eq!(l.signal(b, Signal::Lost, true, now), Verdict::Probe);
+        assert_eq!(l.signal(b, Signal::Lost, true, now), Verdict::Nothing);
+        assert_eq!(l.answered(b, true), Verdict::Nothing);
+        assert_eq!(l.signal(b, Signal::Lost, true, now), Verdict::Probe);
+        assert_eq!(l.answered(b, false), Verdict::Gone);
+        // An answer nobody asked for, and signals about strangers, change nothing.
+        assert_eq!(l.answered(b, false), Verdict::Nothing);
+        assert_eq!(l.signal(a, Signal::TimedOut, false, now), Verdict::Nothing);
+        assert_eq!(l.signal(a, Signal::Lost, false, now), Verdict::Nothing);
+        assert_eq!(l.sizes(), [0, 0]);
+    }
+
+    #[test]
+    fn probes_are_bounded_and_forgotten_when_they_never_answer() {
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        for _ in 0..MAX_PROBES * 2 {
+            l.signal(id(), Signal::Lost, true, now);
+        }
+        assert_eq!(l.sizes()[0], MAX_PROBES);
+        let probe = timers().probe;
+        l.prune(now + probe);
+        assert_eq!(l.sizes()[0], MAX_PROBES);
+        l.prune(now + probe * 3);
+        assert_eq!(l.sizes()[0], 0);
+    }
+
+    #[test]
+    fn a_report_about_this_node_is_refuted_and_a_refuted_suspect_stays() {
+        let (me, x, reporter) = (id(), id(), id());
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        assert_eq!(l.report(me, 5, me, true, None, now), Report::Refute);
+        let _ = reporter;
+        assert_eq!(l.report(x, 5, me, true, Some(5), now), Report::Suspect);
+        assert!(l.is_suspected(&x));
+        let suspect = timers().suspect;
+        // Not yet due; then due, but X announced (seq 6) meanwhile: it stays, unsuspected.
+        assert!(l.suspicions_due(now + suspect / 2, |_| Some(5)).is_empty());
+        assert!(l.suspicions_due(now + suspect, |_| Some(6)).is_empty());
+        assert!(!l.is_suspected(&x));
+        // Reported again, silent this time: gone.
+        assert_eq!(l.report(x, 6, me, true, Some(6), now), Report::Suspect);
+        assert_eq!(l.suspicions_due(now + suspect, |_| Some(6)), vec![x]);
+        // Reported, refuted, reported again just before the first deadline: the second report
+        // gets its own time to be refuted.
+        let y = id();
+        assert_eq!(l.report(y, 1, me, true, Some(1), now), Report::Suspect);
+        let late = now + suspect - Duration::from_millis(1);
+        assert_eq!(l.report(y, 2, me, true, Some(2), late), Report::Suspect);
+        assert!(l.suspicions_due(now + suspect, |_| Some(2)).is_empty());
+        assert_eq!(l.suspicions_due(late + suspect, |_| Some(2)), vec![y]);
+        // A suspect that left meanwhile is not reported gone twice.
+        assert_eq!(l.report(x, 6, me, true, Some(6), now), Report::Suspect);
+        assert!(l.suspicions_due(now + suspect, |_| None).is_empty());
+    }
+
+    #[test]
+    fn reports_from_strangers_about_strangers_or_older_than_our_news_are_ignored() {
+        let (me, x) = (id(), id());
+        let now = Instant::now();
+        let mut l = Liveness::new(timers());
+        assert_eq!(l.report(x, 5, me, false, Some(5), now), Report::Ignore);
+        assert_eq!(l.report(x, 5, me, true, None, now), Report::Ignore);
+        // The reporter knew X at seq 4; X announced seq 5 since (its refutation, say).
+        assert_eq!(l.report(x, 4, me, true, Some(5), now), Report::Ignore);
+        // A report naming a future seq suspects X only at what we know: X's next
+        // announcement still refutes it.
+        assert_eq!(
+            l.report(x, u64::MAX, me, true, Some(5), now),
+            Report::Suspect
+        );
+        assert!(l
+            .suspicions_due(now + timers().suspect, |_| Some(6))
+            .is_empty());
+        assert_eq!(l.sizes(), [0, 0]);
+    }
+}

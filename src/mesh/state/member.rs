@@ -1,0 +1,519 @@
+//! Membership, sans-IO: one node's side of the mesh's membership protocol as state × event →
+//! actions. The driver (`net::membership`) and the simulation (`examples/sim_membership.rs`)
+//! feed it the same events (gossip messages and neighbour changes, a sweep's tick with the
+//! tunnel connections that closed, probe answers, roster entries) with the tables they hold and
+//! the clocks, and carry out the [`Action`]s it returns: no sockets, no timers, no clocks here.
+//!
+//! It ties the pure parts together: the flood guard (`state::flood`) before any decoding, the
+//! signed-message checks (`proto::announce`), the peer table (`state::peers`), and the
+//! announcement schedule and liveness policy (`state::liveness`). docs/DESIGN.md
+//! ("Membership") has the whole picture.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iroh::{EndpointAddr, EndpointId};
+
+use super::flood::{FloodGuard, Verdict as Flood};
+use super::liveness::{Fingerprint, Liveness, Report, Schedule, Signal, Verdict, FORCED_GAP};
+use super::peers::{Change, PeerTable, Timers};
+use crate::mesh::proto::announce::{self, Message};
+
+/// A node that has just reached the mesh announces to it once more this long after.
+pub const ANNOUNCE_AGAIN: Duration = Duration::from_secs(5);
+
+/// What the driver passes with every event: the tables it holds (locked) and the two clocks.
+pub struct Cx<'a> {
+    pub table: &'a mut PeerTable,
+    pub flood: &'a mut FloodGuard,
+    pub now: Instant,
+    /// Wall clock in µs since the Unix epoch (the `seq` window).
+    pub unix_micros: u64,
+}
+
+/// Who an announcement goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The whole mesh (gossip's swarm scope): what this node is changed, its refresh, its
+    /// refutation of a `Down` report, its first announcement.
+    Mesh,
+    /// Its gossip neighbours only: a greeting to a new neighbour. The rest of the mesh knows
+    /// the node already; broadcasting every change of gossip's active view to everyone would
+    /// cost every node a signature check per neighbour change anywhere in the mesh.
+    Neighbours,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Check the announcement schedule now ([`Member::announce_due`]): a new neighbour to
+    /// greet, or a `Down` report about this node to refute.
+    Announce,
+    /// Sign and broadcast a `Down` report: `about` was found gone, last known at `about_seq`.
+    ReportDown { about: EndpointId, about_seq: u64 },
+    /// Dial `peer` to check it lives; answer with [`Member::probed`] within `Timers::probe`.
+    Probe(EndpointId),
+    /// Ask `peer` for its roster (`mesh/roster/1`); give each entry to [`Member::roster_entry`].
+    FetchRoster(EndpointId),
+    /// `peer` flooded us: cut its connections and refuse it until `flood::BAN` ends (it has
+    /// left the table already; the change comes as its own action).
+    Ban(EndpointId),
+    /// The peer table changed: events for subscribers, tunnel and gate kept in step.
+    Changed(Vec<Change>),
+    /// What some member serves changed (the roster watch), without a join or leave.
+    Reshaped,
+    /// A member's address, as its author announced it: the dialler may use it.
+    Learned(EndpointAddr),
+}
+
+/// One node's membership state, apart from the tables the driver shares with others.
+#[derive(Debug)]
+pub struct Member {
+    me: EndpointId,
+    timers: Timers,
+    schedule: Schedule,
+    liveness: Liveness,
+    /// The newest gossip neighbour: asked for the roster again at the recheck.
+    neighbour: Option<EndpointId>,
+    /// Gossip neighbours now (gossip's active view: a handful).
+    neighbours: BTreeSet<EndpointId>,
+    /// A mesh-wide announcement went out while the node had a neighbour to carry it.
+    known_to_mesh: bool,
+    /// A new neighbour waits for a greeting.
+    greet: bool,
+    /// When to announce to the whole mesh once more after reaching it: a broadcast can be lost
+    /// while gossip's overlay reshapes around joins, and the refresh is minutes away.
+    again_at: Option<Instant>,
+}
+
+impl Member {
+    pub fn new(me: EndpointId, timers: Timers) -> Self {
+        Self {
+            me,
+            timers,
+            schedule: Schedule::new(timers),
+            liveness: Liveness::new(timers),
+            neighbour: None,
+            neighbours: BTreeSet::new(),
+            known_to_mesh: false,
+            greet: false,
+            again_at: None,
+        }
+    }
+
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Announce at the next check, whatever changed (what this node serves changed).
+    pub fn force(&mut self) {
+        self.schedule.force();
+    }
+
+    /// Whether to announce now, and to whom, this node's announcement having fingerprint
+    /// `own`; when so it counts as sent. A greeting waits for [`FORCED_GAP`] after the last
+    /// announcement, like any forced one.
+    pub fn announce_due(&mut self, now: Instant, own: Fingerprint) -> Option<Audience> {
+        if self.again_at.is_some_and(|at| now >= at) {
+            self.again_at = None;
+            self.schedule.force();
+        }
+        if self.schedule.due(now, own) {
+            self.schedule.sent(now, own);
+            self.greet = false;
+            if !self.known_to_mesh && !self.neighbours.is_empty() {
+                self.known_to_mesh = true;
+                self.again_at = Some(now + ANNOUNCE_AGAIN);
+            }
+            return Some(Audience::Mesh);
+        }
+        if self.greet && self.schedule.since_last(now) >= FORCED_GAP {
+            self.greet = false;
+            return Some(Audience::Neighbours);
+        }
+        None
+    }
+
+    /// The sweep (every `Timers::sweep`): `lost` are the tunnel connections that closed since
+    /// the last one (`true`: timed out). Then suspects whose report went unrefuted, the stalest
+    /// peers of a table under pressure, expiry, the roster recheck.
+    pub fn sweep(&mut self, cx: &mut Cx, lost: &[(EndpointId, bool)]) -> Vec<Action> {
+        let mut out = Vec::new();
+        for &(id, timed_out) in lost {
+            let signal = if timed_out {
+                Signal::TimedOut
+            } else {
+                Signal::Lost
+            };
+            self.signal(cx, id, signal, &mut out);
+        }
+        let table = &*cx.table;
+        let gone = self.liveness.suspicions_due(cx.now, |id| table.seq_of(id));
+        for id in gone {
+            changed(&mut out, cx.table.lose(&id));
+        }
+        // A full table refused strangers: check that its stalest peers still exist.
+        let (refused, peers) = (cx.table.take_refused(), cx.table.len());
+        let (free, probing) = self.liveness.pressure(refused, peers, cx.now);
+        if free > 0 {
+            for id in cx.table.stalest(free, &probing) {
+                self.signal(cx, id, Signal::Lost, &mut out);
+            }
+        }
+        changed(&mut out, cx.table.expire(cx.now, self.timers.expiry));
+        if let Some(id) = self.neighbour {
+            if self.liveness.roster_due(cx.now, false) {
+                out.push(Action::FetchRoster(id));
+            }
+        }
+        self.liveness.prune(cx.now);
+        out
+    }
+
+    /// Gossip gave this node a new neighbour: greet it (it learns this node without waiting
+    /// for a refresh; the whole mesh when this node has not reached it yet), and learn the
+    /// whole mesh from its roster.
+    pub fn neighbour_up(&mut self, cx: &mut Cx, id: EndpointId) -> Vec<Action> {
+        if self.known_to_mesh {
+            self.greet = true;
+        } else {
+            self.schedule.force();
+        }
+        self.neighbours.insert(id);
+        self.neighbour = Some(id);
+        let mut out = vec![Action::Announce];
+        if self.liveness.roster_due(cx.now, true) {
+            out.push(Action::FetchRoster(id));
+        }
+        out
+    }
+
+    /// Gossip dropped a neighbour: dead, leaving, or only rotated out of its active view.
+    pub fn neighbour_down(&mut self, cx: &mut Cx, id: EndpointId) -> Vec<Action> {
+        self.neighbours.remove(&id);
+        // Cut off from the mesh (a partition, a stall): the other side may have dropped this
+        // node meanwhile, so the next neighbour brings a mesh-wide announcement.
+        if self.neighbours.is_empty() {
+            self.known_to_mesh = false;
+        }
+        let mut out = Vec::new();
+        self.signal(cx, id, Signal::Lost, &mut out);
+        out
+    }
+
+    /// A probe's answer: `alive` when a connection was made within `Timers::probe`.
+    pub fn probed(&mut self, cx: &mut Cx, id: EndpointId, alive: bool) -> Vec<Action> {
+        let mut out = Vec::new();
+        if alive {
+            cx.table.touch(&id, cx.now);
+        }
+        if self.liveness.answered(id, alive) == Verdict::Gone {
+            self.lose(cx, id, &mut out);
+        }
+        out
+    }
+
+    /// A gossip message delivered by neighbour `from` (`direct`: straight from its author).
+    pub fn received(
+        &mut self,
+        cx: &mut Cx,
+        bytes: &[u8],
+        from: EndpointId,
+        direct: bool,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        let verdict = cx.flood.arrived(from, direct, cx.now);
+        if !guard(cx, verdict, &mut out) {
+            return out;
+        }
+        let Ok(msg) = announce::decode(bytes) else {
+            return out;
+        };
+        if !announce::sender_matches(msg.node(), from, direct) {
+            return out;
+        }
+        self.accept(cx, msg, Bytes::copy_from_slice(bytes), from, &mut out);
+        out
+    }
+
+    /// One entry of neighbour `from`'s roster: an announcement, checked like a relayed gossip
+    /// message (the neighbour's word counts for nothing: only the author's signature does).
+    pub fn roster_entry(&mut self, cx: &mut Cx, bytes: Bytes, from: EndpointId) -> Vec<Action> {
+        let mut out = Vec::new();
+        if let Ok(msg @ Message::Announce(_)) = announce::decode(&bytes) {
+            self.accept(cx, msg, bytes, from, &mut out);
+        }
+        out
+    }
+
+    /// Something happened to our connection to `id`: drop it now, or dial it first.
+    fn signal(&mut self, cx: &mut Cx, id: EndpointId, signal: Signal, out: &mut Vec<Action>) {
+        let member = cx.table.get(&id).is_some();
+        match self.liveness.signal(id, signal, member, cx.now) {
+            Verdict::Nothing => {}
+            Verdict::Gone => self.lose(cx, id, out),
+            Verdict::Probe => out.push(Action::Probe(id)),
+        }
+    }
+
+    /// Drops a peer this node found gone, and tells the mesh (within the report budget).
+    fn lose(&mut self, cx: &mut Cx, id: EndpointId, out: &mut Vec<Action>) {
+        let Some(about_seq) = cx.table.seq_of(&id) else {
+            return;
+        };
+        changed(out, cx.table.lose(&id));
+        if self.liveness.may_report(cx.now) {
+            out.push(Action::ReportDown {
+                about: id,
+                about_seq,
+            });
+        }
+    }
+
+    /// A decoded, signature-checked message (from gossip or a roster): the `seq` window, the
+    /// author's rate, then the liveness policy or the table.
+    fn accept(
+        &mut self,
+        cx: &mut Cx,
+        msg: Message,
+        bytes: Bytes,
+        from: EndpointId,
+        out: &mut Vec<Action>,
+    ) {
+        let node = msg.node();
+        if node == self.me || !announce::seq_in_window(msg.seq(), cx.unix_micros) {
+            return;
+        }
+        let verdict = cx.flood.authored(node, from, cx.now);
+        if !guard(cx, verdict, out) {
+            return;
+        }
+        if let Message::Down {
+            about, about_seq, ..
+        } = msg
+        {
+            let reporter = cx.table.get(&node).is_some();
+            let known = cx.table.seq_of(&about);
+            let me = self.me;
+            match self
+                .liveness
+                .report(about, about_seq, me, reporter, known, cx.now)
+            {
+                Report::Refute => {
+                    self.schedule.force();
+                    out.push(Action::Announce);
+                }
+                Report::Suspect | Report::Ignore => {}
+            }
+            return;
+        }
+        let addr = match &msg {
+            Message::Announce(a) => Some(a.addr.clone()),
+            _ => None,
+        };
+        let before = served(cx.table, &node);
+        let changes = cx.table.apply_signed(msg, bytes, cx.now);
+        let after = served(cx.table, &node);
+        // Only members' addresses are dialled (not those of strangers a full table refused).
+        if let (Some(addr), true) = (addr, after.is_some()) {
+            out.push(Action::Learned(addr));
+        }
+        if before != after {
+            out.push(Action::Reshaped);
+        }
+        changed(out, changes);
+    }
+}
+
+/// The names of the models `node` serves, `None` when it is no peer.
+fn served(table: &PeerTable, node: &EndpointId) -> Option<Vec<String>> {
+    let peer = table.get(node)?;
+    Some(peer.ann.models.iter().map(|m| m.name.clone()).collect())
+}
+
+fn changed(out: &mut Vec<Action>, changes: Vec<Change>) {
+    if !changes.is_empty() {
+        out.push(Action::Changed(changes));
+    }
+}
+
+/// Acts on the flood guard's verdict; `true` when the message goes on. A banned neighbour
+/// leaves the table at once.
+fn guard(cx: &mut Cx, verdict: Flood, out: &mut Vec<Action>) -> bool {
+    match verdict {
+        Flood::Pass => true,
+        Flood::Drop => false,
+        Flood::Ban(id) => {
+            out.push(Action::Ban(id));
+            changed(out, cx.table.lose(&id));
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::proto::announce::tests::announcement;
+    use crate::mesh::state::peers::LeftBecause;
+    use iroh::SecretKey;
+
+    struct Node {
+        key: SecretKey,
+        member: Member,
+        table: PeerTable,
+        flood: FloodGuard,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let key = SecretKey::generate();
+            Self {
+                member: Member::new(key.public(), Timers::default()),
+                key,
+                table: PeerTable::default(),
+                flood: FloodGuard::default(),
+            }
+        }
+
+        fn on(
+            &mut self,
+            now: Instant,
+            f: impl FnOnce(&mut Member, &mut Cx) -> Vec<Action>,
+        ) -> Vec<Action> {
+            let mut cx = Cx {
+                table: &mut self.table,
+                flood: &mut self.flood,
+                now,
+                unix_micros: crate::util::time::unix_micros(),
+            };
+            f(&mut self.member, &mut cx)
+        }
+    }
+
+    fn signed(key: &SecretKey, msg: &Message) -> Vec<u8> {
+        announce::encode(key, msg)
+    }
+
+    fn ann(key: &SecretKey) -> Message {
+        Message::Announce(announcement(key, &["m"], crate::util::time::unix_micros()))
+    }
+
+    #[test]
+    fn an_announcement_joins_its_author_and_learns_its_address() {
+        let (mut a, b) = (Node::new(), SecretKey::generate());
+        let now = Instant::now();
+        let out = a.on(now, |m, cx| {
+            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
+        });
+        assert!(out.contains(&Action::Learned(EndpointAddr::new(b.public()))));
+        assert!(out.contains(&Action::Reshaped));
+        assert!(out
+            .iter()
+            .any(|x| matches!(x, Action::Changed(c) if c.contains(&Change::Joined(b.public())))));
+        // Relayed by someone else but claiming to come straight from its author: dropped.
+        let forged = a.on(now, |m, cx| {
+            m.received(
+                cx,
+                &signed(&b, &ann(&b)),
+                SecretKey::generate().public(),
+                true,
+            )
+        });
+        assert!(forged.is_empty());
+    }
+
+    #[test]
+    fn a_new_neighbour_forces_an_announcement_and_a_roster_fetch_once() {
+        let mut a = Node::new();
+        let (n1, n2) = (
+            SecretKey::generate().public(),
+            SecretKey::generate().public(),
+        );
+        let now = Instant::now();
+        assert_eq!(
+            a.on(now, |m, cx| m.neighbour_up(cx, n1)),
+            [Action::Announce, Action::FetchRoster(n1)]
+        );
+        let own = Fingerprint::of(&announcement(&a.key, &[], 1));
+        // The first announcement with a neighbour to carry it goes to the whole mesh...
+        assert_eq!(a.member.announce_due(now, own), Some(Audience::Mesh));
+        assert_eq!(a.member.announce_due(now, own), None);
+        // ...later neighbours are only greeted, once, after the forced gap.
+        assert_eq!(
+            a.on(now, |m, cx| m.neighbour_up(cx, n2)),
+            [Action::Announce]
+        );
+        assert_eq!(a.member.announce_due(now, own), None);
+        let later = now + FORCED_GAP;
+        assert_eq!(
+            a.member.announce_due(later, own),
+            Some(Audience::Neighbours)
+        );
+        assert_eq!(a.member.announce_due(later, own), None);
+    }
+
+    #[test]
+    fn a_timed_out_peer_is_dropped_and_reported_a_lost_one_is_probed_first() {
+        let (mut a, b, c) = (Node::new(), SecretKey::generate(), SecretKey::generate());
+        let now = Instant::now();
+        for k in [&b, &c] {
+            a.on(now, |m, cx| {
+                m.received(cx, &signed(k, &ann(k)), k.public(), true)
+            });
+        }
+        let out = a.on(now, |m, cx| {
+            m.sweep(cx, &[(b.public(), true), (c.public(), false)])
+        });
+        assert!(
+            matches!(&out[0], Action::Changed(ch) if ch.contains(&Change::Left(b.public(), LeftBecause::Lost)))
+        );
+        assert!(matches!(out[1], Action::ReportDown { about, .. } if about == b.public()));
+        assert_eq!(out[2], Action::Probe(c.public()));
+        assert!(a.table.get(&c.public()).is_some());
+        let out = a.on(now, |m, cx| m.probed(cx, c.public(), false));
+        assert!(
+            matches!(out.last(), Some(Action::ReportDown { about, .. }) if *about == c.public())
+        );
+        assert!(a.table.is_empty());
+    }
+
+    #[test]
+    fn a_down_report_about_this_node_is_refuted_with_an_announcement() {
+        let (mut a, b) = (Node::new(), SecretKey::generate());
+        let now = Instant::now();
+        a.on(now, |m, cx| {
+            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
+        });
+        let down = Message::Down {
+            node: b.public(),
+            seq: crate::util::time::unix_micros(),
+            about: a.key.public(),
+            about_seq: 1,
+        };
+        let out = a.on(now, |m, cx| {
+            m.received(cx, &signed(&b, &down), b.public(), true)
+        });
+        assert_eq!(out, [Action::Announce]);
+    }
+
+    #[test]
+    fn a_flooding_neighbour_is_banned_and_leaves_the_table() {
+        let (mut a, b) = (Node::new(), SecretKey::generate());
+        let now = Instant::now();
+        a.on(now, |m, cx| {
+            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
+        });
+        let mut banned = false;
+        for _ in 0..100 {
+            let out = a.on(now, |m, cx| m.received(cx, b"junk", b.public(), true));
+            if out.contains(&Action::Ban(b.public())) {
+                banned = true;
+                break;
+            }
+        }
+        assert!(banned);
+        assert!(a.table.is_empty());
+    }
+}
