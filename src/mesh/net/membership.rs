@@ -281,6 +281,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
                     tokio::spawn(async move {
                         if let Err(e) = tunnel.connection(id).await {
                             tracing::debug!("cannot open tunnel yet: {e}");
+                            tunnel.note_unreachable(id);
                         }
                     });
                 }

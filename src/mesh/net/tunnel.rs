@@ -143,6 +143,18 @@ impl Tunnel {
             .unwrap_or_default()
     }
 
+    /// Notes a peer the tunnel could not reach at all (the eager dial when it joined): the
+    /// membership sweep dials it once more and drops it when that fails too. A peer learnt
+    /// from a roster or a relayed announcement may be gone already, and no connection of ours
+    /// would ever time out to tell.
+    pub fn note_unreachable(&self, peer: EndpointId) {
+        if let Ok(mut lost) = self.lost.lock() {
+            if lost.len() < 4 * crate::mesh::state::peers::MAX_PEERS {
+                lost.entry(peer).or_insert(false);
+            }
+        }
+    }
+
     /// Notes a cached connection that closed; one this node closed itself says nothing.
     fn note_lost(&self, peer: EndpointId, reason: &ConnectionError) {
         if matches!(reason, ConnectionError::LocallyClosed) {
