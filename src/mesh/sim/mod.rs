@@ -136,6 +136,8 @@ impl Ord for Entry {
 
 struct Node {
     key: SecretKey,
+    /// `key.public()`, kept: deriving it is a scalar multiplication.
+    id: EndpointId,
     addr: EndpointAddr,
     gossip: State<EndpointId, StdRng>,
     member: Member,
@@ -222,6 +224,7 @@ impl World {
             table: PeerTable::default(),
             flood: FloodGuard::default(),
             neighbours: HashSet::new(),
+            id,
             key,
             addr,
             alive: true,
@@ -256,7 +259,7 @@ impl World {
     }
 
     pub fn id(&self, i: usize) -> EndpointId {
-        self.nodes[i].key.public()
+        self.nodes[i].id
     }
 
     pub fn len(&self) -> usize {
@@ -539,7 +542,7 @@ impl World {
     fn announcement(&self, i: usize) -> Announcement {
         let node = &self.nodes[i];
         Announcement {
-            node: node.key.public(),
+            node: node.id,
             seq: self.unix_start + (self.now - self.start).as_micros() as u64,
             role: Role::Client,
             name: format!("sim-{i}"),
