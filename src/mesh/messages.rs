@@ -92,17 +92,16 @@ impl Mesh {
         self.shared.gate.is_closed()
     }
 
-    /// Leaves the mesh and stays up as a single node: tells the peers (as at shutdown), stops
-    /// membership, closes the gate to every member (their connections too) and empties the
-    /// peer table. The node's own API goes on serving its model. Returns the peers it had.
+    /// Leaves the mesh and stays up as a single node: stops membership (so that no
+    /// announcement of it follows its `Leave`), tells the peers (as at shutdown), closes the
+    /// gate to every member (their connections too) and empties the peer table. The node's own API goes on serving its model. Returns the peers it had.
     pub async fn leave(&self) -> usize {
         if self.has_left() {
             return 0;
         }
-        self.broadcast_leave().await;
-        // Gate first: membership drops what it receives from then on, before it stops.
-        self.shared.gate.close_all();
         self.membership_stop.cancel();
+        self.broadcast_leave().await;
+        self.shared.gate.close_all();
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let changes = self.shared.with_table(|t| t.expire(far, Duration::ZERO));
         let peers = changes

@@ -171,6 +171,9 @@ pub(crate) struct Shared {
     rpc: net::rpc::RpcServer,
     /// Times this node's gossip stalled and was freed (`net::stall`).
     gossip_stalls: std::sync::atomic::AtomicU64,
+    /// Set when this node starts leaving (`leave`, `shutdown`): nothing of it that is signed
+    /// after its `Leave` (a roster's own entry) may go out, or members would take it back.
+    leaving: std::sync::atomic::AtomicBool,
     /// What this node announces to split serving (`node::split`).
     split_offer: Mutex<SplitOffer>,
 }
@@ -226,6 +229,9 @@ impl Shared {
     /// This node's announcement, signed now, then every peer's as its author signed it
     /// (`mesh/roster/1`).
     fn signed_roster(&self) -> Vec<bytes::Bytes> {
+        if self.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+            return Vec::new();
+        }
         let own = Message::Announce(self.announcement());
         let mut all = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
         all.extend(self.with_table(|t| t.signed_roster()));
@@ -522,6 +528,9 @@ impl Mesh {
     /// Tells the peers this node leaves, and gives the message a moment to leave the socket
     /// (gossip sends asynchronously). A stalled gossip actor cannot hold it up.
     async fn broadcast_leave(&self) {
+        self.shared
+            .leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let leave = Message::Leave {
             node: self.node_id(),
             seq: crate::util::time::unix_micros(),

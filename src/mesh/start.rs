@@ -100,6 +100,7 @@ impl Mesh {
             shares,
             rpc,
             gossip_stalls: Default::default(),
+            leaving: Default::default(),
             split_offer: Mutex::default(),
         });
         let weak = Arc::downgrade(&shared);

@@ -62,6 +62,7 @@ pub(crate) async fn run(
     let mut gossip_open = true;
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             // What this node serves changed, or the protocol asked to announce now.
             _ = shared.announce_now.notified() => {
@@ -237,6 +238,10 @@ impl Io<'_> {
 
 /// Announces this node when the schedule says so: the one place its announcement is sent.
 async fn announce(shared: &Arc<Shared>, sender: &GossipSender) {
+    // Leaving: an announcement signed after the `Leave` would bring this node back.
+    if shared.leaving.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let ann = shared.announcement();
     let fp = Fingerprint::of(&ann);
     let Some(audience) = shared.with_member(|m| m.announce_due(Instant::now(), fp)) else {
