@@ -32,3 +32,22 @@ pub(crate) mod stall;
 pub mod tcp_share;
 pub mod tunnel;
 pub mod tunnel_server;
+
+/// Dials `peer` on `alpn`, opens one bidirectional stream and sends `request` on it, finished:
+/// the first half of every one-question exchange between members (`msg`, `roster`). Returns
+/// the connection (to close once answered) and the stream to read the answer from.
+pub(crate) async fn ask(
+    endpoint: &iroh::Endpoint,
+    peer: iroh::EndpointId,
+    alpn: &[u8],
+    request: &[u8],
+) -> Result<(iroh::endpoint::Connection, iroh::endpoint::RecvStream), String> {
+    let conn = endpoint
+        .connect(peer, alpn)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(request).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    Ok((conn, recv))
+}

@@ -109,15 +109,7 @@ pub async fn send(endpoint: &Endpoint, peer: EndpointId, text: &str) -> Result<(
         ));
     }
     let exchange = async {
-        let conn = endpoint
-            .connect(peer, ALPN)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(text.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
+        let (conn, mut recv) = super::ask(endpoint, peer, ALPN, text.as_bytes()).await?;
         let mut status = [0u8; 1];
         recv.read_exact(&mut status)
             .await

@@ -85,15 +85,7 @@ impl ProtocolHandler for RosterServer {
 /// Asks `peer` (a member) for its roster: the signed messages, not yet checked.
 pub async fn fetch(endpoint: &Endpoint, peer: EndpointId) -> Result<Vec<Bytes>, String> {
     let exchange = async {
-        let conn = endpoint
-            .connect(peer, ALPN)
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&[REQUEST])
-            .await
-            .map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
+        let (conn, mut recv) = super::ask(endpoint, peer, ALPN, &[REQUEST]).await?;
         let bytes = recv
             .read_to_end(MAX_ROSTER_BYTES)
             .await
