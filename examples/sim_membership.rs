@@ -14,8 +14,9 @@
 //! - `bans`, `live_dropped`: honest nodes banned, live peers dropped from a table (both 0 in a
 //!   healthy run).
 //!
-//! `cargo run --release --features sim --example sim_membership -- [NODES] [IDLE] [SEED]`
-//! (`just sim-membership`). Progress goes to stderr, one JSON line to stdout.
+//! `cargo run --release --features sim --example sim_membership -- [NODES] [IDLE] [SEED]
+//! [STRAYS]` (`just sim-membership`; `STRAYS` 0: nodes leave stray gossip connections open, as
+//! before `Member::strays`). Progress goes to stderr, one JSON line to stdout.
 
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ fn main() {
     let (n, seed) = (arg(1, 200) as usize, arg(3, 1));
     let cfg = SimConfig {
         seed,
+        close_strays: arg(4, 1) != 0,
         ..SimConfig::default()
     };
     let idle = Duration::from_secs(arg(2, cfg.timers.refresh.as_secs() * 3 / 2));
@@ -64,7 +66,17 @@ fn main() {
         }
     }
     say(&w, &format!("all {n} nodes joined"));
-    let formed = w.run_until(LIMIT, TICK, World::complete);
+    let joined = w.elapsed();
+    let mut told = false;
+    let formed = w.run_until(LIMIT, TICK, |w| {
+        if !told && w.elapsed() >= joined + SETTLE {
+            told = true;
+            let (pairs, lacking, unknown) = w.missing();
+            let s = format!("after {SETTLE:?}: {pairs} pairs missing: {lacking} nodes lack {unknown}");
+            say(w, &s);
+        }
+        w.complete()
+    });
     let least = w.alive().map(|i| w.known_by(i)).min().unwrap_or(0);
     say(
         &w,
@@ -116,6 +128,7 @@ fn main() {
             "gossip_recv_bytes_per_node_s": per_node(t.received),
             "gossip_messages_per_node_s": per_node(t.messages),
             "conns_per_node": t.conns_per_node,
+            "strays_closed_per_node_s": per_node(t.strays_closed),
             "gossip_neighbours_per_node": neighbours,
             "death_known_by_all_s": secs(death),
             "bans": f.bans,

@@ -1,8 +1,11 @@
-//! A member that accepts this node's gossip stream and never reads it (iroh-gossip issue #47):
-//! once QUIC's window and the library's queue to it are full, iroh-gossip's actor blocks, and
-//! without `net::stall` the node's gossip stays dead for good. Played against a real node on
-//! loopback with a hand-made gossip connection (a real gossip stack would read).
+//! Hand-made gossip connections to a real node on loopback (a real gossip stack would behave):
+//! - a member that accepts this node's gossip stream and never reads it (iroh-gossip issue
+//!   #47): once QUIC's window and the library's queue to it are full, iroh-gossip's actor
+//!   blocks, and without `net::stall` the node's gossip stays dead for good;
+//! - a member that is no gossip neighbour but keeps a gossip connection open, which the node
+//!   closes (`Member::strays`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use iroh::SecretKey;
@@ -18,12 +21,16 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
-    let a = start(vec![]).await;
+/// X, an endpoint that proves membership to `a`, then opens a gossip connection to it and a
+/// stream on it with `a`'s topic in the stream header.
+async fn gossip_connection(
+    a: &Mesh,
+) -> (
+    iroh::Endpoint,
+    iroh::endpoint::Connection,
+    iroh::endpoint::SendStream,
+) {
     let a_addr = a.endpoint().addr();
-
-    // X proves membership, then joins A's topic on a gossip connection it never reads from.
     let x = endpoint::builder(&NetConfig::offline(), SecretKey::generate())
         .clear_ip_transports()
         .bind_addr((std::net::Ipv4Addr::LOCALHOST, 0))
@@ -35,7 +42,19 @@ async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
         .await
         .unwrap();
     let conn = x.connect(a_addr, iroh_gossip::ALPN).await.unwrap();
-    let topic = a.shared.keys.topic();
+    let mut stream = conn.open_uni().await.unwrap();
+    stream
+        .write_all(&frame(&a.shared.keys.topic()))
+        .await
+        .unwrap();
+    (x, conn, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
+    let a = start(vec![]).await;
+    // X proves membership, then joins A's topic on a gossip connection it never reads from.
+    let (x, conn, mut stream) = gossip_connection(&a).await;
     // On a topic's stream, after the header, each frame is a postcard `topic::Message`:
     // `Swarm(Join(None))` is the variant indexes of Swarm and Join, then None.
     let join = [0u8, 0, 0];
@@ -45,8 +64,6 @@ async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
         format!("{decoded:?}").starts_with("Swarm(Join(None"),
         "{decoded:?}"
     );
-    let mut stream = conn.open_uni().await.unwrap();
-    stream.write_all(&frame(&topic)).await.unwrap(); // the stream header: its topic
     stream.write_all(&frame(&join)).await.unwrap();
     // A answers the join on a stream of its own (X is its neighbour now); X takes the stream
     // and never reads it.
@@ -94,6 +111,51 @@ async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    x.close().await;
+    b.abort().await;
+    a.abort().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossip_connection_of_a_peer_that_is_no_neighbour_is_closed() {
+    let stray = Duration::from_millis(500);
+    let start_short = |join| {
+        let mut cfg = super::hostile_tests::config_with(SecretKey::generate(), join);
+        cfg.timers.stray = stray;
+        let nothing: ServingFn = Arc::new(Serving::default);
+        Mesh::start(cfg, nothing, axum::Router::new())
+    };
+    let a = start_short(vec![]).await.unwrap();
+    let b = start_short(vec![a.ticket()]).await.unwrap();
+    super::hostile_tests::until(&a, "B joins A", |a| a.peers().len() == 1).await;
+
+    // X sends A a PlumTree `Prune` without ever joining A's active view: A adds X to its push
+    // sets and would keep pushing to it (an `IHave` per broadcast) on a connection nobody
+    // closes; this is what PlumTree does with a graft or prune that crossed a view change.
+    let (x, conn, mut stream) = gossip_connection(&a).await;
+    let prune = [1u8, 1];
+    let decoded: iroh_gossip::proto::topic::Message<iroh::PublicKey> =
+        postcard::from_bytes(&prune).expect("a gossip message");
+    assert!(
+        format!("{decoded:?}").starts_with("Gossip(Prune"),
+        "{decoded:?}"
+    );
+    stream.write_all(&frame(&prune)).await.unwrap();
+
+    let reason = tokio::time::timeout(stray * 4 + Duration::from_secs(5), conn.closed())
+        .await
+        .expect("A closed X's stray gossip connection");
+    assert!(
+        format!("{reason:?}").contains(&super::net::gate::STRAY.to_string()),
+        "closed for {reason:?}"
+    );
+    // B, A's gossip neighbour all along, keeps its gossip connection.
+    let b_id = b.node_id();
+    let open = a.shared.gate.open_on(iroh_gossip::ALPN);
+    assert!(
+        open.iter().any(|(c, _)| c.remote_id() == b_id),
+        "A closed its neighbour's gossip connection too"
+    );
     x.close().await;
     b.abort().await;
     a.abort().await;

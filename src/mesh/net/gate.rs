@@ -34,6 +34,8 @@ use crate::mesh::state::peers::MAX_PEERS;
 pub const NOT_ADMITTED: u32 = 403;
 /// Close code for connections of a banned node.
 pub const BANNED: u32 = 429;
+/// Close code for a gossip connection to a peer that is no gossip neighbour (`Member::strays`).
+pub const STRAY: u32 = 410;
 /// Most nodes admitted at once.
 pub const MAX_ADMITTED: usize = 4 * MAX_PEERS;
 /// An admitted node that is not in the peer table this long after its admission is forgotten
@@ -46,8 +48,9 @@ struct Inner {
     admitted: HashMap<EndpointId, Instant>,
     /// Banned nodes, and until when.
     banned: HashMap<EndpointId, Instant>,
-    /// Open connections of admitted nodes (to close them on a ban).
-    conns: HashMap<EndpointId, Vec<WeakConnectionHandle>>,
+    /// Open connections of admitted nodes, and when each opened (to close them on a ban, or
+    /// gossip's strays).
+    conns: HashMap<EndpointId, Vec<(WeakConnectionHandle, Instant)>>,
     /// This node left its mesh (`mesh leave`): nobody is admitted any more.
     closed: bool,
 }
@@ -108,11 +111,7 @@ impl Gate {
             g.admitted.clear();
             std::mem::take(&mut g.conns)
         });
-        for c in conns
-            .values()
-            .flatten()
-            .filter_map(WeakConnectionHandle::upgrade)
-        {
+        for c in conns.values().flatten().filter_map(|(c, _)| c.upgrade()) {
             c.close(NOT_ADMITTED.into(), b"left the mesh");
         }
     }
@@ -140,7 +139,7 @@ impl Gate {
             }
             g.conns.remove(&id).unwrap_or_default()
         });
-        for c in conns.iter().filter_map(WeakConnectionHandle::upgrade) {
+        for c in conns.iter().filter_map(|(c, _)| c.upgrade()) {
             c.close(BANNED.into(), b"banned: too many gossip messages");
         }
     }
@@ -155,7 +154,7 @@ impl Gate {
             g.banned.retain(|_, until| now < *until);
             let admitted = &g.admitted;
             g.conns.retain(|id, conns| {
-                conns.retain(|c| c.upgrade().is_some_and(|c| c.close_reason().is_none()));
+                conns.retain(|(c, _)| is_live(c));
                 admitted.contains_key(id) && !conns.is_empty()
             });
         })
@@ -164,18 +163,23 @@ impl Gate {
     /// Closes every tracked connection on `alpn` (all of gossip's, when its actor stalled:
     /// `net::stall`); returns how many.
     pub fn close_alpn(&self, alpn: &[u8], code: u32, reason: &[u8]) -> usize {
-        let conns: Vec<Connection> = self.with(|g| {
-            g.conns
-                .values()
-                .flatten()
-                .filter_map(WeakConnectionHandle::upgrade)
-                .filter(|c| c.alpn() == alpn && c.close_reason().is_none())
-                .collect()
-        });
-        for c in &conns {
+        let conns = self.open_on(alpn);
+        for (c, _) in &conns {
             c.close(code.into(), reason);
         }
         conns.len()
+    }
+
+    /// The open connections on `alpn`, and when each opened.
+    pub fn open_on(&self, alpn: &[u8]) -> Vec<(Connection, Instant)> {
+        self.with(|g| {
+            g.conns
+                .values()
+                .flatten()
+                .filter_map(|(c, at)| Some((c.upgrade()?, *at)))
+                .filter(|(c, _)| c.alpn() == alpn && c.close_reason().is_none())
+                .collect()
+        })
     }
 
     /// Entries in each table: admitted, banned, nodes with tracked connections.
@@ -189,11 +193,15 @@ impl Gate {
         self.with(|g| {
             if g.admitted.contains_key(&id) {
                 let conns = g.conns.entry(id).or_default();
-                conns.retain(|c| c.upgrade().is_some_and(|c| c.close_reason().is_none()));
-                conns.push(conn.weak_handle());
+                conns.retain(|(c, _)| is_live(c));
+                conns.push((conn.weak_handle(), Instant::now()));
             }
         })
     }
+}
+
+fn is_live(c: &WeakConnectionHandle) -> bool {
+    c.upgrade().is_some_and(|c| c.close_reason().is_none())
 }
 
 /// Protocols open to nodes outside the mesh: admission itself, discovery's ping, the offer.

@@ -26,6 +26,7 @@ use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::STRAY;
 use super::{ping, roster, stall};
 use crate::mesh::proto::announce::{self, Message};
 use crate::mesh::state::flood::BAN;
@@ -73,6 +74,7 @@ pub(crate) async fn run(
                 announce(&shared, &sender).await;
                 let lost = shared.tunnel.take_lost(Instant::now());
                 io.carry_out(step(&shared, |m, cx| m.sweep(cx, &lost))).await;
+                close_strays(&shared);
                 prune(&shared);
             }
             _ = paths.tick() => refresh_paths(&shared),
@@ -254,6 +256,21 @@ async fn announce(shared: &Arc<Shared>, sender: &GossipSender) {
     };
     if let Err(e) = sent {
         tracing::warn!("cannot broadcast the announcement: {e}");
+    }
+}
+
+/// Closes gossip connections to peers long out of gossip's active view (`Member::strays`:
+/// iroh-gossip would push to some of them, and keep-alives hold them open, for good).
+fn close_strays(shared: &Shared) {
+    let open = shared.gate.open_on(iroh_gossip::ALPN);
+    if open.is_empty() {
+        return;
+    }
+    let peers: Vec<_> = open.iter().map(|(c, at)| (c.remote_id(), *at)).collect();
+    let strays = shared.with_member(|m| m.strays(Instant::now(), &peers));
+    for (conn, _) in open.iter().filter(|(c, _)| strays.contains(&c.remote_id())) {
+        tracing::debug!(peer = %conn.remote_id().fmt_short(), "closing a gossip connection to a peer that is no gossip neighbour");
+        conn.close(STRAY.into(), b"not a gossip neighbour");
     }
 }
 

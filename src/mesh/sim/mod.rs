@@ -3,7 +3,9 @@
 //! iroh-gossip's sans-IO protocol (`iroh_gossip::proto::State`, HyParView + PlumTree, the
 //! configuration `Mesh::start` gives it) and this crate's sans-IO membership
 //! (`state::member::Member` with its peer table and flood guard), with real keys, signed
-//! messages and signature checks. What is simulated is only what lies under them: the network
+//! messages and signature checks (with feature `sim`, each distinct signed message is decoded
+//! and checked once per process rather than once per node: `announce::sim_memo`). What is
+//! simulated is only what lies under them: the network
 //! (a fixed one-way latency per pair of nodes, no loss), QUIC connections (open while messages
 //! flow; a dead node's close [`SimConfig::idle_timeout`] after its death, a dial to it failing
 //! after [`SimConfig::dial_timeout`]), the probe (`ping`) and roster (`mesh/roster/1`)
@@ -49,6 +51,8 @@ pub struct SimConfig {
     pub idle_timeout: Duration,
     /// A dial to a dead node fails after this.
     pub dial_timeout: Duration,
+    /// Nodes close their stray gossip connections (`Member::strays`), as real nodes do.
+    pub close_strays: bool,
     pub seed: u64,
 }
 
@@ -59,6 +63,7 @@ impl Default for SimConfig {
             timers: Timers::default(),
             idle_timeout: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(5),
+            close_strays: true,
             seed: 1,
         }
     }
@@ -83,6 +88,8 @@ pub struct Traffic {
     pub reports: u64,
     /// Gossip neighbours gained, summed over all nodes (the active views' churn).
     pub neighbour_ups: u64,
+    /// Stray gossip connections closed (`Member::strays`), summed over all nodes.
+    pub strays_closed: u64,
 }
 
 /// Things that went wrong for honest nodes (all zero in a healthy run).
@@ -144,7 +151,17 @@ struct Node {
     table: PeerTable,
     flood: FloodGuard,
     neighbours: HashSet<EndpointId>,
+    /// Nodes it has a connection with (the other end of each pair in `World::conns`).
+    open: HashSet<usize>,
     alive: bool,
+}
+
+/// An open connection between two nodes.
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    /// Which one (a number per connection opened).
+    n: u64,
+    opened: Instant,
 }
 
 /// The simulated mesh.
@@ -158,8 +175,8 @@ pub struct World {
     index: HashMap<EndpointId, usize>,
     queue: BinaryHeap<Entry>,
     seq: u64,
-    /// Open connections: pairs of node indices (lower first), and each one's number.
-    conns: HashMap<(usize, usize), u64>,
+    /// Open connections, by pairs of node indices (lower first).
+    conns: HashMap<(usize, usize), Conn>,
     opened: u64,
     traffic: Traffic,
     traffic_since: Instant,
@@ -170,6 +187,8 @@ pub struct World {
 
 impl World {
     pub fn new(cfg: SimConfig) -> Self {
+        #[cfg(feature = "sim")]
+        announce::sim_memo::switch_on();
         let now = Instant::now();
         Self {
             rng: StdRng::seed_from_u64(cfg.seed),
@@ -224,6 +243,7 @@ impl World {
             table: PeerTable::default(),
             flood: FloodGuard::default(),
             neighbours: HashSet::new(),
+            open: HashSet::new(),
             id,
             key,
             addr,
@@ -246,14 +266,8 @@ impl World {
     /// connections time out at the other end after [`SimConfig::idle_timeout`].
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].alive = false;
-        let open: Vec<_> = self
-            .conns
-            .keys()
-            .copied()
-            .filter(|&(a, b)| a == i || b == i)
-            .collect();
-        for (a, b) in open {
-            let other = if a == i { b } else { a };
+        let open: Vec<usize> = self.nodes[i].open.iter().copied().collect();
+        for other in open {
             self.close(i, other, self.cfg.idle_timeout);
         }
     }
@@ -293,6 +307,22 @@ impl World {
             yes += usize::from(self.knows(i, j));
         }
         (yes, all)
+    }
+
+    /// Pairs of live nodes (i, j) where i does not have j in its table; how many nodes lack
+    /// some node, and how many nodes some node lacks.
+    pub fn missing(&self) -> (usize, usize, usize) {
+        let (mut pairs, mut lacking) = (0, 0);
+        let mut unknown = HashSet::new();
+        for i in self.alive() {
+            let before = pairs;
+            for j in self.alive().filter(|&j| j != i && !self.knows(i, j)) {
+                pairs += 1;
+                unknown.insert(j);
+            }
+            lacking += usize::from(pairs > before);
+        }
+        (pairs, lacking, unknown.len())
     }
 
     /// Every live node knows every other live node (and, tables holding only nodes that
@@ -391,17 +421,57 @@ impl World {
         }
     }
 
+    fn conn(&self, i: usize, j: usize) -> Option<Conn> {
+        self.conns.get(&(i.min(j), i.max(j))).copied()
+    }
+
+    /// Opens a connection between `i` and `j` unless one is open.
+    fn connect(&mut self, i: usize, j: usize) {
+        if self.conn(i, j).is_none() {
+            self.opened += 1;
+            let conn = Conn {
+                n: self.opened,
+                opened: self.now,
+            };
+            self.conns.insert((i.min(j), i.max(j)), conn);
+            self.nodes[i].open.insert(j);
+            self.nodes[j].open.insert(i);
+        }
+    }
+
+    fn forget_conn(&mut self, i: usize, j: usize) -> Option<Conn> {
+        let conn = self.conns.remove(&(i.min(j), i.max(j)))?;
+        self.nodes[i].open.remove(&j);
+        self.nodes[j].open.remove(&i);
+        Some(conn)
+    }
+
     /// Node `i` closes its connection to `j` (if open); `j` hears of it `after`.
     fn close(&mut self, i: usize, j: usize, after: Duration) {
-        if let Some(conn) = self.conns.remove(&(i.min(j), i.max(j))) {
+        if let Some(conn) = self.forget_conn(i, j) {
             self.push(
                 self.now + after,
                 j,
                 Ev::Closed {
                     peer: i,
-                    conn: Some(conn),
+                    conn: Some(conn.n),
                 },
             );
+        }
+    }
+
+    /// Node `i` closes its connection to `j` on purpose: gossip at both ends hears of it.
+    fn hang_up(&mut self, i: usize, j: usize) {
+        if let Some(conn) = self.conn(i, j) {
+            self.push(
+                self.now,
+                i,
+                Ev::Closed {
+                    peer: j,
+                    conn: Some(conn.n),
+                },
+            );
+            self.close(i, j, self.latency(i, j));
         }
     }
 
@@ -417,12 +487,9 @@ impl World {
         match e.ev {
             Ev::Gossip(event) => self.gossip(e.node, event),
             Ev::Closed { peer, conn } => {
-                let now_open = self
-                    .conns
-                    .get(&(e.node.min(peer), e.node.max(peer)))
-                    .copied();
+                let now_open = self.conn(e.node, peer).map(|c| c.n);
                 if now_open.is_none() || now_open == conn {
-                    self.conns.remove(&(e.node.min(peer), e.node.max(peer)));
+                    self.forget_conn(e.node, peer);
                     let id = self.id(peer);
                     self.gossip(e.node, InEvent::PeerDisconnected(id));
                 }
@@ -433,6 +500,9 @@ impl World {
                 self.carry_out(e.node, actions);
                 let now = self.now;
                 self.nodes[e.node].flood.prune(now);
+                if self.cfg.close_strays {
+                    self.close_strays(e.node);
+                }
                 let next = self.now + self.cfg.timers.sweep;
                 self.push(next, e.node, Ev::Sweep);
             }
@@ -530,10 +600,7 @@ impl World {
             }
             return;
         }
-        if !self.conns.contains_key(&pair) {
-            self.opened += 1;
-            self.conns.insert(pair, self.opened);
-        }
+        self.connect(i, j);
         self.traffic.received += bytes as u64;
         let at = self.now + self.latency(i, j);
         let from = self.id(i);
@@ -609,19 +676,9 @@ impl World {
                 Action::FetchRoster(id) => self.fetch_roster(i, id),
                 Action::Ban(id) => {
                     self.faults.bans += 1;
+                    // The gate closes its connections.
                     if let Some(&j) = self.index.get(&id) {
-                        // The gate closes its connections: gossip at both ends hears of it.
-                        if let Some(conn) = self.conns.get(&(i.min(j), i.max(j))).copied() {
-                            self.push(
-                                self.now,
-                                i,
-                                Ev::Closed {
-                                    peer: j,
-                                    conn: Some(conn),
-                                },
-                            );
-                            self.close(i, j, self.latency(i, j));
-                        }
+                        self.hang_up(i, j);
                     }
                 }
                 Action::Changed(changes) => {
@@ -635,6 +692,22 @@ impl World {
                     }
                 }
                 Action::Reshaped | Action::Learned(_) => {}
+            }
+        }
+    }
+
+    /// Closes node `i`'s stray gossip connections (`Member::strays`), as `net::membership`
+    /// does at each sweep.
+    fn close_strays(&mut self, i: usize) {
+        let open: Vec<(EndpointId, Instant)> = self.nodes[i]
+            .open
+            .iter()
+            .filter_map(|&j| Some((self.id(j), self.conn(i, j)?.opened)))
+            .collect();
+        for id in self.nodes[i].member.strays(self.now, &open) {
+            if let Some(&j) = self.index.get(&id) {
+                self.traffic.strays_closed += 1;
+                self.hang_up(i, j);
             }
         }
     }

@@ -44,6 +44,10 @@ pub struct Timers {
     pub suspect: Duration,
     /// How long a dial checking that a peer lives may take.
     pub probe: Duration,
+    /// A gossip connection to a peer that has not been a gossip neighbour for this long, open
+    /// at least as long, is closed (`Member::strays`). Longer than anything gossip opens a
+    /// connection for without making the peer a neighbour: a neighbour request, a shuffle.
+    pub stray: Duration,
 }
 
 impl Default for Timers {
@@ -56,6 +60,7 @@ impl Default for Timers {
             sweep: Duration::from_millis(250),
             suspect: Duration::from_secs(2),
             probe: Duration::from_secs(2),
+            stray: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +134,10 @@ pub struct PeerTable {
     model_hosts: BTreeMap<String, usize>,
     /// Strangers refused while the table was full (see [`PeerTable::take_refused`]).
     refused: usize,
+    /// No time in `peers` (`last_seen`) or `newest` is older than this (`None`: both empty or
+    /// not known): [`PeerTable::expire`], called every sweep, scans only when something could
+    /// be due, so an idle node does not walk its whole table four times a second.
+    floor: Option<Instant>,
 }
 
 /// The distinct model names of an announcement.
@@ -180,6 +189,7 @@ impl PeerTable {
             self.forget_oldest_absent();
         }
         self.newest.insert(node, (seq, now));
+        self.floor = self.floor.map(|f| f.min(now));
         let mut delta = ModelDelta::default();
         let mut changes = Vec::new();
         match msg {
@@ -314,6 +324,12 @@ impl PeerTable {
 
     /// Drops peers silent for longer than `expiry`.
     pub fn expire(&mut self, now: Instant, expiry: Duration) -> Vec<Change> {
+        if self
+            .floor
+            .is_some_and(|f| now.saturating_duration_since(f) <= expiry.min(REMEMBER_SEQ))
+        {
+            return Vec::new();
+        }
         let mut delta = ModelDelta::default();
         let dead: Vec<EndpointId> = self
             .peers
@@ -330,8 +346,10 @@ impl PeerTable {
         }
         let peers = &self.peers;
         self.newest.retain(|id, (_, at)| {
-            peers.contains_key(id) || now.saturating_duration_since(*at) <= REMEMBER_SEQ
+            now.saturating_duration_since(*at) <= REMEMBER_SEQ || peers.contains_key(id)
         });
+        let seen = self.peers.values().map(|p| p.last_seen);
+        self.floor = seen.chain(self.newest.values().map(|(_, at)| *at)).min();
         changes.extend(delta.into_changes());
         changes
     }
