@@ -7,20 +7,24 @@
 //!   second over an idle window, counted by iroh's socket (everything: gossip announcements,
 //!   refreshes and their repair traffic, QUIC keep-alives and acks, handshakes);
 //!   `recv_bytes_per_late_node_s`: the same for the nodes that joined once the mesh had more
-//!   than 32 peers (no tunnels: gossip alone);
+//!   than 32 peers (no tunnels: gossip alone); `late_*`: what those hold open, per node
+//!   (gossip connections and neighbours, their own tunnels, nodes the gate tracks a connection
+//!   of: their gossip peers and whoever tunnels to them);
 //! - `cpu_pct_per_node`: CPU of the whole process over that window ÷ N, in % of one core;
 //! - `death_known_by_all_s`: after one node dies (its runtime dropped: no leave, no QUIC
 //!   close), until no other node has it in its table.
 //!
-//! `cargo run --example bench_membership -- [NODES] [IDLE_SECS]` (`just bench-membership`).
+//! `cargo run --example bench_membership -- [NODES] [IDLE_SECS] [WAIT_SECS]` (`just
+//! bench-membership`; `WAIT_SECS`: how long to wait for each convergence, default 300). With
+//! `RUST_LOG` set, logs go to stderr.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mesh::mesh::{Mesh, MeshConfig, NetConfig, Serving, ServingFn, Ticket};
 
-/// How long to wait for each convergence before giving up on it.
-const WAIT: Duration = Duration::from_secs(300);
+/// How long to wait for each convergence before giving up on it (default; third argument).
+const WAIT: u64 = 300;
 /// Nodes started at once.
 const BATCH: usize = 8;
 /// Nodes from this index on joined a mesh too large for eager tunnels (`EAGER_TUNNEL_PEERS`).
@@ -69,7 +73,11 @@ fn cpu_ticks() -> u64 {
 /// Seconds until `done` holds (checked every 100 ms), or `None` after [`WAIT`].
 async fn until(mut done: impl FnMut() -> bool) -> Option<f64> {
     let start = Instant::now();
-    while start.elapsed() < WAIT {
+    let wait = std::env::args()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(WAIT);
+    while start.elapsed() < Duration::from_secs(wait) {
         if done() {
             return Some(start.elapsed().as_secs_f64());
         }
@@ -83,6 +91,13 @@ fn knows(node: &Mesh, id: &str) -> bool {
 }
 
 fn main() {
+    // Logs when asked for (`RUST_LOG=mesh=debug`), to stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut args = std::env::args().skip(1);
     let n: usize = args
         .next()
@@ -132,6 +147,11 @@ fn main() {
         let formed_full = until(|| nodes.iter().all(|m| m.peers().len() >= total)).await;
         let mut sizes: Vec<usize> = nodes.iter().map(|m| m.peers().len()).collect();
         sizes.sort_unstable();
+        if formed_full.is_none() {
+            for (i, m) in nodes.iter().enumerate().filter(|(_, m)| m.peers().len() < total) {
+                eprintln!("node {i} {}: {:?}", m.node_id().fmt_short(), m.table_sizes());
+            }
+        }
         eprintln!(
             "all tables full after {formed_full:?} more (peers known: min {}, median {}, of {total})",
             sizes[0],
@@ -171,6 +191,24 @@ fn main() {
         let ((lr0, _), (lr1, _)) = (late_before, udp_bytes(late));
         let late_recv = (lr1 - lr0) as f64 / secs / late.len() as f64;
         let cpu = (cpu_ticks() - c0) as f64 / secs / count;
+        // What the late nodes hold open (mean per node): gossip connections, their own tunnels,
+        // nodes with a connection of any kind tracked by the gate.
+        let mean = |what: &str| {
+            late.iter()
+                .map(|m| {
+                    let sizes = m.table_sizes();
+                    sizes.iter().find(|(k, _)| *k == what).map_or(0, |(_, v)| *v)
+                })
+                .sum::<usize>() as f64
+                / late.len() as f64
+        };
+        let late_conns = [
+            mean("gossip_conns"),
+            mean("gossip_neighbours"),
+            mean("tunnel_conns"),
+            mean("gate_conns"),
+        ];
+        eprintln!("late nodes hold: gossip connections, neighbours, tunnels, gate-tracked nodes {late_conns:?}");
         eprintln!(
             "idle: {recv:.0} B/s received ({late_recv:.0} by nodes without tunnels), \
              {sent:.0} B/s sent, {cpu:.2}% CPU per node"
@@ -195,6 +233,10 @@ fn main() {
                 "recv_bytes_per_node_s": recv,
                 "sent_bytes_per_node_s": sent,
                 "recv_bytes_per_late_node_s": late_recv,
+                "late_gossip_conns": late_conns[0],
+                "late_gossip_neighbours": late_conns[1],
+                "late_tunnel_conns": late_conns[2],
+                "late_gate_tracked_nodes": late_conns[3],
                 "cpu_pct_per_node": cpu,
                 "death_known_by_all_s": death,
             })

@@ -72,7 +72,8 @@ fn main() {
         if !told && w.elapsed() >= joined + SETTLE {
             told = true;
             let (pairs, lacking, unknown) = w.missing();
-            let s = format!("after {SETTLE:?}: {pairs} pairs missing: {lacking} nodes lack {unknown}");
+            let s =
+                format!("after {SETTLE:?}: {pairs} pairs missing: {lacking} nodes lack {unknown}");
             say(w, &s);
         }
         w.complete()

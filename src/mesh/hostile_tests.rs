@@ -81,6 +81,12 @@ async fn sent(sender: &iroh_gossip::api::GossipSender, bytes: Vec<u8>) -> bool {
 fn caps() -> Vec<(&'static str, usize)> {
     vec![
         ("peers", MAX_PEERS),
+        // iroh-gossip's active view; the gossip connections the gate tracks.
+        (
+            "gossip_neighbours",
+            iroh_gossip::proto::HyparviewConfig::default().active_view_capacity,
+        ),
+        ("gossip_conns", net::gate::MAX_ADMITTED),
         ("seq_remembered", MAX_REMEMBERED),
         ("flood_direct", MAX_TRACKED),
         ("flood_relayed", MAX_TRACKED),

@@ -174,6 +174,12 @@ pub(crate) struct Shared {
     /// Set when this node starts leaving (`leave`, `shutdown`): nothing of it that is signed
     /// after its `Leave` (a roster's own entry) may go out, or members would take it back.
     leaving: std::sync::atomic::AtomicBool,
+    /// Entries of the roster being applied now (0: none): the table is about to hold that
+    /// many, so no eager tunnel is opened past `EAGER_TUNNEL_PEERS` of them.
+    roster_incoming: std::sync::atomic::AtomicUsize,
+    /// A first roster was applied: until then the table's size says nothing about the mesh's
+    /// (a newcomer hears a join burst's announcements one by one), so no eager tunnel opens.
+    roster_seen: std::sync::atomic::AtomicBool,
     /// What this node announces to split serving (`node::split`).
     split_offer: Mutex<SplitOffer>,
 }
@@ -398,6 +404,8 @@ impl Mesh {
         let [admitted, gate_banned, gate_conns] = self.shared.gate.sizes();
         let [conns, down] = self.shared.tunnel.sizes();
         let [probes, suspects] = self.shared.with_member(|m| m.liveness().sizes());
+        let neighbours = self.shared.with_member(|m| m.neighbours());
+        let gossip_conns = self.shared.gate.open_on(iroh_gossip::ALPN).len();
         let known = self
             .shared
             .known_models
@@ -406,6 +414,8 @@ impl Mesh {
             .unwrap_or(0);
         vec![
             ("peers", peers),
+            ("gossip_neighbours", neighbours),
+            ("gossip_conns", gossip_conns),
             ("seq_remembered", remembered),
             ("flood_direct", direct),
             ("flood_relayed", relayed),

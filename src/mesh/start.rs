@@ -101,6 +101,8 @@ impl Mesh {
             rpc,
             gossip_stalls: Default::default(),
             leaving: Default::default(),
+            roster_incoming: Default::default(),
+            roster_seen: Default::default(),
             split_offer: Mutex::default(),
         });
         let weak = Arc::downgrade(&shared);

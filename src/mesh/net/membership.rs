@@ -16,6 +16,7 @@
 //! members: membership"). Every broadcast goes through the stall watchdog (`net::stall`).
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,8 @@ pub const PATHS_EVERY: Duration = Duration::from_secs(1);
 /// Up to this many peers the tunnel is opened to every peer as it joins (its path type and RTT
 /// show at once, its death is seen from the connection); beyond, a tunnel is opened by the
 /// first request routed to a peer, so a node's connections (each sends keep-alives) grow with
-/// the peers it uses, not with the mesh.
+/// the peers it uses, not with the mesh. A node counts from its first roster on: before it,
+/// its table's size says nothing of the mesh's.
 pub const EAGER_TUNNEL_PEERS: usize = 32;
 
 pub(crate) async fn run(
@@ -86,8 +88,20 @@ pub(crate) async fn run(
             }
             Some((from, entries)) = rosters.recv() => {
                 let n = entries.len();
+                shared.roster_incoming.store(n, Ordering::Relaxed);
                 for bytes in entries {
                     io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
+                }
+                shared.roster_incoming.store(0, Ordering::Relaxed);
+                if !shared.roster_seen.swap(true, Ordering::Relaxed) {
+                    // The peers heard of before it get theirs now, if the mesh is small.
+                    let ids: Vec<_> = shared.with_table(|t| {
+                        let small = t.len() <= EAGER_TUNNEL_PEERS;
+                        t.peers().filter(|_| small).map(|p| p.ann.node).collect()
+                    });
+                    for id in ids.into_iter().filter(|id| shared.tunnel.cached(id).is_none()) {
+                        open_eager_tunnel(&shared, id);
+                    }
                 }
                 tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
             }
@@ -293,19 +307,13 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
         let event = match change {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
-                // In a small mesh open the tunnel now: the first request then pays no
-                // handshake, the peer table gets path type and RTT, and the peer's death shows
-                // on the connection.
-                let tunnel = shared.tunnel.clone();
-                tunnel.clear_down(&id);
-                let eager = shared.with_table(|t| t.len() <= EAGER_TUNNEL_PEERS);
+                shared.tunnel.clear_down(&id);
+                // A roster being applied entry by entry: what the table is about to hold.
+                let incoming = shared.roster_incoming.load(Ordering::Relaxed);
+                let eager = shared.roster_seen.load(Ordering::Relaxed)
+                    && shared.with_table(|t| t.len().max(incoming) <= EAGER_TUNNEL_PEERS);
                 if eager {
-                    tokio::spawn(async move {
-                        if let Err(e) = tunnel.connection(id).await {
-                            tracing::debug!("cannot open tunnel yet: {e}");
-                            tunnel.note_unreachable(id);
-                        }
-                    });
+                    open_eager_tunnel(shared, id);
                 }
                 MeshEvent::PeerJoined {
                     node_id: id.to_string(),
@@ -335,6 +343,19 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
         // No subscribers is fine.
         let _ = shared.events.send(event);
     }
+}
+
+/// In a small mesh a peer's tunnel opens when it joins: the first request then pays no
+/// handshake, the peer table gets path type and RTT, and the peer's death shows on the
+/// connection. A peer that cannot be reached at all is checked by the next sweep.
+fn open_eager_tunnel(shared: &Shared, id: EndpointId) {
+    let tunnel = shared.tunnel.clone();
+    tokio::spawn(async move {
+        if let Err(e) = tunnel.connection(id).await {
+            tracing::debug!("cannot open tunnel yet: {e}");
+            tunnel.note_unreachable(id);
+        }
+    });
 }
 
 /// Reads the selected path of each peer's tunnel connection: direct or relayed, its RTT, and

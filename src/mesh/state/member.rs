@@ -110,6 +110,11 @@ impl Member {
         &self.liveness
     }
 
+    /// Gossip neighbours now.
+    pub fn neighbours(&self) -> usize {
+        self.neighbours.len()
+    }
+
     /// Announce at the next check, whatever changed (what this node serves changed).
     pub fn force(&mut self) {
         self.schedule.force();
