@@ -94,6 +94,10 @@ bench-score:
 bench-membership nodes="100" idle="60" wait="120":
     cargo run --release --example bench_membership -- {{nodes}} {{idle}} {{wait}}
 
+# What one idle QUIC connection costs with the mesh's keep-alive (bytes per second each way).
+bench-keepalive conns="8":
+    cargo run --release --example bench_keepalive -- {{conns}}
+
 # Membership at scale in simulated time: the real gossip and membership protocols, N nodes in
 # one process, with the network simulated (docs/BENCHMARKS.md, "Membership at scale").
 sim-membership nodes="1000" idle="450" seed="1" strays="1":
