@@ -174,9 +174,6 @@ pub(crate) struct Shared {
     /// Set when this node starts leaving (`leave`, `shutdown`): nothing of it that is signed
     /// after its `Leave` (a roster's own entry) may go out, or members would take it back.
     leaving: std::sync::atomic::AtomicBool,
-    /// Entries of the roster being applied now (0: none): the table is about to hold that
-    /// many, so no eager tunnel is opened past `EAGER_TUNNEL_PEERS` of them.
-    roster_incoming: std::sync::atomic::AtomicUsize,
     /// A first roster was applied: until then the table's size says nothing about the mesh's
     /// (a newcomer hears a join burst's announcements one by one), so no eager tunnel opens.
     roster_seen: std::sync::atomic::AtomicBool,

@@ -101,7 +101,6 @@ impl Mesh {
             rpc,
             gossip_stalls: Default::default(),
             leaving: Default::default(),
-            roster_incoming: Default::default(),
             roster_seen: Default::default(),
             split_offer: Mutex::default(),
         });

@@ -88,16 +88,17 @@ pub(crate) async fn run(
             }
             Some((from, entries)) = rosters.recv() => {
                 let n = entries.len();
-                shared.roster_incoming.store(n, Ordering::Relaxed);
                 for bytes in entries {
                     io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
                 }
-                shared.roster_incoming.store(0, Ordering::Relaxed);
                 if !shared.roster_seen.swap(true, Ordering::Relaxed) {
-                    // The peers heard of before it get theirs now, if the mesh is small.
+                    // The first roster: now the table's size is the mesh's, and in a small
+                    // mesh the peers heard of before it get their tunnels.
                     let ids: Vec<_> = shared.with_table(|t| {
-                        let small = t.len() <= EAGER_TUNNEL_PEERS;
-                        t.peers().filter(|_| small).map(|p| p.ann.node).collect()
+                        if t.len() > EAGER_TUNNEL_PEERS {
+                            return Vec::new();
+                        }
+                        t.peers().map(|p| p.ann.node).collect()
                     });
                     for id in ids.into_iter().filter(|id| shared.tunnel.cached(id).is_none()) {
                         open_eager_tunnel(&shared, id);
@@ -308,10 +309,8 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
                 shared.tunnel.clear_down(&id);
-                // A roster being applied entry by entry: what the table is about to hold.
-                let incoming = shared.roster_incoming.load(Ordering::Relaxed);
                 let eager = shared.roster_seen.load(Ordering::Relaxed)
-                    && shared.with_table(|t| t.len().max(incoming) <= EAGER_TUNNEL_PEERS);
+                    && shared.with_table(|t| t.len() <= EAGER_TUNNEL_PEERS);
                 if eager {
                     open_eager_tunnel(shared, id);
                 }
