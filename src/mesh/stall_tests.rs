@@ -21,6 +21,15 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Hand-made bytes of a gossip message (`topic::Message` in postcard), checked to decode as
+/// the message `expect` names, so a change of iroh-gossip's encoding fails here, not later.
+fn gossip_message(bytes: &[u8], expect: &str) -> Vec<u8> {
+    let decoded: iroh_gossip::proto::topic::Message<iroh::PublicKey> =
+        postcard::from_bytes(bytes).expect("a gossip message");
+    assert!(format!("{decoded:?}").starts_with(expect), "{decoded:?}");
+    bytes.to_vec()
+}
+
 /// X, an endpoint that proves membership to `a`, then opens a gossip connection to it and a
 /// stream on it with `a`'s topic in the stream header.
 async fn gossip_connection(
@@ -57,13 +66,7 @@ async fn a_neighbour_that_never_reads_gossip_cannot_block_a_node_for_good() {
     let (x, conn, mut stream) = gossip_connection(&a).await;
     // On a topic's stream, after the header, each frame is a postcard `topic::Message`:
     // `Swarm(Join(None))` is the variant indexes of Swarm and Join, then None.
-    let join = [0u8, 0, 0];
-    let decoded: iroh_gossip::proto::topic::Message<iroh::PublicKey> =
-        postcard::from_bytes(&join).expect("a gossip message");
-    assert!(
-        format!("{decoded:?}").starts_with("Swarm(Join(None"),
-        "{decoded:?}"
-    );
+    let join = gossip_message(&[0, 0, 0], "Swarm(Join(None");
     stream.write_all(&frame(&join)).await.unwrap();
     // A answers the join on a stream of its own (X is its neighbour now); X takes the stream
     // and never reads it.
@@ -133,13 +136,7 @@ async fn a_gossip_connection_of_a_peer_that_is_no_neighbour_is_closed() {
     // sets and would keep pushing to it (an `IHave` per broadcast) on a connection nobody
     // closes; this is what PlumTree does with a graft or prune that crossed a view change.
     let (x, conn, mut stream) = gossip_connection(&a).await;
-    let prune = [1u8, 1];
-    let decoded: iroh_gossip::proto::topic::Message<iroh::PublicKey> =
-        postcard::from_bytes(&prune).expect("a gossip message");
-    assert!(
-        format!("{decoded:?}").starts_with("Gossip(Prune"),
-        "{decoded:?}"
-    );
+    let prune = gossip_message(&[1, 1], "Gossip(Prune");
     stream.write_all(&frame(&prune)).await.unwrap();
 
     let reason = tokio::time::timeout(stray * 4 + Duration::from_secs(5), conn.closed())
