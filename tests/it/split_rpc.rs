@@ -1,6 +1,7 @@
 //! `mesh/rpc/1` without llama.cpp: a worker lending a loopback echo server stands for its RPC
 //! server. Pipes carry bytes both ways with half-close; only the member holding the lease may
-//! open one, and a node without `--split-worker` refuses everything.
+//! open one, and a node without `--split-worker` refuses everything; the lease of a holder that
+//! left passes on at once.
 
 use crate::common;
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use mesh::mesh::net::rpc;
+use mesh::mesh::state::lease::LEASE_IDLE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +98,7 @@ async fn a_pipe_carries_bytes_both_ways_to_the_workers_loopback_server_and_passe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_lease_holder_opens_pipes_and_a_node_that_does_not_lend_refuses() {
+async fn only_the_lease_holder_opens_pipes_and_a_node_that_does_not_lend_refuses_until_it_leaves() {
     let (worker, host) = two_members().await;
     let other = start_mesh(None, mesh_config(vec![worker.ticket()]))
         .await
@@ -123,7 +125,7 @@ async fn only_the_lease_holder_opens_pipes_and_a_node_that_does_not_lend_refuses
     let e = rpc::lend(&other_ep, worker_id, "m").await.unwrap_err();
     assert!(e.contains("busy"), "{e}");
     let cancel = CancellationToken::new();
-    let sneaky = rpc::listen(other_ep, worker_id, cancel.clone())
+    let sneaky = rpc::listen(other_ep.clone(), worker_id, cancel.clone())
         .await
         .unwrap();
     assert!(round_trip(sneaky, b"let me in").await.is_empty());
@@ -140,7 +142,24 @@ async fn only_the_lease_holder_opens_pipes_and_a_node_that_does_not_lend_refuses
     assert_eq!(round_trip(addr, b"hello").await, b"hello");
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     cancel.cancel();
-    for n in [worker, host, other] {
+
+    // The holder leaves the mesh: once the worker's membership knows, the lease passes on
+    // without waiting out LEASE_IDLE (a split re-planned after its host died starts at once).
+    host.node.shutdown().await;
+    let left = std::time::Instant::now();
+    loop {
+        match rpc::lend(&other_ep, worker_id, "m").await {
+            Ok(()) => break,
+            Err(e) => assert!(e.contains("busy"), "{e}"),
+        }
+        assert!(
+            left.elapsed() < LEASE_IDLE / 2,
+            "the lease of a host that left stayed busy for {:?}",
+            left.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for n in [worker, other] {
         n.node.shutdown().await;
     }
 }

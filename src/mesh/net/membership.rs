@@ -327,6 +327,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
                 tracing::info!(peer = %id.fmt_short(), reason, "peer left");
                 shared.tunnel.forget(&id);
                 shared.gate.revoke(&id);
+                shared.rpc.holder_left(&id);
                 shared.lookup.remove_endpoint_info(id);
                 MeshEvent::PeerLeft {
                     node_id: id.to_string(),

@@ -84,6 +84,12 @@ impl RpcServer {
         self.lock().lender = lender;
     }
 
+    /// Membership saw `id` leave or die: if it holds the lease, the lease is free once its
+    /// pipes have closed.
+    pub fn holder_left(&self, id: &EndpointId) {
+        self.lock().lease.holder_left(id);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

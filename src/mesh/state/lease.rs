@@ -2,7 +2,9 @@
 //! host at a time (llama.cpp's RPC server serves one client at a time, and holds that client's
 //! tensors): a host asks to lend (`mesh/rpc/1` `lend`), then opens pipes. The lease passes to
 //! another host only once the holder has no pipe open and has been idle for [`LEASE_IDLE`]
-//! (a host that died or gave up needs no release message).
+//! (a host that gave up needs no release message), or at once when its pipes are closed and
+//! membership saw the holder leave or die ([`Lease::holder_left`]): a split re-planned on
+//! another host after its host died need not wait out the idle time.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,8 @@ pub struct Lease<Id> {
     pipes: usize,
     /// When the last pipe closed or the lease was granted.
     idle_since: Option<Instant>,
+    /// Membership saw the holder leave the mesh (or die) since it took the lease.
+    left: bool,
 }
 
 impl<Id> Default for Lease<Id> {
@@ -36,6 +40,7 @@ impl<Id> Default for Lease<Id> {
             holder: None,
             pipes: 0,
             idle_since: None,
+            left: false,
         }
     }
 }
@@ -48,9 +53,10 @@ impl<Id: PartialEq + Clone> Lease<Id> {
             Some(h) if h == who => true,
             Some(_) => {
                 self.pipes == 0
-                    && self
-                        .idle_since
-                        .is_some_and(|t| now.saturating_duration_since(t) >= LEASE_IDLE)
+                    && (self.left
+                        || self
+                            .idle_since
+                            .is_some_and(|t| now.saturating_duration_since(t) >= LEASE_IDLE))
             }
         };
         if !free {
@@ -60,6 +66,7 @@ impl<Id: PartialEq + Clone> Lease<Id> {
             self.pipes = 0;
         }
         self.holder = Some(who.clone());
+        self.left = false;
         if self.pipes == 0 {
             self.idle_since = Some(now);
         }
@@ -83,6 +90,14 @@ impl<Id: PartialEq + Clone> Lease<Id> {
         self.pipes = self.pipes.saturating_sub(1);
         if self.pipes == 0 {
             self.idle_since = Some(now);
+        }
+    }
+
+    /// `who` left the mesh or died (membership's verdict). Its pipes still count until they
+    /// close (a dead host's do when its connection times out); then the lease is free.
+    pub fn holder_left(&mut self, who: &Id) {
+        if self.holder.as_ref() == Some(who) {
+            self.left = true;
         }
     }
 
@@ -112,6 +127,28 @@ mod tests {
         l.lend(&"b", t + 2 * LEASE_IDLE).unwrap();
         assert_eq!(l.holder(), Some(&"b"));
         assert_eq!(l.open_pipe(&"a"), Err(Refusal::NoLease));
+    }
+
+    #[test]
+    fn the_lease_of_a_host_that_left_passes_on_once_its_pipes_close() {
+        let t = Instant::now();
+        let mut l = Lease::default();
+        l.lend(&"a", t).unwrap();
+        l.open_pipe(&"a").unwrap();
+        l.holder_left(&"b"); // not the holder: nothing changes
+        l.holder_left(&"a");
+        // Its pipe is still open (its connection has not timed out yet).
+        assert_eq!(l.lend(&"b", t), Err(Refusal::Busy));
+        l.close_pipe(t);
+        // No idle time to wait out.
+        l.lend(&"b", t).unwrap();
+        assert_eq!(l.holder(), Some(&"b"));
+        // The flag went with the old holder: the new one keeps the lease while idle.
+        assert_eq!(l.lend(&"a", t), Err(Refusal::Busy));
+        // A host that came back and asks again holds it as before.
+        l.holder_left(&"b");
+        l.lend(&"b", t).unwrap();
+        assert_eq!(l.lend(&"a", t), Err(Refusal::Busy));
     }
 
     #[test]
