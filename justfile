@@ -91,8 +91,9 @@ bench-score:
 # (docs/BENCHMARKS.md, "Membership at scale"). Release build: a debug build of 40 or more
 # nodes in one process starves this 2-core machine, and starved nodes time out each other's
 # probes and admissions (the mesh then never converges: a measurement of the machine).
-bench-membership nodes="100" idle="60" wait="120":
-    cargo run --release --example bench_membership -- {{nodes}} {{idle}} {{wait}}
+
+bench-membership nodes="100" idle="60" wait="120" settle="30":
+    cargo run --release --example bench_membership -- {{nodes}} {{idle}} {{wait}} {{settle}}
 
 # What one idle QUIC connection costs with the mesh's keep-alive (bytes per second each way).
 bench-keepalive conns="8":

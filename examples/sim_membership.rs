@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use mesh::mesh::sim::{SimConfig, World};
+use mesh::mesh::sim::{SimConfig, World, KINDS};
 
 const TICK: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(600);
@@ -115,6 +115,15 @@ fn main() {
     let death = w.run_until(LIMIT, TICK, |w| w.known_count(victim).0 == 0);
     say(&w, &format!("death known by all: {death:?}"));
     let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    let by_kind: serde_json::Map<String, serde_json::Value> = KINDS
+        .iter()
+        .zip(t.by_kind)
+        .filter(|(_, (count, _))| *count > 0)
+        .map(|(k, (count, bytes))| {
+            let v = serde_json::json!({"per_node_s": per_node(count), "bytes_per_node_s": per_node(bytes)});
+            (k.to_string(), v)
+        })
+        .collect();
     let f = w.faults();
     println!(
         "{}",
@@ -130,6 +139,9 @@ fn main() {
             "gossip_messages_per_node_s": per_node(t.messages),
             "conns_per_node": t.conns_per_node,
             "strays_closed_per_node_s": per_node(t.strays_closed),
+            "dials_per_node_s": per_node(t.dials),
+            "rejoins": w.rejoins(),
+            "by_kind": by_kind,
             "gossip_neighbours_per_node": neighbours,
             "death_known_by_all_s": secs(death),
             "bans": f.bans,

@@ -1,6 +1,7 @@
 //! Liveness against real endpoints on loopback (in this process, so the tests can look inside
 //! the tables): a member's false `Down` reports about a live host, which the host refutes; a
-//! newcomer handed a neighbour's roster, whose forged entries it drops.
+//! newcomer handed a neighbour's roster, whose forged entries it drops; nodes whose gossip
+//! connections all closed, which ask members to take them in again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -232,4 +233,57 @@ async fn a_table_full_of_sybils_frees_slots_by_dialling_them() {
     assert!(has_peer(&a, b.node_id()), "the honest peer keeps its slot");
     b.abort().await;
     a.abort().await;
+}
+
+/// Every gossip connection of a small mesh closes at once, at both ends (a network blip):
+/// iroh-gossip drops each peer from its views (a closed connection leaves it no passive
+/// peer to try) and never tries again. Membership asks the table's members to take the node
+/// in after `Timers::rejoin`, and a node's change reaches the others again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_whose_gossip_connections_all_closed_ask_members_to_take_them_in_again() {
+    let a = start(vec![]).await;
+    let b = start(vec![a.ticket()]).await;
+    let x = start(vec![a.ticket(), b.ticket()]).await;
+    let nodes = [&a, &b, &x];
+    let neighbours = |n: &Mesh| n.shared.with_member(|m| m.neighbours());
+    for n in nodes {
+        until(n, "both peers and a gossip neighbour", |n| {
+            n.peers().len() == 2 && neighbours(n) > 0
+        })
+        .await;
+    }
+    for n in nodes {
+        n.shared
+            .gate
+            .close_alpn(iroh_gossip::ALPN, net::gate::STRAY, b"blip");
+    }
+    for n in nodes {
+        until(n, "no gossip neighbour after the blip", |n| {
+            neighbours(n) == 0
+        })
+        .await;
+    }
+    for n in nodes {
+        until(n, "a gossip neighbour again", |n| neighbours(n) > 0).await;
+    }
+    // Gossip carries again: X leaves, and A has it from X's `Leave` (not from a connection
+    // found closed, which would say "lost").
+    let mut events = a.subscribe();
+    let x_id = x.node_id().to_string();
+    x.shutdown().await;
+    let reason = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(MeshEvent::PeerLeft { node_id, reason }) = events.recv().await {
+                if node_id == x_id {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await
+    .expect("A heard of X's leave");
+    assert_eq!(reason, "left");
+    for n in [a, b] {
+        n.abort().await;
+    }
 }

@@ -1,5 +1,5 @@
-//! The roster watch and announcing at once when what the node serves changes (two nodes on
-//! loopback).
+//! Two nodes on loopback: the roster watch, announcing at once when what the node serves
+//! changes, and closing idle tunnels.
 
 use super::*;
 
@@ -91,4 +91,78 @@ async fn serving_changed_announces_at_once_not_at_the_next_heartbeat() {
     a.serving_changed();
     bumped(&mut own, before).await;
     a.abort().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_is_closed_but_not_while_a_stream_is_open_and_the_next_request_dials_again()
+{
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::get(move || {
+                let (entered_tx, held) = (entered_tx.clone(), held.clone());
+                async move {
+                    let _ = entered_tx.send(()).await;
+                    held.notified().await;
+                    "done"
+                }
+            }),
+        )
+        .route("/fast", axum::routing::get(|| async { "ok" }));
+    let nothing: ServingFn = Arc::new(Serving::default);
+    let b = Mesh::start(config(), nothing.clone(), app).await.unwrap();
+    let mut cfg = config();
+    cfg.join = vec![b.ticket()];
+    let a = Mesh::start(cfg, nothing, axum::Router::new())
+        .await
+        .unwrap();
+    let (tunnel, b_id) = (a.shared.tunnel.clone(), b.node_id());
+    let get = |path: &str| {
+        hyper::Request::get(path)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let body = |resp: hyper::Response<hyper::body::Incoming>| async move {
+        use http_body_util::BodyExt;
+        resp.into_body().collect().await.unwrap().to_bytes()
+    };
+    let (hour, minute) = (Duration::from_secs(3600), Duration::from_secs(60));
+
+    // A request in flight: its stream keeps the tunnel, however long it has been idle.
+    let pending = tokio::spawn({
+        let (tunnel, req) = (tunnel.clone(), get("/slow"));
+        async move { tunnel.request(b_id, req).await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), entered.recv())
+        .await
+        .expect("the request reached B");
+    assert_eq!(tunnel.close_idle(Instant::now() + hour, minute), 0);
+    assert!(tunnel.cached(&b_id).is_some());
+    release.notify_one();
+    let resp = pending.await.unwrap().unwrap();
+    assert_eq!(body(resp).await.as_ref(), b"done");
+
+    // Just used: it stays. Once its stream has ended and it has been idle for long enough, it
+    // is closed, and that says nothing of B's health.
+    assert_eq!(tunnel.close_idle(Instant::now(), minute), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tunnel.close_idle(Instant::now() + hour, minute) == 0 {
+        assert!(Instant::now() < deadline, "the stream never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tunnel.cached(&b_id).is_none());
+    assert!(!tunnel
+        .take_lost(Instant::now())
+        .iter()
+        .any(|(id, _)| *id == b_id));
+
+    // The next request dials again.
+    let resp = tunnel.request(b_id, get("/fast")).await.unwrap();
+    assert_eq!(body(resp).await.as_ref(), b"ok");
+    assert!(tunnel.cached(&b_id).is_some());
+    a.abort().await;
+    b.abort().await;
 }

@@ -40,10 +40,12 @@ use crate::mesh::{MeshEvent, Shared};
 pub const PATHS_EVERY: Duration = Duration::from_secs(1);
 /// Up to this many peers the tunnel is opened to every peer as it joins (its path type and RTT
 /// show at once, its death is seen from the connection); beyond, a tunnel is opened by the
-/// first request routed to a peer, so a node's connections (each sends keep-alives) grow with
-/// the peers it uses, not with the mesh. A node counts from its first roster on: before it,
+/// first request routed to a peer, and closed after `Timers::tunnel_idle` without use, so a
+/// node's connections (each sends keep-alives) grow with the peers it uses, not with the mesh. A node counts from its first roster on: before it,
 /// its table's size says nothing of the mesh's.
 pub const EAGER_TUNNEL_PEERS: usize = 32;
+/// How long handing gossip a join (`Action::Rejoin`) may take.
+const REJOIN_SEND: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
@@ -77,6 +79,7 @@ pub(crate) async fn run(
                 let lost = shared.tunnel.take_lost(Instant::now());
                 io.carry_out(step(&shared, |m, cx| m.sweep(cx, &lost))).await;
                 close_strays(&shared);
+                close_idle_tunnels(&shared);
                 prune(&shared);
             }
             _ = paths.tick() => refresh_paths(&shared),
@@ -190,9 +193,10 @@ fn apply(shared: &Shared, action: Action) -> Option<Action> {
         }
         Action::Reshaped => shared.roster_changed(),
         Action::Learned(addr) => shared.lookup.add_endpoint_info(shared.dial.tidy(&addr)),
-        wait @ (Action::ReportDown { .. } | Action::Probe(_) | Action::FetchRoster(_)) => {
-            return Some(wait)
-        }
+        wait @ (Action::ReportDown { .. }
+        | Action::Probe(_)
+        | Action::FetchRoster(_)
+        | Action::Rejoin(_)) => return Some(wait),
     }
     None
 }
@@ -221,6 +225,17 @@ impl Io<'_> {
                     let bytes = announce::encode(&self.shared.secret_key, &down).into();
                     if let Err(e) = stall::broadcast(self.shared, self.sender, bytes).await {
                         tracing::warn!("cannot broadcast a down report: {e}");
+                    }
+                }
+                Some(Action::Rejoin(ids)) => {
+                    tracing::info!(
+                        members = ids.len(),
+                        "no gossip neighbour: asking members to take this node in again"
+                    );
+                    // The actor's command queue; a stalled actor must not hold the driver.
+                    let join = self.sender.join_peers(ids);
+                    if !matches!(tokio::time::timeout(REJOIN_SEND, join).await, Ok(Ok(()))) {
+                        tracing::warn!("cannot ask gossip to join members");
                     }
                 }
                 Some(Action::Probe(id)) => {
@@ -286,6 +301,18 @@ fn close_strays(shared: &Shared) {
     for (conn, _) in open.iter().filter(|(c, _)| strays.contains(&c.remote_id())) {
         tracing::debug!(peer = %conn.remote_id().fmt_short(), "closing a gossip connection to a peer that is no gossip neighbour");
         conn.close(STRAY.into(), b"not a gossip neighbour");
+    }
+}
+
+/// Once the mesh is past eager tunnels, closes the tunnels unused for `Timers::tunnel_idle`:
+/// those opened while it was small, and those of requests long done.
+fn close_idle_tunnels(shared: &Shared) {
+    let grown = shared.roster_seen.load(Ordering::Relaxed)
+        && shared.with_table(|t| t.len() > EAGER_TUNNEL_PEERS);
+    if grown {
+        shared
+            .tunnel
+            .close_idle(Instant::now(), shared.timers.tunnel_idle);
     }
 }
 

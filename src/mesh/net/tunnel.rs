@@ -39,6 +39,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// (`tunnel_server::MAX_STREAMS_PER_PEER`), so further requests wait here for a free one (within
 /// [`OPEN_TIMEOUT`]) instead of being refused there.
 pub const MAX_STREAMS_TO_PEER: usize = 16;
+/// Close code of a tunnel closed for being idle ([`Tunnel::close_idle`]).
+pub const IDLE_CLOSE: u32 = 408;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -73,6 +75,8 @@ pub struct Tunnel {
     /// Cached connections found closed (not by us) since [`Tunnel::take_lost`] last ran, and
     /// whether each timed out: the membership driver's evidence of death (`state::liveness`).
     lost: Arc<Mutex<HashMap<EndpointId, bool>>>,
+    /// When each cached connection was last used (dialled, handed out, or a stream ended).
+    used: Arc<Mutex<HashMap<EndpointId, Instant>>>,
 }
 
 impl Tunnel {
@@ -84,6 +88,7 @@ impl Tunnel {
             down: Arc::default(),
             streams: Arc::default(),
             lost: Arc::default(),
+            used: Arc::default(),
         }
     }
 
@@ -105,7 +110,59 @@ impl Tunnel {
         if let Some(conn) = conn {
             conn.close(0u8.into(), b"peer left the mesh");
         }
+        if let Ok(mut used) = self.used.lock() {
+            used.remove(peer);
+        }
         self.clear_down(peer);
+    }
+
+    /// Closes the connections that have had no stream open and no use for `idle`, and returns
+    /// how many. Each open connection costs keep-alives both ways, so a node of a grown mesh
+    /// keeps only the tunnels it uses (the membership sweep calls this once the mesh is past
+    /// eager tunnels); the next request to such a peer dials again. Closing them here says
+    /// nothing of the peers' health ([`Tunnel::take_lost`] ignores local closes).
+    pub fn close_idle(&self, now: Instant, idle: Duration) -> usize {
+        let busy: Vec<EndpointId> = self
+            .streams
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter(|(_, sem)| sem.available_permits() < MAX_STREAMS_TO_PEER)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let is_idle = |id: &EndpointId| {
+            !busy.contains(id)
+                && used
+                    .get(id)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= idle)
+        };
+        let closing: Vec<(EndpointId, Connection)> = match self.conns.lock() {
+            Ok(mut conns) => {
+                let ids: Vec<EndpointId> = conns.keys().filter(|id| is_idle(id)).copied().collect();
+                ids.into_iter()
+                    .filter_map(|id| Some((id, conns.remove(&id)?)))
+                    .collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut used) = self.used.lock() {
+            for (id, _) in &closing {
+                used.remove(id);
+            }
+        }
+        for (id, conn) in &closing {
+            tracing::debug!(peer = %id.fmt_short(), "closing an idle tunnel");
+            conn.close(IDLE_CLOSE.into(), b"idle");
+        }
+        closing.len()
+    }
+
+    /// Notes a use of the connection to `peer` (it stays open at least `idle` from now).
+    fn touch(&self, peer: EndpointId) {
+        touch(&self.used, peer);
     }
 
     /// Forgets closed connections and peers down for longer than [`DOWN_HOLD`] (called with the
@@ -124,6 +181,9 @@ impl Tunnel {
                     false
                 }
             });
+            if let Ok(mut used) = self.used.lock() {
+                used.retain(|id, _| conns.contains_key(id));
+            }
         }
         for (id, reason) in closed {
             self.gate.revoke(&id);
@@ -197,7 +257,10 @@ impl Tunnel {
         let cached = self.conns.lock().ok().and_then(|c| c.get(&peer).cloned());
         if let Some(conn) = cached {
             match conn.close_reason() {
-                None => return Ok(conn),
+                None => {
+                    self.touch(peer);
+                    return Ok(conn);
+                }
                 Some(reason) => {
                     if let Ok(mut conns) = self.conns.lock() {
                         conns.remove(&peer);
@@ -238,6 +301,7 @@ impl Tunnel {
         if let Ok(mut conns) = self.conns.lock() {
             conns.insert(peer, conn.clone());
         }
+        self.touch(peer);
         Ok(conn)
     }
 
@@ -282,11 +346,13 @@ impl Tunnel {
             .await
             .map_err(|_| late("open a stream", OPEN_TIMEOUT))??;
         // The stream counts against the peer's limit as long as its HTTP exchange lives.
+        let used = self.used.clone();
         let driver = tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = driver.await {
                 tracing::debug!("tunnel stream closed: {e}");
             }
+            touch(&used, peer);
         });
         match tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(req)).await {
             Ok(Ok(response)) => Ok(response),
@@ -297,6 +363,14 @@ impl Tunnel {
                 Err(late("answer", HEAD_TIMEOUT))
             }
         }
+    }
+}
+
+/// Notes a use of a peer's cached connection. Bounded: only peers with a cached connection
+/// get an entry here, and pruning and closing remove it with the connection.
+fn touch(used: &Mutex<HashMap<EndpointId, Instant>>, peer: EndpointId) {
+    if let Ok(mut used) = used.lock() {
+        used.insert(peer, Instant::now());
     }
 }
 

@@ -39,6 +39,9 @@ use super::state::peers::{Change, LeftBecause, PeerTable, Timers};
 
 #[cfg(test)]
 mod tests;
+mod traffic;
+
+pub use traffic::{Traffic, KINDS};
 
 /// What lies under the protocols.
 #[derive(Debug, Clone)]
@@ -67,29 +70,6 @@ impl Default for SimConfig {
             seed: 1,
         }
     }
-}
-
-/// Bytes and connections since the last [`World::reset_traffic`].
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Traffic {
-    /// Simulated time covered.
-    pub seconds: f64,
-    /// Gossip frames and roster entries, summed over all nodes.
-    pub sent: u64,
-    pub received: u64,
-    /// Gossip messages sent, summed over all nodes.
-    pub messages: u64,
-    /// Mean number of open connections per node.
-    pub conns_per_node: f64,
-    /// Announcements to the whole mesh, greetings of new neighbours, and `Down` reports
-    /// broadcast, summed over all nodes.
-    pub announcements: u64,
-    pub greetings: u64,
-    pub reports: u64,
-    /// Gossip neighbours gained, summed over all nodes (the active views' churn).
-    pub neighbour_ups: u64,
-    /// Stray gossip connections closed (`Member::strays`), summed over all nodes.
-    pub strays_closed: u64,
 }
 
 /// Things that went wrong for honest nodes (all zero in a healthy run).
@@ -182,6 +162,7 @@ pub struct World {
     traffic_since: Instant,
     conn_seconds: f64,
     faults: Faults,
+    rejoins: u64,
     rng: StdRng,
 }
 
@@ -207,6 +188,7 @@ impl World {
             traffic_since: now,
             conn_seconds: 0.0,
             faults: Faults::default(),
+            rejoins: 0,
         }
     }
 
@@ -231,14 +213,8 @@ impl World {
                 port,
             )))],
         );
-        let config = Config {
-            max_message_size: MAX_MESSAGE_BYTES,
-            broadcast: super::plumtree_config(),
-            ..Default::default()
-        };
-        let rng = StdRng::seed_from_u64(self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
         self.nodes.push(Node {
-            gossip: State::new(id, PeerData::default(), config, rng),
+            gossip: self.fresh_gossip(i, id),
             member: Member::new(id, self.cfg.timers),
             table: PeerTable::default(),
             flood: FloodGuard::default(),
@@ -260,6 +236,33 @@ impl World {
         let phase = self.cfg.timers.sweep.mul_f64(self.rand_unit());
         self.push(self.now + phase, i, Ev::Sweep);
         i
+    }
+
+    /// iroh-gossip's state for node `i`, as a node starts with it: no views.
+    fn fresh_gossip(&self, i: usize, id: EndpointId) -> State<EndpointId, StdRng> {
+        let config = Config {
+            max_message_size: MAX_MESSAGE_BYTES,
+            broadcast: super::plumtree_config(),
+            ..Default::default()
+        };
+        let rng = StdRng::seed_from_u64(self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
+        State::new(id, PeerData::default(), config, rng)
+    }
+
+    /// Node `i`'s gossip loses its views, active and passive (what HyParView comes to when
+    /// every passive peer it tried failed): its connections close, gossip starts over empty,
+    /// and membership hears its neighbours go. Its table stays.
+    pub fn cut_off(&mut self, i: usize) {
+        let gone: Vec<EndpointId> = self.nodes[i].neighbours.drain().collect();
+        for id in gone {
+            let actions = self.member(i, |m, cx| m.neighbour_down(cx, id));
+            self.carry_out(i, actions);
+        }
+        let open: Vec<usize> = self.nodes[i].open.iter().copied().collect();
+        for j in open {
+            self.hang_up(i, j);
+        }
+        self.nodes[i].gossip = self.fresh_gossip(i, self.id(i));
     }
 
     /// The node dies silently (a crash, a cut cable): no `Leave`, no QUIC close. Its
@@ -334,6 +337,11 @@ impl World {
             && self
                 .alive()
                 .all(|i| self.alive().all(|j| i == j || self.knows(i, j)))
+    }
+
+    /// Times nodes with no gossip neighbour asked members to take them in, since the start.
+    pub fn rejoins(&self) -> u64 {
+        self.rejoins
     }
 
     pub fn faults(&self) -> Faults {
@@ -429,6 +437,7 @@ impl World {
     fn connect(&mut self, i: usize, j: usize) {
         if self.conn(i, j).is_none() {
             self.opened += 1;
+            self.traffic.dials += 1;
             let conn = Conn {
                 n: self.opened,
                 opened: self.now,
@@ -582,9 +591,14 @@ impl World {
             return;
         };
         // The topic (32 bytes) goes once per stream, in its header; each frame has a u32 length.
-        let bytes = msg.size().unwrap_or(0).saturating_sub(32) + 4;
+        let encoded = postcard::to_allocvec(&msg).unwrap_or_default();
+        let bytes = encoded.len().saturating_sub(32) + 4;
         self.traffic.sent += bytes as u64;
         self.traffic.messages += 1;
+        if let Some(k) = traffic::kind_of(&encoded) {
+            self.traffic.by_kind[k].0 += 1;
+            self.traffic.by_kind[k].1 += bytes as u64;
+        }
         let pair = (i.min(j), i.max(j));
         if !self.nodes[j].alive {
             if !self.conns.contains_key(&pair) {
@@ -674,6 +688,15 @@ impl World {
                     self.push(self.now + answer.0, i, Ev::Probed(id, answer.1));
                 }
                 Action::FetchRoster(id) => self.fetch_roster(i, id),
+                Action::Rejoin(ids) => {
+                    self.rejoins += 1;
+                    let at = self.now;
+                    self.push(
+                        at,
+                        i,
+                        Ev::Gossip(InEvent::Command(self.topic, Command::Join(ids))),
+                    );
+                }
                 Action::Ban(id) => {
                     self.faults.bans += 1;
                     // The gate closes its connections.

@@ -1,7 +1,7 @@
 //! The simulation on small meshes, in simulated time (so the figures asserted here are the
 //! protocol's, not this machine's speed): a mesh forms, a newcomer is known everywhere, a
-//! silent death is known everywhere, no honest node is banned or wrongly dropped, and idle
-//! nodes hold connections only to their gossip neighbours.
+//! silent death is known everywhere, no honest node is banned or wrongly dropped, idle nodes
+//! hold connections only to their gossip neighbours, and a node cut off from gossip gets back.
 
 use std::time::Duration;
 
@@ -103,4 +103,26 @@ fn idle_nodes_keep_gossip_connections_only_to_their_gossip_neighbours() {
         leaky > 1.5 * leaky_neighbours,
         "{leaky:.2} connections for {leaky_neighbours:.2} neighbours without closing strays"
     );
+}
+
+#[test]
+fn a_node_cut_off_from_gossip_is_taken_in_again_and_hears_of_a_death() {
+    let mut w = mesh(20, 5);
+    assert!(w.run_until(60 * SECOND, TICK, World::complete).is_some());
+    let before = w.rejoins();
+    w.cut_off(9);
+    // Gossip alone never tries again with empty views; membership asks members to take the
+    // node in after `Timers::rejoin`.
+    let back = w.run_until(30 * SECOND, TICK, |w| w.neighbours(9) > 0);
+    let back = back.expect("the cut-off node found no gossip neighbour in 30 s");
+    assert!(
+        back <= w.cfg.timers.rejoin + 2 * SECOND,
+        "back after {back:?}"
+    );
+    assert_eq!(w.rejoins(), before + 1);
+    w.kill(4);
+    let heard = w.run_until(30 * SECOND, TICK, |w| !w.knows(9, 4));
+    let heard = heard.expect("the cut-off node kept a dead node for 30 s");
+    assert!(heard < 10 * SECOND, "it heard of the death after {heard:?}");
+    assert_eq!(w.faults(), Default::default());
 }

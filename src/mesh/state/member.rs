@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use iroh::{EndpointAddr, EndpointId};
 
+use super::alone::Alone;
 use super::flood::{FloodGuard, Verdict as Flood};
 use super::liveness::{Fingerprint, Liveness, Report, Schedule, Signal, Verdict, FORCED_GAP};
 use super::peers::{Change, PeerTable, Timers};
@@ -50,6 +51,8 @@ pub enum Action {
     /// Check the announcement schedule now ([`Member::announce_due`]): a new neighbour to
     /// greet, or a `Down` report about this node to refute.
     Announce,
+    /// No gossip neighbour for `Timers::rejoin`: join these members (`state::alone`).
+    Rejoin(Vec<EndpointId>),
     /// Sign and broadcast a `Down` report: `about` was found gone, last known at `about_seq`.
     ReportDown { about: EndpointId, about_seq: u64 },
     /// Dial `peer` to check it lives; answer with [`Member::probed`] within `Timers::probe`.
@@ -88,6 +91,8 @@ pub struct Member {
     /// When to announce to the whole mesh once more after reaching it: a broadcast can be lost
     /// while gossip's overlay reshapes around joins, and the refresh is minutes away.
     again_at: Option<Instant>,
+    /// Cut off from gossip: when to ask members to take it in again.
+    alone: Alone,
 }
 
 impl Member {
@@ -103,6 +108,7 @@ impl Member {
             known_to_mesh: false,
             greet: false,
             again_at: None,
+            alone: Alone::default(),
         }
     }
 
@@ -146,7 +152,7 @@ impl Member {
 
     /// The sweep (every `Timers::sweep`): `lost` are the tunnel connections that closed since
     /// the last one (`true`: timed out). Then suspects whose report went unrefuted, the stalest
-    /// peers of a table under pressure, expiry, the roster recheck.
+    /// peers of a table under pressure, expiry, the roster recheck, asking back in when alone.
     pub fn sweep(&mut self, cx: &mut Cx, lost: &[(EndpointId, bool)]) -> Vec<Action> {
         let mut out = Vec::new();
         for &(id, timed_out) in lost {
@@ -180,6 +186,14 @@ impl Member {
         let (now, stray) = (cx.now, self.timers.stray);
         self.former
             .retain(|_, at| now.saturating_duration_since(*at) < stray);
+        let table = &*cx.table;
+        let members = || table.peers().map(|p| p.ann.node).collect();
+        if let Some(ids) = self
+            .alone
+            .check(now, self.neighbours.len(), members, &self.timers)
+        {
+            out.push(Action::Rejoin(ids));
+        }
         out
     }
 

@@ -13,8 +13,10 @@
 //! - [`lease`]: split serving, which host may use this node's llama.cpp RPC server.
 //! - [`liveness`]: when this node announces itself; which peers are gone (connection state,
 //!   probes, `Down` reports and their refutation).
+//! - [`alone`]: when a node cut off from gossip asks members to take it in again.
 
 pub mod affinity;
+pub mod alone;
 pub mod budget;
 pub mod conns;
 pub mod flood;

@@ -48,6 +48,12 @@ pub struct Timers {
     /// at least as long, is closed (`Member::strays`). Longer than anything gossip opens a
     /// connection for without making the peer a neighbour: a neighbour request, a shuffle.
     pub stray: Duration,
+    /// Once the mesh is past eager tunnels, a tunnel with no stream open and no use for this
+    /// long is closed (`Tunnel::close_idle`): the node keeps only the tunnels it uses.
+    pub tunnel_idle: Duration,
+    /// A node with no gossip neighbour for this long asks members to take it in again, and
+    /// again every as long while alone (`state::alone`).
+    pub rejoin: Duration,
 }
 
 impl Default for Timers {
@@ -61,6 +67,8 @@ impl Default for Timers {
             suspect: Duration::from_secs(2),
             probe: Duration::from_secs(2),
             stray: Duration::from_secs(10),
+            tunnel_idle: Duration::from_secs(120),
+            rejoin: Duration::from_secs(5),
         }
     }
 }
