@@ -101,5 +101,5 @@ bench-keepalive conns="8":
 
 # Membership at scale in simulated time: the real gossip and membership protocols, N nodes in
 # one process, with the network simulated (docs/BENCHMARKS.md, "Membership at scale").
-sim-membership nodes="1000" idle="450" seed="1" strays="1":
+sim-membership nodes="1000" idle="900" seed="1" strays="1":
     cargo run --release --features sim --example sim_membership -- {{nodes}} {{idle}} {{seed}} {{strays}}

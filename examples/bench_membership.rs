@@ -157,8 +157,17 @@ fn main() {
         let mut sizes: Vec<usize> = nodes.iter().map(|m| m.peers().len()).collect();
         sizes.sort_unstable();
         if formed_full.is_none() {
+            let ids: Vec<String> = nodes.iter().map(|m| m.node_id().to_string()).collect();
             for (i, m) in nodes.iter().enumerate().filter(|(_, m)| m.peers().len() < total) {
-                eprintln!("node {i} {}: {:?}", m.node_id().fmt_short(), m.table_sizes());
+                let lacks: Vec<usize> = (0..ids.len())
+                    .filter(|&j| j != i && !knows(m, &ids[j]))
+                    .collect();
+                let victim = if knows(m, &victim_id) { "" } else { ", and the victim" };
+                eprintln!(
+                    "node {i} {} lacks nodes {lacks:?}{victim}: {:?}",
+                    m.node_id().fmt_short(),
+                    m.table_sizes()
+                );
             }
         }
         eprintln!(

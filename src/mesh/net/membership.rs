@@ -41,8 +41,9 @@ pub const PATHS_EVERY: Duration = Duration::from_secs(1);
 /// Up to this many peers the tunnel is opened to every peer as it joins (its path type and RTT
 /// show at once, its death is seen from the connection); beyond, a tunnel is opened by the
 /// first request routed to a peer, and closed after `Timers::tunnel_idle` without use, so a
-/// node's connections (each sends keep-alives) grow with the peers it uses, not with the mesh. A node counts from its first roster on: before it,
-/// its table's size says nothing of the mesh's.
+/// node's connections (each sends keep-alives) grow with the peers it uses, not with the mesh.
+/// A node counts from its first roster on: before it, its table's size says nothing of the
+/// mesh's.
 pub const EAGER_TUNNEL_PEERS: usize = 32;
 /// How long handing gossip a join (`Action::Rejoin`) may take.
 const REJOIN_SEND: Duration = Duration::from_secs(1);

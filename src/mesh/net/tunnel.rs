@@ -160,11 +160,6 @@ impl Tunnel {
         closing.len()
     }
 
-    /// Notes a use of the connection to `peer` (it stays open at least `idle` from now).
-    fn touch(&self, peer: EndpointId) {
-        touch(&self.used, peer);
-    }
-
     /// Forgets closed connections and peers down for longer than [`DOWN_HOLD`] (called with the
     /// peer table's sweep, so neither table outgrows the peers).
     /// A closed connection counts as the peer going down, as [`Tunnel::connection`] would find.
@@ -258,7 +253,7 @@ impl Tunnel {
         if let Some(conn) = cached {
             match conn.close_reason() {
                 None => {
-                    self.touch(peer);
+                    touch(&self.used, peer);
                     return Ok(conn);
                 }
                 Some(reason) => {
@@ -301,7 +296,7 @@ impl Tunnel {
         if let Ok(mut conns) = self.conns.lock() {
             conns.insert(peer, conn.clone());
         }
-        self.touch(peer);
+        touch(&self.used, peer);
         Ok(conn)
     }
 
@@ -366,8 +361,9 @@ impl Tunnel {
     }
 }
 
-/// Notes a use of a peer's cached connection. Bounded: only peers with a cached connection
-/// get an entry here, and pruning and closing remove it with the connection.
+/// Notes a use of a peer's cached connection (it stays open at least `tunnel_idle` from now).
+/// Bounded: entries are for peers with a cached connection, or that had one a moment ago;
+/// [`Tunnel::prune`] keeps only the former.
 fn touch(used: &Mutex<HashMap<EndpointId, Instant>>, peer: EndpointId) {
     if let Ok(mut used) = used.lock() {
         used.insert(peer, Instant::now());

@@ -19,8 +19,11 @@ use serde::{Deserialize, Serialize};
 /// version-1 node would expire a version-2 node between two of its announcements).
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Every node announces itself at least this often, also when nothing changed: at 1,000 nodes
-/// of ~300-byte announcements each node receives 1000 × 300 B / 300 s = 1 KB/s of them.
-pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+/// of ~250-byte gossip frames each node receives 1000 × 250 B / 600 s ≈ 0.4 KB/s of them, plus
+/// gossip's duplicates and `IHave`s. It is the largest part of an idle node's traffic in a big
+/// mesh (300 s gave 1.7 KB/s of gossip per node at 1,000 simulated nodes, docs/BENCHMARKS.md),
+/// and liveness does not hang on it: it only heals lost messages and expires nodes nobody saw go.
+pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
 /// Largest gossip message accepted (also iroh-gossip's `max_message_size`).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Most models one node may announce, and the longest name / region / model id.

@@ -11,7 +11,7 @@ const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
 
 /// `n` nodes, one every 20 ms, each through up to three earlier nodes. The refresh is 20 s
-/// instead of 300 s, so that a test covers one in little simulated time.
+/// instead of 600 s, so that a test covers one in little simulated time.
 fn mesh(n: usize, seed: u64) -> World {
     let mut cfg = SimConfig {
         seed,
