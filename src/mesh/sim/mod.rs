@@ -131,6 +131,8 @@ struct Node {
     table: PeerTable,
     flood: FloodGuard,
     neighbours: HashSet<EndpointId>,
+    /// Rosters it asked for.
+    rosters_asked: u32,
     /// Nodes it has a connection with (the other end of each pair in `World::conns`).
     open: HashSet<usize>,
     alive: bool,
@@ -220,6 +222,7 @@ impl World {
             flood: FloodGuard::default(),
             neighbours: HashSet::new(),
             open: HashSet::new(),
+            rosters_asked: 0,
             id,
             key,
             addr,
@@ -346,6 +349,11 @@ impl World {
 
     pub fn faults(&self) -> Faults {
         self.faults
+    }
+
+    /// Rosters node `i` asked for (`mesh/roster/1`), since it started.
+    pub fn rosters_asked(&self, i: usize) -> u32 {
+        self.nodes[i].rosters_asked
     }
 
     /// Gossip neighbours of node `i` (iroh-gossip's active view, from its events).
@@ -738,6 +746,7 @@ impl World {
     /// `mesh/roster/1`: the neighbour's own announcement signed now, then its table as signed;
     /// it arrives two round trips later (dial, then the request).
     fn fetch_roster(&mut self, i: usize, id: EndpointId) {
+        self.nodes[i].rosters_asked += 1;
         let Some(&j) = self.index.get(&id) else {
             return;
         };

@@ -1,7 +1,8 @@
 //! The simulation on small meshes, in simulated time (so the figures asserted here are the
 //! protocol's, not this machine's speed): a mesh forms, a newcomer is known everywhere, a
 //! silent death is known everywhere, no honest node is banned or wrongly dropped, idle nodes
-//! hold connections only to their gossip neighbours, and a node cut off from gossip gets back.
+//! hold connections only to their gossip neighbours, and a node cut off from gossip gets back
+//! and catches up.
 
 use std::time::Duration;
 
@@ -13,12 +14,18 @@ const TICK: Duration = Duration::from_millis(50);
 /// `n` nodes, one every 20 ms, each through up to three earlier nodes. The refresh is 20 s
 /// instead of 600 s, so that a test covers one in little simulated time.
 fn mesh(n: usize, seed: u64) -> World {
+    mesh_with(n, seed, |_| {})
+}
+
+/// [`mesh`], with the configuration changed by `change` first.
+fn mesh_with(n: usize, seed: u64, change: impl FnOnce(&mut SimConfig)) -> World {
     let mut cfg = SimConfig {
         seed,
         ..SimConfig::default()
     };
     cfg.timers.refresh = 20 * SECOND;
     cfg.timers.expiry = 50 * SECOND;
+    change(&mut cfg);
     let mut w = World::new(cfg);
     w.add_node(&[]);
     for i in 1..n {
@@ -106,20 +113,29 @@ fn idle_nodes_keep_gossip_connections_only_to_their_gossip_neighbours() {
 }
 
 #[test]
-fn a_node_cut_off_from_gossip_is_taken_in_again_and_hears_of_a_death() {
-    let mut w = mesh(20, 5);
+fn a_node_cut_off_from_gossip_is_taken_in_again_catches_up_and_hears_of_a_death() {
+    // Alone for 10 s: longer than a newcomer takes to announce itself twice (at once, then
+    // 5 s later), shorter than the refresh (20 s).
+    let mut w = mesh_with(20, 5, |cfg| cfg.timers.rejoin = 10 * SECOND);
     assert!(w.run_until(60 * SECOND, TICK, World::complete).is_some());
-    let before = w.rejoins();
+    let (before, rosters) = (w.rejoins(), w.rosters_asked(9));
     w.cut_off(9);
+    let newcomer = w.add_node(&[3]);
     // Gossip alone never tries again with empty views; membership asks members to take the
     // node in after `Timers::rejoin`.
     let back = w.run_until(30 * SECOND, TICK, |w| w.neighbours(9) > 0);
     let back = back.expect("the cut-off node found no gossip neighbour in 30 s");
-    assert!(
-        back <= w.cfg.timers.rejoin + 2 * SECOND,
-        "back after {back:?}"
-    );
+    let rejoin = w.cfg.timers.rejoin;
+    assert!(back <= rejoin + 2 * SECOND, "back after {back:?}");
     assert_eq!(w.rejoins(), before + 1);
+    // What was broadcast meanwhile comes with its new neighbour's roster (its last one was
+    // asked less than `ROSTER_GAP` before), not a refresh later.
+    assert_eq!(w.rosters_asked(9), rosters + 1);
+    let caught_up = w.run_until(5 * SECOND, TICK, |w| w.knows(9, newcomer));
+    assert!(
+        caught_up.is_some(),
+        "it missed the newcomer that joined while it was alone"
+    );
     w.kill(4);
     let heard = w.run_until(30 * SECOND, TICK, |w| !w.knows(9, 4));
     let heard = heard.expect("the cut-off node kept a dead node for 30 s");

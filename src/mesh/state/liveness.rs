@@ -54,6 +54,18 @@ pub const ROSTER_GAP: Duration = Duration::from_secs(30);
 /// its neighbours' tables by now.
 pub const ROSTER_RECHECK: Duration = Duration::from_secs(5);
 
+/// Why the roster might be due ([`Liveness::roster_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RosterCue {
+    /// The sweep (the newcomer's recheck).
+    Sweep,
+    /// A new gossip neighbour.
+    Neighbour,
+    /// A new gossip neighbour of a node that had none: whatever was broadcast while it was cut
+    /// off never reached it, and is in the neighbour's table.
+    Back,
+}
+
 /// What an announcement says, split into what the node is and how busy it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint {
@@ -235,14 +247,17 @@ impl Liveness {
     }
 
     /// Whether to ask a neighbour for its roster now (noted when so): at the first neighbour,
-    /// again [`ROSTER_RECHECK`] later (`neighbour_up` or not: the sweep asks too), then at a
-    /// new neighbour at most once per [`ROSTER_GAP`].
-    pub fn roster_due(&mut self, now: Instant, neighbour_up: bool) -> bool {
+    /// again [`ROSTER_RECHECK`] later (a new neighbour or the sweep), then at a new neighbour
+    /// at most once per [`ROSTER_GAP`], or per [`ROSTER_RECHECK`] when the node was cut off.
+    pub fn roster_due(&mut self, now: Instant, cue: RosterCue) -> bool {
         let since = |at: Instant| now.saturating_duration_since(at);
-        let due = match (self.rosters, self.last_roster) {
-            (_, None) => neighbour_up,
-            (1, Some(at)) => since(at) >= ROSTER_RECHECK,
-            (_, Some(at)) => neighbour_up && since(at) >= ROSTER_GAP,
+        let due = match (self.rosters, self.last_roster, cue) {
+            (_, None, RosterCue::Sweep) => false,
+            (_, None, _) => true,
+            (1, Some(at), _) => since(at) >= ROSTER_RECHECK,
+            (_, Some(_), RosterCue::Sweep) => false,
+            (_, Some(at), RosterCue::Neighbour) => since(at) >= ROSTER_GAP,
+            (_, Some(at), RosterCue::Back) => since(at) >= ROSTER_RECHECK,
         };
         if due {
             self.last_roster = Some(now);
@@ -424,15 +439,21 @@ mod tests {
     fn the_first_neighbour_is_asked_for_the_roster_again_soon_after_then_one_per_gap() {
         let now = Instant::now();
         let mut l = Liveness::new(timers());
-        assert!(!l.roster_due(now, false), "no neighbour yet");
-        assert!(l.roster_due(now, true));
-        assert!(!l.roster_due(now + ROSTER_RECHECK / 2, true));
+        let (sweep, neighbour, back) = (RosterCue::Sweep, RosterCue::Neighbour, RosterCue::Back);
+        assert!(!l.roster_due(now, sweep), "no neighbour yet");
+        assert!(l.roster_due(now, neighbour));
+        assert!(!l.roster_due(now + ROSTER_RECHECK / 2, neighbour));
         // The recheck comes at a sweep, with no new neighbour.
         let again = now + ROSTER_RECHECK;
-        assert!(l.roster_due(again, false));
-        assert!(!l.roster_due(again + ROSTER_GAP / 2, true));
-        assert!(!l.roster_due(again + ROSTER_GAP, false));
-        assert!(l.roster_due(again + ROSTER_GAP, true));
+        assert!(l.roster_due(again, sweep));
+        assert!(!l.roster_due(again + ROSTER_GAP / 2, neighbour));
+        assert!(!l.roster_due(again + ROSTER_GAP, sweep));
+        assert!(l.roster_due(again + ROSTER_GAP, neighbour));
+        // Back from being cut off: the gap is the recheck's.
+        let later = again + ROSTER_GAP;
+        assert!(!l.roster_due(later + ROSTER_RECHECK / 2, back));
+        assert!(l.roster_due(later + ROSTER_RECHECK, back));
+        assert!(!l.roster_due(later + ROSTER_RECHECK, back));
     }
 
     #[test]

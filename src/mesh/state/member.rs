@@ -17,7 +17,9 @@ use iroh::{EndpointAddr, EndpointId};
 
 use super::alone::Alone;
 use super::flood::{FloodGuard, Verdict as Flood};
-use super::liveness::{Fingerprint, Liveness, Report, Schedule, Signal, Verdict, FORCED_GAP};
+use super::liveness::{
+    Fingerprint, Liveness, Report, RosterCue, Schedule, Signal, Verdict, FORCED_GAP,
+};
 use super::peers::{Change, PeerTable, Timers};
 use crate::mesh::proto::announce::{self, Message};
 
@@ -178,7 +180,7 @@ impl Member {
         }
         changed(&mut out, cx.table.expire(cx.now, self.timers.expiry));
         if let Some(id) = self.neighbour {
-            if self.liveness.roster_due(cx.now, false) {
+            if self.liveness.roster_due(cx.now, RosterCue::Sweep) {
                 out.push(Action::FetchRoster(id));
             }
         }
@@ -221,8 +223,14 @@ impl Member {
 
     /// Gossip gave this node a new neighbour: greet it (it learns this node without waiting
     /// for a refresh; the whole mesh when this node has not reached it yet), and learn the
-    /// whole mesh from its roster.
+    /// whole mesh from its roster (again when it had no neighbour: what was broadcast
+    /// meanwhile never reached it).
     pub fn neighbour_up(&mut self, cx: &mut Cx, id: EndpointId) -> Vec<Action> {
+        let cue = if self.neighbours.is_empty() {
+            RosterCue::Back
+        } else {
+            RosterCue::Neighbour
+        };
         if self.known_to_mesh {
             self.greet = true;
         } else {
@@ -232,7 +240,7 @@ impl Member {
         self.former.remove(&id);
         self.neighbour = Some(id);
         let mut out = vec![Action::Announce];
-        if self.liveness.roster_due(cx.now, true) {
+        if self.liveness.roster_due(cx.now, cue) {
             out.push(Action::FetchRoster(id));
         }
         out
