@@ -8,7 +8,9 @@
 //! Every broadcast of ours goes through [`broadcast`], which gives up after [`GOSSIP_STALL`]
 //! (an honest actor takes microseconds: it only queues the command). A stall is counted, every
 //! gossip connection of this node is closed (a send blocked on a closed connection fails, which
-//! frees the actor), and the members in the peer table are joined again. We cannot tell from
+//! frees the actor), and a few members of the peer table, chosen at random, are joined again
+//! (all of them, up to 1,024, would each take the node into its active view and forward its
+//! join: a storm in a big mesh; gossip then finds the rest). We cannot tell from
 //! outside the library which neighbour stopped reading, so all of them are cut, honest ones
 //! included; each comes back as a new gossip neighbour, which announces both sides again
 //! (docs/SECURITY.md, "Block a node's gossip for good").
@@ -18,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use iroh_gossip::api::GossipSender;
+use rand::seq::IteratorRandom;
 
+use crate::mesh::state::alone::REJOIN_PEERS;
 use crate::mesh::Shared;
 
 /// How long one broadcast may wait for iroh-gossip's actor before the node treats its gossip
@@ -61,8 +65,8 @@ async fn watched<E: std::fmt::Display>(
     }
 }
 
-/// Closes every gossip connection and joins the table's members again (in the background, so
-/// the membership driver's timers go on).
+/// Closes every gossip connection and joins [`REJOIN_PEERS`] of the table's members, at random,
+/// again (in the background, so the membership driver's timers go on).
 fn unstall(shared: &Arc<Shared>, sender: &GossipSender) {
     shared.gossip_stalls.fetch_add(1, Ordering::Relaxed);
     let closed = shared
@@ -76,7 +80,10 @@ fn unstall(shared: &Arc<Shared>, sender: &GossipSender) {
     let peers: Vec<_> = shared.with_table(|t| t.peers().map(|p| p.ann.node).collect());
     let (sender, gate) = (sender.clone(), shared.gate.clone());
     tokio::spawn(async move {
-        let peers = peers.into_iter().filter(|id| !gate.is_banned(id)).collect();
+        let peers = peers
+            .into_iter()
+            .filter(|id| !gate.is_banned(id))
+            .choose_multiple(&mut rand::rng(), REJOIN_PEERS);
         let joined = tokio::time::timeout(GOSSIP_STALL, sender.join_peers(peers)).await;
         if !matches!(joined, Ok(Ok(()))) {
             tracing::warn!("gossip still stalled after closing its connections");
