@@ -4,8 +4,9 @@
 //! - `known_by_all_s`: after one more node joins, until every node has it in its table;
 //! - `knows_all_s`: until that newcomer has every node in its table (the roster);
 //! - `recv_bytes_per_node_s`, `sent_bytes_per_node_s`: UDP bytes each node received / sent per
-//!   second over an idle window (from 30 s after the newcomer joined), counted by iroh's socket (everything: gossip announcements,
-//!   refreshes and their repair traffic, QUIC keep-alives and acks, handshakes);
+//!   second over an idle window (from `SETTLE_SECS` after the newcomer joined), counted by
+//!   iroh's socket (everything: gossip announcements, refreshes and their repair traffic, QUIC
+//!   keep-alives and acks, handshakes);
 //!   `recv_bytes_per_late_node_s`: the same for the nodes that joined once the mesh had more
 //!   than 32 peers (no tunnels: gossip alone); `late_*`: what those hold open, per node
 //!   (gossip connections and neighbours, their own tunnels, nodes the gate tracks a connection

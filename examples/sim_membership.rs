@@ -10,9 +10,12 @@
 //!   30 s after the newcomer joined;
 //!   `conns_per_node`: QUIC connections open per node meanwhile (each also costs keep-alives,
 //!   which are not simulated: docs/BENCHMARKS.md adds them from a measurement);
+//!   `dials_per_node_s`: connections opened; `by_kind`: the same messages and bytes by
+//!   iroh-gossip's message kind (`sim::KINDS`);
 //! - `death_known_by_all_s`: after one node dies silently, until no node has it in its table;
 //! - `bans`, `live_dropped`: honest nodes banned, live peers dropped from a table (both 0 in a
-//!   healthy run).
+//!   healthy run); `rejoins`: times a node with no gossip neighbour asked members to take it
+//!   in (`state::alone`), over the whole run.
 //!
 //! `cargo run --release --features sim --example sim_membership -- [NODES] [IDLE] [SEED]
 //! [STRAYS]` (`just sim-membership`; `STRAYS` 0: nodes leave stray gossip connections open, as

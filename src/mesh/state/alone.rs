@@ -3,7 +3,7 @@
 //! iroh-gossip's HyParView refills an empty active view from its passive view, but once that
 //! is empty too (every passive peer it tried failed, or its connections closed) it never tries
 //! again. The simulation showed it: 1 node of 200 lost its last neighbour during the join burst
-//! and stayed alone for good, learning of a death only at expiry, 4 minutes later.
+//! and stayed alone for good, learning of a death only at expiry (4 minutes later in that run).
 //!
 //! So after [`Timers::rejoin`] alone, and again every `rejoin` while alone, the node joins a
 //! few members of its table (gossip's `Join`: a member always takes a joining node into its
