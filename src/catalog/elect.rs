@@ -55,6 +55,7 @@ mod tests {
             free_bytes: free_mb * MB,
             tokens_per_second: tps,
             memory_bandwidth: bandwidth,
+            rtt: None,
         }
     }
 

@@ -83,6 +83,77 @@ pub fn estimate_entry(entry: &CatalogEntry, machine: &Machine) -> Speed {
     estimate(bytes_per_token(entry), machine)
 }
 
+/// One part of a model split by layers (`super::split`), as the estimate sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Part {
+    /// Share of the model's layers it holds (the parts' shares add up to 1).
+    pub share: f64,
+    /// The bandwidth its weights are read at, bytes per second, before [`CPU_EFFICIENCY`]
+    /// (the host's: [`Machine`]'s, so its GPU's when it has one).
+    pub bandwidth: f64,
+    /// Its decoder runs on a GPU.
+    pub gpu: bool,
+    /// Round trip from the host to it, seconds; `None` for the host itself.
+    pub rtt: Option<f64>,
+}
+
+/// Round trip assumed to a worker none has been measured to (no connection open yet, e.g. an
+/// idle tunnel closed): a typical path between two home connections in one region. It errs slow
+/// on a LAN.
+pub const ASSUMED_RTT_SECS: f64 = 0.05;
+
+/// Network round trips per worker per token: llama.cpp's RPC backend (the version vendored by
+/// `llama-cpp-sys-2`) sends the activations (`RPC_CMD_SET_TENSOR`) and the graph to run
+/// (`RPC_CMD_GRAPH_COMPUTE`, or `RPC_CMD_GRAPH_RECOMPUTE` for the same graph again) without
+/// waiting for answers, then waits for the result (`RPC_CMD_GET_TENSOR`): one round trip.
+pub const RPC_ROUND_TRIPS: f64 = 1.0;
+
+/// Work per worker per token besides the network's round trips (serialising the graph, the
+/// `mesh/rpc/1` tunnel's copies): calibrated on loopback (docs/BENCHMARKS.md, "Split serving"),
+/// where round trips cost nothing.
+pub const RPC_HOP_SECS: f64 = 0.010;
+
+/// Decode speed of a model reading `bytes_per_token` per token, split by layers into `parts`
+/// (the host's first). A token passes through every part in turn, so the times add up: each
+/// part reads its share of the weights at its own bandwidth, and reaching each worker costs
+/// [`RPC_ROUND_TRIPS`] round trips and [`RPC_HOP_SECS`]. A part of unknown bandwidth (0) counts
+/// as the slowest known.
+pub fn split_estimate(bytes_per_token: u64, parts: &[Part]) -> f64 {
+    let slowest = parts
+        .iter()
+        .map(|p| p.bandwidth)
+        .filter(|&b| b > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if !slowest.is_finite() {
+        return 0.0;
+    }
+    let secs: f64 = parts
+        .iter()
+        .map(|p| {
+            let bandwidth = if p.bandwidth > 0.0 {
+                p.bandwidth
+            } else {
+                slowest
+            };
+            let efficiency = if p.gpu {
+                GPU_EFFICIENCY
+            } else {
+                CPU_EFFICIENCY
+            };
+            let read = p.share.max(0.0) * bytes_per_token as f64 / (bandwidth * efficiency);
+            let hop = p
+                .rtt
+                .map_or(0.0, |rtt| RPC_ROUND_TRIPS * rtt.max(0.0) + RPC_HOP_SECS);
+            read + hop
+        })
+        .sum();
+    if secs > 0.0 {
+        1.0 / secs
+    } else {
+        0.0
+    }
+}
+
 /// Whether a model is fast enough to serve: at least `min_tokens_per_sec` expected.
 pub fn fast_enough(speed: &Speed, min_tokens_per_sec: f64) -> bool {
     speed.tokens_per_sec >= min_tokens_per_sec
@@ -157,5 +228,38 @@ mod tests {
             gpu_bandwidth: None,
         };
         assert_eq!(estimate(0, &none).tokens_per_sec, 0.0);
+    }
+
+    fn part(share: f64, bandwidth: f64, rtt: Option<f64>) -> Part {
+        Part {
+            share,
+            bandwidth,
+            gpu: false,
+            rtt,
+        }
+    }
+
+    #[test]
+    fn a_split_costs_each_part_its_read_and_each_worker_its_round_trips_and_hop() {
+        let bytes = 1_000_000_000;
+        let whole = estimate(bytes, &two_core()).tokens_per_sec;
+        // Two halves on machines like this one, a worker with no measured round trip yet.
+        let on_loopback =
+            split_estimate(bytes, &[part(0.5, 22e9, None), part(0.5, 22e9, Some(0.0))]);
+        let expected = 1.0 / (1.0 / whole + RPC_HOP_SECS);
+        assert!(
+            (on_loopback - expected).abs() < 1e-9,
+            "{on_loopback} vs {expected}"
+        );
+        let far = split_estimate(bytes, &[part(0.5, 22e9, None), part(0.5, 22e9, Some(0.03))]);
+        let expected = 1.0 / (1.0 / whole + RPC_HOP_SECS + RPC_ROUND_TRIPS * 0.03);
+        assert!((far - expected).abs() < 1e-9, "{far} vs {expected}");
+        // A worker of unknown bandwidth counts as the slowest known part.
+        let slow = split_estimate(bytes, &[part(0.5, 11e9, None), part(0.5, 22e9, Some(0.0))]);
+        let unknown = split_estimate(bytes, &[part(0.5, 11e9, None), part(0.5, 0.0, Some(0.0))]);
+        let both_slow = split_estimate(bytes, &[part(0.5, 11e9, None), part(0.5, 11e9, Some(0.0))]);
+        assert!(unknown < slow);
+        assert!((unknown - both_slow).abs() < 1e-9);
+        assert_eq!(split_estimate(bytes, &[part(1.0, 0.0, None)]), 0.0);
     }
 }

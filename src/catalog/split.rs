@@ -9,6 +9,8 @@
 
 use std::cmp::Ordering;
 
+use super::speed::{self, Machine, Part};
+
 /// Most workers of one split (llama.cpp's `GGML_RPC_MAX_SERVERS`).
 pub const MAX_WORKERS: usize = 16;
 
@@ -22,6 +24,8 @@ pub struct Member {
     pub tokens_per_second: f32,
     /// Memory bandwidth it measured, bytes per second (0: unknown); see [`super::elect`].
     pub memory_bandwidth: u64,
+    /// Round trip to it from this node, seconds, when a connection has measured one.
+    pub rtt: Option<f64>,
 }
 
 /// One worker's part.
@@ -120,6 +124,54 @@ pub fn plan(
     })
 }
 
+/// A split that would hold a model: its plan and the decode speed expected of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitFit {
+    pub plan: Plan,
+    pub tokens_per_sec: f64,
+}
+
+/// Plans a split of a model (needing `need_bytes`, reading `bytes_per_token` per token) between
+/// `host`, on `machine`, and as few of `lenders` as hold it, and estimates its decode speed
+/// (`speed::split_estimate`). `layers`: the model's layer count, when known; otherwise the
+/// layers are shared as if the model had [`UNKNOWN_LAYERS`].
+pub fn fit(
+    need_bytes: u64,
+    layers: Option<u32>,
+    bytes_per_token: u64,
+    host: &Member,
+    machine: &Machine,
+    lenders: &[Member],
+) -> Result<SplitFit, PlanError> {
+    let total = layers.unwrap_or(UNKNOWN_LAYERS).max(1);
+    let plan = plan(need_bytes, total, host, lenders, None)?;
+    let gpu = machine.gpu_bandwidth.filter(|&b| b > 0.0);
+    let mut parts = vec![Part {
+        share: f64::from(plan.host_layers) / f64::from(total),
+        bandwidth: gpu.unwrap_or(machine.memory_bandwidth),
+        gpu: gpu.is_some(),
+        rtt: None,
+    }];
+    for w in &plan.workers {
+        let m = lenders.iter().find(|m| m.id == w.id);
+        parts.push(Part {
+            share: f64::from(w.layers) / f64::from(total),
+            bandwidth: m.map_or(0.0, |m| m.memory_bandwidth as f64),
+            gpu: false,
+            rtt: Some(m.and_then(|m| m.rtt).unwrap_or(speed::ASSUMED_RTT_SECS)),
+        });
+    }
+    let tokens_per_sec = speed::split_estimate(bytes_per_token, &parts);
+    Ok(SplitFit {
+        plan,
+        tokens_per_sec,
+    })
+}
+
+/// Layers assumed of a model whose layer count is unknown (no `kv` shape in the catalog): fine
+/// enough that sharing them follows the members' memory closely.
+pub const UNKNOWN_LAYERS: u32 = 64;
+
 /// More free memory first, then [`faster_first`].
 fn rank(a: &Member, b: &Member) -> Ordering {
     b.free_bytes.cmp(&a.free_bytes).then(faster_first(a, b))
@@ -178,6 +230,7 @@ mod tests {
             free_bytes: gb * GB,
             tokens_per_second: tps,
             memory_bandwidth: 0,
+            rtt: None,
         }
     }
 
@@ -248,5 +301,56 @@ mod tests {
         assert_eq!(share_layers(10, &[1, 1_000_000]), [1, 9]);
         assert_eq!(share_layers(7, &[1, 1, 1]), [3, 2, 2]);
         assert_eq!(share_layers(30, &[0, 0]), [15, 15]);
+    }
+
+    #[test]
+    fn a_fit_plans_as_few_workers_as_hold_the_model_and_estimates_the_slower_split() {
+        let machine = Machine {
+            memory_bandwidth: 22e9,
+            gpu_bandwidth: None,
+        };
+        let host = Member {
+            memory_bandwidth: 22_000_000_000,
+            ..m("h", 8, 0.0)
+        };
+        let near = Member {
+            memory_bandwidth: 22_000_000_000,
+            rtt: Some(0.001),
+            ..m("a", 8, 0.0)
+        };
+        let far = Member {
+            rtt: Some(0.2),
+            ..near.clone()
+        };
+        let f = fit(
+            12 * GB,
+            Some(40),
+            GB,
+            &host,
+            &machine,
+            std::slice::from_ref(&near),
+        )
+        .unwrap();
+        assert_eq!((f.plan.host_layers, f.plan.worker_layers()), (20, 20));
+        let whole = speed::estimate(GB, &machine).tokens_per_sec;
+        let expected = 1.0 / (1.0 / whole + speed::RPC_HOP_SECS + speed::RPC_ROUND_TRIPS * 0.001);
+        assert!((f.tokens_per_sec - expected).abs() < 1e-9);
+        let slow = fit(12 * GB, Some(40), GB, &host, &machine, &[far]).unwrap();
+        assert!(slow.tokens_per_sec < f.tokens_per_sec / 2.0, "{slow:?}");
+        // No layer count: shared as if fine-grained; no room: the plan's error.
+        let f = fit(
+            12 * GB,
+            None,
+            GB,
+            &host,
+            &machine,
+            std::slice::from_ref(&near),
+        )
+        .unwrap();
+        assert_eq!(f.plan.host_layers + f.plan.worker_layers(), UNKNOWN_LAYERS);
+        assert!(matches!(
+            fit(40 * GB, Some(40), GB, &host, &machine, &[near]),
+            Err(PlanError::DoesNotFit { .. })
+        ));
     }
 }

@@ -19,11 +19,11 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
 use super::args::ServeArgs;
+use super::choice::{candidates, catalog_rows, split_room};
 use super::models::human_speed;
 use super::serve;
 use crate::catalog::listing::ModelRow;
-use crate::catalog::speed::{fast_enough, Machine};
-use crate::catalog::{self, ResolveOptions};
+use crate::catalog::speed::Machine;
 use crate::discovery::browse::{self, Browse, BrowseOptions};
 use crate::discovery::demand::{self, Candidate, Choice};
 use crate::discovery::local::LocalSources;
@@ -83,6 +83,8 @@ struct Auto {
     /// The catalog with fit and speed here (empty for a client).
     rows: Vec<ModelRow>,
     candidates: Vec<Candidate>,
+    /// This machine's figures (`None` for a client).
+    machine: Option<Machine>,
     ctrl_c: CtrlC,
     /// The running node, if any.
     session: Option<Session>,
@@ -107,12 +109,12 @@ impl Auto {
     fn new(args: ServeArgs) -> anyhow::Result<Self> {
         let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
         let home = crate::util::home::mesh_home();
-        let (rows, candidates) = if args.client {
-            (Vec::new(), Vec::new())
+        let (rows, candidates, machine) = if args.client {
+            (Vec::new(), Vec::new(), None)
         } else {
-            let (rows, _) = catalog_rows(&args.hub.resolve_options(), &home)?;
+            let (rows, machine) = catalog_rows(&args.hub.resolve_options(), &home)?;
             let candidates = candidates(&rows, args.min_speed);
-            (rows, candidates)
+            (rows, candidates, Some(machine))
         };
         let local = args.lan.sources()?;
         Ok(Self {
@@ -122,6 +124,7 @@ impl Auto {
             local,
             rows,
             candidates,
+            machine,
             ctrl_c: CtrlC::listen(),
             session: None,
             failure: None,
@@ -135,7 +138,7 @@ impl Auto {
             Action::Join { offer, publish } => Some(self.join(offer, publish).await?),
             Action::StartNewMesh => Some(self.start_new_mesh().await?),
             Action::ChooseAndLoadModel => {
-                self.choose_and_load_model()?;
+                self.choose_and_load_model().await?;
                 None
             }
             Action::StartPublishing => {
@@ -253,29 +256,45 @@ impl Auto {
     }
 
     /// Choose the model → resolve/download → load, in the background; the node serves the
-    /// mesh's models meanwhile.
-    fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
-        let session = self.session.as_mut().context("no node to serve with")?;
+    /// mesh's models meanwhile. A model the mesh wants that is too big for this node alone is
+    /// a choice when the members that lend memory can hold it, fast enough, split.
+    async fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
+        let session = self.session.as_ref().context("no node to serve with")?;
         let offer = session.offer.as_ref().map(|o| &o.content);
         let model = self.args.model();
-        let Choice { model, reason } = demand::choose_model(model, offer, &self.candidates)
-            .with_context(|| {
-                format!(
-                    "no catalog model fits this machine's memory and decodes at {} tok/s or more \
+        let room = match (model, offer, &session.node.mesh, self.machine) {
+            (None, Some(offer), Some(mesh), Some(machine)) => {
+                let min = self.args.min_speed;
+                split_room(mesh, offer, &self.candidates, machine, min).await
+            }
+            _ => None,
+        };
+        let chosen = demand::choose_model(model, offer, &self.candidates, room.as_ref());
+        let Choice {
+            model,
+            reason,
+            split,
+        } = chosen.with_context(|| {
+            format!(
+                "no catalog model fits this machine's memory and decodes at {} tok/s or more \
                      here (see `mesh models --fits`); run with --client to use the mesh without \
                      serving, lower --min-speed, or pick one with --model",
-                    self.args.min_speed
-                )
-            })?;
-        let speed = self
-            .rows
-            .iter()
-            .find(|r| r.entry.name == model)
-            .and_then(|r| r.speed)
-            .map_or(String::new(), |s| {
-                format!(", ~{} tok/s expected here", human_speed(s.tokens_per_sec))
-            });
+                self.args.min_speed
+            )
+        })?;
+        let speed = match split {
+            Some(s) => format!(", ~{} tok/s expected split", human_speed(s.tokens_per_sec)),
+            None => self
+                .rows
+                .iter()
+                .find(|r| r.entry.name == model)
+                .and_then(|r| r.speed)
+                .map_or(String::new(), |s| {
+                    format!(", ~{} tok/s expected here", human_speed(s.tokens_per_sec))
+                }),
+        };
         println!("auto: serving {model} ({reason}){speed}; loading it in the background");
+        let session = self.session.as_mut().context("no node to serve with")?;
         let node = session.node.serve_later();
         session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, node)));
         Ok(())
@@ -455,32 +474,6 @@ async fn load_and_serve(args: ServeArgs, model: String, node: ServeLater) {
     }
 }
 
-/// The catalog rows with their fit and expected speed on this machine, and the machine's
-/// figures (the memory bandwidth is measured once, then read from `~/.mesh/machine.json`).
-pub(super) fn catalog_rows(
-    hub: &ResolveOptions,
-    home: &std::path::Path,
-) -> anyhow::Result<(Vec<ModelRow>, Machine)> {
-    let catalog = hub.load_catalog()?;
-    let machine = catalog::bandwidth::machine(home);
-    let available = catalog::available_memory();
-    let rows = catalog::listing::rows_on(&catalog.models, hub, available, Some(&machine));
-    Ok((rows, machine))
-}
-
-/// Catalog models with whether each can be served here: it fits in memory and is expected to
-/// decode at `min_speed` tok/s or more. Embedding models are no candidates: they do not chat.
-pub(super) fn candidates(rows: &[ModelRow], min_speed: f64) -> Vec<Candidate> {
-    rows.iter()
-        .filter(|r| !r.entry.embedding)
-        .map(|r| Candidate {
-            name: r.entry.name.clone(),
-            size: r.entry.size,
-            fits: r.fits && r.speed.is_none_or(|s| fast_enough(&s, min_speed)),
-        })
-        .collect()
-}
-
 pub(super) async fn discover(
     args: &ServeArgs,
     relays: &[nostr::RelayUrl],
@@ -548,31 +541,4 @@ fn requested_id(args: &ServeArgs) -> Option<String> {
     } else {
         spec.to_owned()
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn embedding_models_are_never_candidates_to_serve_chat() {
-        let catalog = crate::catalog::Catalog::embedded().unwrap();
-        let rows: Vec<ModelRow> = catalog
-            .models
-            .iter()
-            .map(|entry| ModelRow {
-                entry: entry.clone(),
-                installed: true,
-                fits: true,
-                ctx: 4096,
-                need_bytes: entry.size,
-                speed: None,
-            })
-            .collect();
-        let names: Vec<String> = candidates(&rows, 0.0).into_iter().map(|c| c.name).collect();
-        assert!(names.iter().any(|n| n == "SmolLM2-135M-Instruct-Q4_1"));
-        for e in catalog.models.iter().filter(|e| e.embedding) {
-            assert!(!names.contains(&e.name), "{} is a candidate", e.name);
-        }
-    }
 }

@@ -3,7 +3,8 @@
 //! downloaded or published; the only thing written is the cached memory bandwidth.
 
 use super::args::ServeArgs;
-use super::auto::{candidates, catalog_rows, discover};
+use super::auto::discover;
+use super::choice::{candidates, catalog_rows};
 use super::models::human_speed;
 use crate::catalog::{self, fit::human_bytes};
 use crate::discovery::browse;
@@ -34,7 +35,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await;
     let best = score::pick(&found.ranked, &mut rand::rng());
     let offer = best.map(|s| found.offer(s));
-    let choice = choose_model(args.model(), offer.map(|o| &o.content), &candidates);
+    let choice = choose_model(args.model(), offer.map(|o| &o.content), &candidates, None);
     let target = best.zip(offer).map(|(s, o)| Target {
         name: o.content.name.clone(),
         mesh_id: o.mesh_id.to_string(),
@@ -45,6 +46,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client: args.client,
         best: target,
         choice,
+        wanted: offer.map_or_else(Vec::new, |o| o.content.wanted.clone()),
         rows: &rows,
         machine,
         room_bytes: catalog::available_memory(),
@@ -104,6 +106,13 @@ fn print_text(doc: &DryRun) {
         println!(
             "dry run: fit in memory but too slow here (tok/s): {}",
             list.join(", ")
+        );
+    }
+    if !doc.split_if_lenders.is_empty() {
+        println!(
+            "dry run: the mesh wants {}, too big for this node alone: once joined, it would be \
+             served split if the members that lend memory hold it at --min-speed",
+            doc.split_if_lenders.join(", ")
         );
     }
 }

@@ -8,6 +8,7 @@
 pub mod args;
 pub mod auto;
 pub mod chat;
+pub mod choice;
 pub mod discover;
 pub mod dry_run;
 pub mod models;

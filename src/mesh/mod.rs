@@ -176,7 +176,7 @@ pub(crate) struct Shared {
     leaving: std::sync::atomic::AtomicBool,
     /// A first roster was applied: until then the table's size says nothing about the mesh's
     /// (a newcomer hears a join burst's announcements one by one), so no eager tunnel opens.
-    roster_seen: std::sync::atomic::AtomicBool,
+    roster_seen: watch::Sender<bool>,
     /// What this node announces to split serving (`node::split`).
     split_offer: Mutex<SplitOffer>,
 }
@@ -467,6 +467,15 @@ impl Mesh {
     /// discovery's publisher follows the mesh without polling. Load and free slots do not count.
     pub fn watch_roster(&self) -> watch::Receiver<u64> {
         self.shared.roster.subscribe()
+    }
+
+    /// Waits, at most `limit`, for a first roster (`mesh/roster/1`) to be applied: from then on
+    /// the table holds every member a neighbour knew. Whether one was.
+    pub async fn first_roster(&self, limit: Duration) -> bool {
+        let mut seen = self.shared.roster_seen.subscribe();
+        tokio::time::timeout(limit, seen.wait_for(|&s| s))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Lends this node's memory to members' split models over `mesh/rpc/1` from now on

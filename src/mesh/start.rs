@@ -101,7 +101,7 @@ impl Mesh {
             rpc,
             gossip_stalls: Default::default(),
             leaving: Default::default(),
-            roster_seen: Default::default(),
+            roster_seen: watch::channel(false).0,
             split_offer: Mutex::default(),
         });
         let weak = Arc::downgrade(&shared);

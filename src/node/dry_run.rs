@@ -69,6 +69,10 @@ pub struct DryRun {
     pub min_tokens_per_sec: f64,
     /// Models that fit in memory but are expected below `--min-speed`, fastest first.
     pub too_slow: Vec<TooSlow>,
+    /// Models the mesh wants that are too big (or too slow) for this node alone: once joined,
+    /// `--auto` serves the first one split when the members that lend memory hold it fast
+    /// enough, which only joining tells (empty when it would serve a model the mesh wants).
+    pub split_if_lenders: Vec<String>,
 }
 
 /// What the plan is made from.
@@ -78,6 +82,8 @@ pub struct Inputs<'a> {
     pub best: Option<Target>,
     /// `discovery::demand::choose_model`'s answer (ignored for a client).
     pub choice: Option<Choice>,
+    /// The models the mesh wants, in its offer's order.
+    pub wanted: Vec<String>,
     /// The catalog rows with their speed on this machine.
     pub rows: &'a [ModelRow],
     pub machine: Machine,
@@ -102,6 +108,26 @@ pub fn plan(inputs: Inputs<'_>) -> DryRun {
             .find(|r| r.entry.name == name)
             .and_then(|r| r.speed)
             .map(|s| s.tokens_per_sec)
+    };
+    let min = inputs.min_tokens_per_sec;
+    let servable = |name: &str| {
+        let fits = |r: &&ModelRow| r.fits && r.speed.is_none_or(|s| s.tokens_per_sec >= min);
+        inputs
+            .rows
+            .iter()
+            .filter(fits)
+            .any(|r| r.entry.name == name)
+    };
+    let known = |name: &str| inputs.rows.iter().any(|r| r.entry.name == name);
+    let wants_served = inputs.wanted.iter().any(|w| servable(w));
+    let split_if_lenders = match inputs.client || wants_served {
+        true => Vec::new(),
+        false => inputs
+            .wanted
+            .iter()
+            .filter(|w| known(w) && !servable(w))
+            .cloned()
+            .collect(),
     };
     let model = match (inputs.client, inputs.choice) {
         (true, _) => ModelPlan::Nothing {
@@ -143,6 +169,7 @@ pub fn plan(inputs: Inputs<'_>) -> DryRun {
         room_bytes: inputs.room_bytes,
         min_tokens_per_sec: inputs.min_tokens_per_sec,
         too_slow,
+        split_if_lenders,
     }
 }
 
@@ -180,6 +207,7 @@ mod tests {
             client,
             best: None,
             choice: None,
+            wanted: Vec::new(),
             rows,
             machine: machine(),
             room_bytes: 24 * GIB,
@@ -193,6 +221,7 @@ mod tests {
         let choice = Choice {
             model: "SmolLM2-135M-Instruct-Q4_1".into(),
             reason: "the largest catalog model that fits here".into(),
+            split: None,
         };
         let p = plan(Inputs {
             choice: Some(choice),
@@ -248,5 +277,29 @@ mod tests {
             panic!()
         };
         assert!(reason.contains("--min-speed"), "{reason}");
+    }
+
+    #[test]
+    fn wanted_models_too_big_or_slow_here_are_listed_as_split_if_members_lend_memory() {
+        let rows = rows(24 * GIB);
+        let wanted = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let big = "Qwen2.5-32B-Instruct-Q4_K_M";
+        let small = "SmolLM2-135M-Instruct-Q4_1";
+        let p = plan(Inputs {
+            wanted: wanted(&[big, "not-in-the-catalog"]),
+            ..inputs(false, &rows)
+        });
+        assert_eq!(p.split_if_lenders, [big]);
+        // A wanted model it can serve comes first: no split then; nor for a client.
+        let p = plan(Inputs {
+            wanted: wanted(&[big, small]),
+            ..inputs(false, &rows)
+        });
+        assert!(p.split_if_lenders.is_empty());
+        let p = plan(Inputs {
+            wanted: wanted(&[big]),
+            ..inputs(true, &rows)
+        });
+        assert!(p.split_if_lenders.is_empty());
     }
 }

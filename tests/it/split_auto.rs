@@ -181,3 +181,90 @@ async fn auto_with_a_model_too_big_for_it_joins_a_mesh_and_serves_the_model_spli
     let text = answer(&http, &auto.base(), &greedy(NAME, 16, false)).await;
     assert!(!text.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_without_a_model_serves_the_model_its_mesh_wants_split_when_too_big_for_it_alone() {
+    // A catalog of one model (the test model), served by a fake hub on 127.0.0.1.
+    let hub = crate::common::hub::FakeHub::start().await;
+    let entry = mesh::catalog::Catalog::embedded()
+        .unwrap()
+        .get(MODEL)
+        .expect("the test model is in the catalog")
+        .clone();
+    hub.add_file(
+        &entry.repo,
+        &entry.files[0],
+        std::fs::read(model_path()).unwrap(),
+    );
+    // What `--auto` counts the model to need (the catalog's estimate): at its default context,
+    // and at the smallest it would shrink the context to.
+    let memory = mesh::catalog::ModelMemory::from_entry(&entry);
+    let row_need = memory.need_bytes(memory.default_ctx(), 1);
+    let least = memory.need_bytes(mesh::catalog::fit::MIN_CTX, 1);
+    let home = temp_home();
+    let catalog_file = home.path().join("catalog.toml");
+    let one = mesh::catalog::Catalog {
+        models: vec![entry],
+    };
+    std::fs::write(&catalog_file, toml::to_string(&one).unwrap()).unwrap();
+
+    // A published mesh that wants the model; its one node serves nothing and lends memory.
+    let relay = start_relay().await;
+    let url = relay.url.to_string();
+    let mut lender = serve(&home.path().join("lender"));
+    lender
+        .env("MESH_MEMORY_BYTES", (row_need * 3).to_string())
+        .args(["--split-worker", "--public", "--publish", "--relay", &url])
+        .args(["--want", MODEL]);
+    let _lender = MeshProcess::start_async(lender).await;
+    eventually(Duration::from_secs(30), "the lender's offer", || {
+        let relay = relay.url.clone();
+        async move {
+            let q = mesh::discovery::nostr_io::Query::default();
+            let now = mesh::util::time::unix_secs();
+            !mesh::discovery::nostr_io::fetch_offers(&[relay], &q, now)
+                .await
+                .offers
+                .is_empty()
+        }
+    })
+    .await;
+
+    // `mesh --auto` with no --model, on a node with 60 % of the model's least need: it joins,
+    // chooses the wanted model because the lender can hold the rest, downloads it and splits it.
+    let mut auto = serve(&home.path().join("auto"));
+    auto.env("MESH_MEMORY_BYTES", (least * 6 / 10).to_string())
+        .args(["--auto", "--relay", &url, "--catalog"])
+        .arg(&catalog_file)
+        .args([
+            "--hf-endpoint",
+            &hub.url(),
+            "--ctx",
+            "512",
+            "--parallel",
+            "1",
+        ]);
+    let mut auto = MeshProcess::start_async(auto).await;
+    let joined = auto.lines.iter().any(|l| l.starts_with("auto: joining"));
+    assert!(joined, "{:?}", auto.lines);
+    let seen = auto
+        .wait_line("auto: serving", Duration::from_secs(30))
+        .await;
+    let chosen = seen.last().unwrap();
+    assert!(
+        chosen.starts_with(&format!(
+            "auto: serving {MODEL} (the mesh wants it; too big for this node alone, it is split \
+             over 2 members that lend memory), ~"
+        )) && chosen.contains(" tok/s expected split"),
+        "{seen:?}"
+    );
+    let http = http_client();
+    eventually(SPLIT_UP, "the model to be split and served", || {
+        let (http, base) = (http.clone(), auto.base());
+        async move { model_ids(&http, &base).await.iter().any(|m| m == MODEL) }
+    })
+    .await;
+    let text = answer(&http, &auto.base(), &greedy(MODEL, 16, false)).await;
+    assert!(!text.is_empty());
+    assert_eq!(hub.blob_gets().len(), 1, "the weights came from the hub");
+}

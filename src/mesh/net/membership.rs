@@ -16,7 +16,6 @@
 //! members: membership"). Every broadcast goes through the stall watchdog (`net::stall`).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,7 +94,7 @@ pub(crate) async fn run(
                 for bytes in entries {
                     io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
                 }
-                if !shared.roster_seen.swap(true, Ordering::Relaxed) {
+                if !shared.roster_seen.send_replace(true) {
                     // The first roster: now the table's size is the mesh's, and in a small
                     // mesh the peers heard of before it get their tunnels.
                     let ids: Vec<_> = shared.with_table(|t| {
@@ -308,8 +307,7 @@ fn close_strays(shared: &Shared) {
 /// Once the mesh is past eager tunnels, closes the tunnels unused for `Timers::tunnel_idle`:
 /// those opened while it was small, and those of requests long done.
 fn close_idle_tunnels(shared: &Shared) {
-    let grown = shared.roster_seen.load(Ordering::Relaxed)
-        && shared.with_table(|t| t.len() > EAGER_TUNNEL_PEERS);
+    let grown = *shared.roster_seen.borrow() && shared.with_table(|t| t.len() > EAGER_TUNNEL_PEERS);
     if grown {
         shared
             .tunnel
@@ -337,7 +335,7 @@ pub(crate) fn publish(shared: &Shared, changes: Vec<Change>) {
             Change::Joined(id) => {
                 tracing::info!(peer = %id.fmt_short(), "peer joined");
                 shared.tunnel.clear_down(&id);
-                let eager = shared.roster_seen.load(Ordering::Relaxed)
+                let eager = *shared.roster_seen.borrow()
                     && shared.with_table(|t| t.len() <= EAGER_TUNNEL_PEERS);
                 if eager {
                     open_eager_tunnel(shared, id);

@@ -16,6 +16,7 @@ pub fn member(p: &PeerView) -> Member {
         free_bytes: p.split.free_memory_bytes,
         tokens_per_second: p.tokens_per_second,
         memory_bandwidth: p.split.memory_bandwidth,
+        rtt: p.rtt_ms.map(|ms| ms / 1000.0),
     }
 }
 
@@ -185,6 +186,7 @@ mod tests {
             free_bytes: free,
             tokens_per_second: 0.0,
             memory_bandwidth: 1,
+            rtt: None,
         }
     }
 

@@ -287,6 +287,7 @@ impl Supervisor {
             },
             tokens_per_second: self.mesh.own_announcement().tokens_per_second,
             memory_bandwidth: offer.memory_bandwidth,
+            rtt: None,
         }
     }
 
