@@ -94,6 +94,7 @@ pub(crate) async fn run(
                 for bytes in entries {
                     io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
                 }
+                io.carry_out(step(&shared, |m, cx| m.roster_end(cx, from))).await;
                 if !shared.roster_seen.send_replace(true) {
                     // The first roster: now the table's size is the mesh's, and in a small
                     // mesh the peers heard of before it get their tunnels.

@@ -532,6 +532,8 @@ impl World {
                     let actions = self.member(e.node, |m, cx| m.roster_entry(cx, bytes, from));
                     self.carry_out(e.node, actions);
                 }
+                let actions = self.member(e.node, |m, cx| m.roster_end(cx, from));
+                self.carry_out(e.node, actions);
             }
         }
     }

@@ -113,6 +113,37 @@ fn idle_nodes_keep_gossip_connections_only_to_their_gossip_neighbours() {
 }
 
 #[test]
+fn a_node_cut_off_when_a_member_died_drops_it_once_back_not_at_expiry() {
+    // Expiry 5 minutes: a death the node missed must not wait for it.
+    let mut w = mesh_with(20, 6, |cfg| {
+        cfg.timers.rejoin = 10 * SECOND;
+        cfg.timers.expiry = 300 * SECOND;
+    });
+    assert!(w.run_until(60 * SECOND, TICK, World::complete).is_some());
+    w.cut_off(9);
+    w.kill(4);
+    // The others know of the death (their `Down` reports never reach the cut-off node).
+    let others = |w: &World| {
+        (0..20)
+            .filter(|&i| i != 4 && i != 9)
+            .all(|i| !w.knows(i, 4))
+    };
+    assert!(w.run_until(10 * SECOND, TICK, others).is_some());
+    assert!(w.knows(9, 4));
+    let back = w.run_until(30 * SECOND, TICK, |w| w.neighbours(9) > 0);
+    assert!(back.is_some(), "the cut-off node found no gossip neighbour");
+    // Its new neighbour's roster does not list the dead node: it is dialled and dropped.
+    let dropped = w.run_until(60 * SECOND, TICK, |w| !w.knows(9, 4));
+    let dropped = dropped.expect("the node kept the dead member a minute after it was back");
+    let probe = w.cfg.timers.probe;
+    assert!(
+        dropped <= probe + 3 * SECOND,
+        "dropped {dropped:?} after it was back"
+    );
+    assert_eq!(w.faults(), Default::default());
+}
+
+#[test]
 fn a_node_cut_off_from_gossip_is_taken_in_again_catches_up_and_hears_of_a_death() {
     // Alone for 10 s: longer than a newcomer takes to announce itself twice (at once, then
     // 5 s later), shorter than the refresh (20 s).

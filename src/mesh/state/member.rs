@@ -16,6 +16,7 @@ use bytes::Bytes;
 use iroh::{EndpointAddr, EndpointId};
 
 use super::alone::Alone;
+use super::catch_up::CatchUp;
 use super::flood::{FloodGuard, Verdict as Flood};
 use super::liveness::{
     Fingerprint, Liveness, Report, RosterCue, Schedule, Signal, Verdict, FORCED_GAP,
@@ -95,6 +96,8 @@ pub struct Member {
     again_at: Option<Instant>,
     /// Cut off from gossip: when to ask members to take it in again.
     alone: Alone,
+    /// Back from being cut off: the members the new neighbour's roster lists.
+    catch_up: CatchUp,
 }
 
 impl Member {
@@ -111,6 +114,7 @@ impl Member {
             greet: false,
             again_at: None,
             alone: Alone::default(),
+            catch_up: CatchUp::default(),
         }
     }
 
@@ -241,6 +245,9 @@ impl Member {
         self.neighbour = Some(id);
         let mut out = vec![Action::Announce];
         if self.liveness.roster_due(cx.now, cue) {
+            if cue == RosterCue::Back {
+                self.catch_up.asked(id);
+            }
             out.push(Action::FetchRoster(id));
         }
         out
@@ -300,7 +307,22 @@ impl Member {
     pub fn roster_entry(&mut self, cx: &mut Cx, bytes: Bytes, from: EndpointId) -> Vec<Action> {
         let mut out = Vec::new();
         if let Ok(msg @ Message::Announce(_)) = announce::decode(&bytes) {
+            self.catch_up.listed(from, msg.node());
             self.accept(cx, msg, bytes, from, &mut out);
+        }
+        out
+    }
+
+    /// Neighbour `from`'s roster has ended. After being cut off, the members it did not list
+    /// are dialled (`state::catch_up`): one that died meanwhile goes at the probe's timeout.
+    pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId) -> Vec<Action> {
+        let (me, neighbours) = (self.me, &self.neighbours);
+        let skip = |id: &EndpointId| *id == me || neighbours.contains(id);
+        let members: Vec<_> = cx.table.peers().map(|p| p.ann.node).collect();
+        let unlisted = self.catch_up.ended(from, members, skip);
+        let mut out = Vec::new();
+        for id in unlisted {
+            self.signal(cx, id, Signal::Lost, &mut out);
         }
         out
     }
@@ -411,190 +433,5 @@ fn guard(cx: &mut Cx, verdict: Flood, out: &mut Vec<Action>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mesh::proto::announce::tests::announcement;
-    use crate::mesh::state::peers::LeftBecause;
-    use iroh::SecretKey;
-
-    struct Node {
-        key: SecretKey,
-        member: Member,
-        table: PeerTable,
-        flood: FloodGuard,
-    }
-
-    impl Node {
-        fn new() -> Self {
-            let key = SecretKey::generate();
-            Self {
-                member: Member::new(key.public(), Timers::default()),
-                key,
-                table: PeerTable::default(),
-                flood: FloodGuard::default(),
-            }
-        }
-
-        fn on(
-            &mut self,
-            now: Instant,
-            f: impl FnOnce(&mut Member, &mut Cx) -> Vec<Action>,
-        ) -> Vec<Action> {
-            let mut cx = Cx {
-                table: &mut self.table,
-                flood: &mut self.flood,
-                now,
-                unix_micros: crate::util::time::unix_micros(),
-            };
-            f(&mut self.member, &mut cx)
-        }
-    }
-
-    fn signed(key: &SecretKey, msg: &Message) -> Vec<u8> {
-        announce::encode(key, msg)
-    }
-
-    fn ann(key: &SecretKey) -> Message {
-        Message::Announce(announcement(key, &["m"], crate::util::time::unix_micros()))
-    }
-
-    #[test]
-    fn an_announcement_joins_its_author_and_learns_its_address() {
-        let (mut a, b) = (Node::new(), SecretKey::generate());
-        let now = Instant::now();
-        let out = a.on(now, |m, cx| {
-            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
-        });
-        assert!(out.contains(&Action::Learned(EndpointAddr::new(b.public()))));
-        assert!(out.contains(&Action::Reshaped));
-        assert!(out
-            .iter()
-            .any(|x| matches!(x, Action::Changed(c) if c.contains(&Change::Joined(b.public())))));
-        // Relayed by someone else but claiming to come straight from its author: dropped.
-        let forged = a.on(now, |m, cx| {
-            m.received(
-                cx,
-                &signed(&b, &ann(&b)),
-                SecretKey::generate().public(),
-                true,
-            )
-        });
-        assert!(forged.is_empty());
-    }
-
-    #[test]
-    fn gossip_connections_to_peers_long_out_of_the_active_view_are_strays() {
-        let mut a = Node::new();
-        let [n, former, other] = [(); 3].map(|_| SecretKey::generate().public());
-        let t0 = Instant::now();
-        a.on(t0, |m, cx| m.neighbour_up(cx, n));
-        a.on(t0, |m, cx| m.neighbour_up(cx, former));
-        a.on(t0, |m, cx| m.neighbour_down(cx, former));
-        let later = t0 + Timers::default().stray;
-        let open = [(n, t0), (former, t0), (other, t0), (other, later)];
-        // Within the grace: a neighbour, a former one, a new connection stay.
-        let just_opened = [(other, later - Duration::from_secs(1))];
-        assert!(a.member.strays(later, &just_opened).is_empty());
-        assert_eq!(a.member.strays(later, &open), vec![other]);
-        // Once the sweep forgot the former neighbour, its connection is a stray too; a
-        // neighbour's never is.
-        a.on(later, |m, cx| m.sweep(cx, &[]));
-        assert_eq!(a.member.strays(later, &open), vec![former, other]);
-        // A stray that becomes a neighbour again is none.
-        a.on(later, |m, cx| m.neighbour_up(cx, other));
-        assert_eq!(a.member.strays(later, &open), vec![former]);
-    }
-
-    #[test]
-    fn a_new_neighbour_forces_an_announcement_and_a_roster_fetch_once() {
-        let mut a = Node::new();
-        let (n1, n2) = (
-            SecretKey::generate().public(),
-            SecretKey::generate().public(),
-        );
-        let now = Instant::now();
-        assert_eq!(
-            a.on(now, |m, cx| m.neighbour_up(cx, n1)),
-            [Action::Announce, Action::FetchRoster(n1)]
-        );
-        let own = Fingerprint::of(&announcement(&a.key, &[], 1));
-        // The first announcement with a neighbour to carry it goes to the whole mesh...
-        assert_eq!(a.member.announce_due(now, own), Some(Audience::Mesh));
-        assert_eq!(a.member.announce_due(now, own), None);
-        // ...later neighbours are only greeted, once, after the forced gap.
-        assert_eq!(
-            a.on(now, |m, cx| m.neighbour_up(cx, n2)),
-            [Action::Announce]
-        );
-        assert_eq!(a.member.announce_due(now, own), None);
-        let later = now + FORCED_GAP;
-        assert_eq!(
-            a.member.announce_due(later, own),
-            Some(Audience::Neighbours)
-        );
-        assert_eq!(a.member.announce_due(later, own), None);
-    }
-
-    #[test]
-    fn a_timed_out_peer_is_dropped_and_reported_a_lost_one_is_probed_first() {
-        let (mut a, b, c) = (Node::new(), SecretKey::generate(), SecretKey::generate());
-        let now = Instant::now();
-        for k in [&b, &c] {
-            a.on(now, |m, cx| {
-                m.received(cx, &signed(k, &ann(k)), k.public(), true)
-            });
-        }
-        let out = a.on(now, |m, cx| {
-            m.sweep(cx, &[(b.public(), true), (c.public(), false)])
-        });
-        assert!(
-            matches!(&out[0], Action::Changed(ch) if ch.contains(&Change::Left(b.public(), LeftBecause::Lost)))
-        );
-        assert!(matches!(out[1], Action::ReportDown { about, .. } if about == b.public()));
-        assert_eq!(out[2], Action::Probe(c.public()));
-        assert!(a.table.get(&c.public()).is_some());
-        let out = a.on(now, |m, cx| m.probed(cx, c.public(), false));
-        assert!(
-            matches!(out.last(), Some(Action::ReportDown { about, .. }) if *about == c.public())
-        );
-        assert!(a.table.is_empty());
-    }
-
-    #[test]
-    fn a_down_report_about_this_node_is_refuted_with_an_announcement() {
-        let (mut a, b) = (Node::new(), SecretKey::generate());
-        let now = Instant::now();
-        a.on(now, |m, cx| {
-            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
-        });
-        let down = Message::Down {
-            node: b.public(),
-            seq: crate::util::time::unix_micros(),
-            about: a.key.public(),
-            about_seq: 1,
-        };
-        let out = a.on(now, |m, cx| {
-            m.received(cx, &signed(&b, &down), b.public(), true)
-        });
-        assert_eq!(out, [Action::Announce]);
-    }
-
-    #[test]
-    fn a_flooding_neighbour_is_banned_and_leaves_the_table() {
-        let (mut a, b) = (Node::new(), SecretKey::generate());
-        let now = Instant::now();
-        a.on(now, |m, cx| {
-            m.received(cx, &signed(&b, &ann(&b)), b.public(), true)
-        });
-        let mut banned = false;
-        for _ in 0..100 {
-            let out = a.on(now, |m, cx| m.received(cx, b"junk", b.public(), true));
-            if out.contains(&Action::Ban(b.public())) {
-                banned = true;
-                break;
-            }
-        }
-        assert!(banned);
-        assert!(a.table.is_empty());
-    }
-}
+#[path = "member_tests.rs"]
+mod tests;

@@ -18,6 +18,7 @@
 pub mod affinity;
 pub mod alone;
 pub mod budget;
+pub mod catch_up;
 pub mod conns;
 pub mod flood;
 pub mod health;
