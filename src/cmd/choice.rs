@@ -39,6 +39,7 @@ pub(super) fn candidates(rows: &[ModelRow], min_speed: f64) -> Vec<Candidate> {
             name: r.entry.name.clone(),
             size: r.entry.size,
             fits: r.fits && r.speed.is_none_or(|s| fast_enough(&s, min_speed)),
+            too_big: !r.fits,
             need_bytes: r.need_bytes,
             layers: r.entry.kv.as_ref().map(|k| k.layers),
             bytes_per_token: speed::bytes_per_token(&r.entry),
@@ -56,7 +57,7 @@ pub(super) async fn split_room(
     machine: Machine,
     min_tokens_per_sec: f64,
 ) -> Option<SplitRoom> {
-    let too_big = |w: &String| candidates.iter().any(|c| &c.name == w && !c.fits);
+    let too_big = |w: &String| candidates.iter().any(|c| &c.name == w && c.too_big);
     if !offer.wanted.iter().any(too_big) {
         return None;
     }

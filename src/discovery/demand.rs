@@ -15,6 +15,9 @@ pub struct Candidate {
     pub size: u64,
     /// Fits this machine's memory at its default context (and decodes fast enough here).
     pub fits: bool,
+    /// Does not fit this machine's memory at any context: only a split can serve it here (one
+    /// that fits but decodes too slowly would be loaded whole, so it is never split).
+    pub too_big: bool,
     /// Memory it needs, as the fit counts it.
     pub need_bytes: u64,
     /// Its layer count, when the catalog knows it.
@@ -91,7 +94,7 @@ pub fn choose_model(
             return Some(choice(w, "the mesh wants it".into()));
         }
         let splits = |name: &str| {
-            let c = catalog.iter().find(|c| c.name == name && !c.fits)?;
+            let c = catalog.iter().find(|c| c.name == name && c.too_big)?;
             room?.split(c)
         };
         if let Some((w, s)) = o.wanted.iter().find_map(|w| Some((w, splits(w)?))) {
@@ -157,6 +160,7 @@ mod tests {
             name: name.into(),
             size,
             fits,
+            too_big: !fits,
             need_bytes: size,
             layers: Some(40),
             bytes_per_token: size,

@@ -69,7 +69,7 @@ pub struct DryRun {
     pub min_tokens_per_sec: f64,
     /// Models that fit in memory but are expected below `--min-speed`, fastest first.
     pub too_slow: Vec<TooSlow>,
-    /// Models the mesh wants that are too big (or too slow) for this node alone: once joined,
+    /// Models the mesh wants that are too big for this node's memory: once joined,
     /// `--auto` serves the first one split when the members that lend memory hold it fast
     /// enough, which only joining tells (empty when it would serve a model the mesh wants).
     pub split_if_lenders: Vec<String>,
@@ -118,14 +118,14 @@ pub fn plan(inputs: Inputs<'_>) -> DryRun {
             .filter(fits)
             .any(|r| r.entry.name == name)
     };
-    let known = |name: &str| inputs.rows.iter().any(|r| r.entry.name == name);
+    let too_big = |name: &str| inputs.rows.iter().any(|r| r.entry.name == name && !r.fits);
     let wants_served = inputs.wanted.iter().any(|w| servable(w));
     let split_if_lenders = match inputs.client || wants_served {
         true => Vec::new(),
         false => inputs
             .wanted
             .iter()
-            .filter(|w| known(w) && !servable(w))
+            .filter(|w| too_big(w))
             .cloned()
             .collect(),
     };
@@ -280,13 +280,15 @@ mod tests {
     }
 
     #[test]
-    fn wanted_models_too_big_or_slow_here_are_listed_as_split_if_members_lend_memory() {
+    fn wanted_models_too_big_for_memory_here_are_listed_as_split_if_members_lend_memory() {
         let rows = rows(24 * GIB);
         let wanted = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
-        let big = "Qwen2.5-32B-Instruct-Q4_K_M";
+        let big = "MiniMax-M2.5-Q4_K_M";
+        // Fits 24 GiB but decodes too slowly: loaded whole if at all, never split.
+        let slow = "Qwen2.5-32B-Instruct-Q4_K_M";
         let small = "SmolLM2-135M-Instruct-Q4_1";
         let p = plan(Inputs {
-            wanted: wanted(&[big, "not-in-the-catalog"]),
+            wanted: wanted(&[slow, big, "not-in-the-catalog"]),
             ..inputs(false, &rows)
         });
         assert_eq!(p.split_if_lenders, [big]);
