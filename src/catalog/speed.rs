@@ -108,10 +108,13 @@ pub const ASSUMED_RTT_SECS: f64 = 0.05;
 /// waiting for answers, then waits for the result (`RPC_CMD_GET_TENSOR`): one round trip.
 pub const RPC_ROUND_TRIPS: f64 = 1.0;
 
-/// Work per worker per token besides the network's round trips (serialising the graph, the
-/// `mesh/rpc/1` tunnel's copies): calibrated on loopback (docs/BENCHMARKS.md, "Split serving"),
-/// where round trips cost nothing.
-pub const RPC_HOP_SECS: f64 = 0.010;
+/// Work per worker per token besides the network's round trip (the RPC messages, the
+/// `mesh/rpc/1` tunnel's copies, the worker's own scheduling): measured on loopback, where the
+/// round trip costs nothing, as split time per token less whole time per token with the test
+/// model (`just bench-split`, release: 1/52.5 − 1/124.2 s = 11.0 ms and 1/53.4 − 1/132.8 s =
+/// 11.2 ms; docs/BENCHMARKS.md, "Split serving"). Both halves shared two cores there, so it
+/// errs slow for separate machines.
+pub const RPC_HOP_SECS: f64 = 0.011;
 
 /// Decode speed of a model reading `bytes_per_token` per token, split by layers into `parts`
 /// (the host's first). A token passes through every part in turn, so the times add up: each
