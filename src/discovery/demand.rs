@@ -102,11 +102,15 @@ pub fn choose_model(
                 split: Some(s),
                 ..choice(
                     w,
-                    format!(
-                        "the mesh wants it; too big for this node alone, it is split over {} \
-                         members that lend memory",
-                        s.parts
-                    ),
+                    match s.parts - 1 {
+                        1 => "the mesh wants it; too big for this node alone, it is split with \
+                              1 member that lends memory"
+                            .into(),
+                        n => format!(
+                            "the mesh wants it; too big for this node alone, it is split with \
+                             {n} members that lend memory"
+                        ),
+                    },
                 )
             });
         }
@@ -272,8 +276,8 @@ mod tests {
         assert!(s.tokens_per_sec >= 5.0, "{s:?}");
         assert_eq!(
             c.reason,
-            "the mesh wants it; too big for this node alone, it is split over 3 members that \
-             lend memory"
+            "the mesh wants it; too big for this node alone, it is split with 2 members that lend \
+             memory"
         );
         // Expected too slow: not chosen.
         let slow = s.tokens_per_sec * 1.01;

@@ -254,7 +254,7 @@ async fn auto_without_a_model_serves_the_model_its_mesh_wants_split_when_too_big
     assert!(
         chosen.starts_with(&format!(
             "auto: serving {MODEL} (the mesh wants it; too big for this node alone, it is split \
-             over 2 members that lend memory), ~"
+             with 1 member that lends memory), ~"
         )) && chosen.contains(" tok/s expected split"),
         "{seen:?}"
     );
