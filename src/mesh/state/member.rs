@@ -96,6 +96,8 @@ pub struct Member {
     again_at: Option<Instant>,
     /// Cut off from gossip: when to ask members to take it in again.
     alone: Alone,
+    /// Lost its last gossip neighbour (not set before the first one: a newcomer missed nothing).
+    cut_off: bool,
     /// Back from being cut off: the members the new neighbour's roster lists.
     catch_up: CatchUp,
 }
@@ -114,6 +116,7 @@ impl Member {
             greet: false,
             again_at: None,
             alone: Alone::default(),
+            cut_off: false,
             catch_up: CatchUp::default(),
         }
     }
@@ -243,9 +246,10 @@ impl Member {
         self.neighbours.insert(id);
         self.former.remove(&id);
         self.neighbour = Some(id);
+        let back = std::mem::take(&mut self.cut_off);
         let mut out = vec![Action::Announce];
         if self.liveness.roster_due(cx.now, cue) {
-            if cue == RosterCue::Back {
+            if back {
                 self.catch_up.asked(id);
             }
             out.push(Action::FetchRoster(id));
@@ -261,6 +265,7 @@ impl Member {
         // node meanwhile, so the next neighbour brings a mesh-wide announcement.
         if self.neighbours.is_empty() {
             self.known_to_mesh = false;
+            self.cut_off = true;
         }
         let mut out = Vec::new();
         self.signal(cx, id, Signal::Lost, &mut out);

@@ -183,3 +183,38 @@ fn a_flooding_neighbour_is_banned_and_leaves_the_table() {
     assert!(banned);
     assert!(a.table.is_empty());
 }
+
+#[test]
+fn only_a_node_back_from_being_cut_off_dials_the_members_a_roster_leaves_out() {
+    let mut a = Node::new();
+    let [b, c, d] = [(); 3].map(|_| SecretKey::generate());
+    let t0 = Instant::now();
+    for k in [&b, &c, &d] {
+        a.on(t0, |m, cx| {
+            m.received(cx, &signed(k, &ann(k)), k.public(), true)
+        });
+    }
+    let roster = |a: &mut Node, from: &SecretKey, listed: &[&SecretKey], at: Instant| {
+        for k in listed {
+            let bytes = Bytes::from(signed(k, &ann(k)));
+            a.on(at, |m, cx| m.roster_entry(cx, bytes, from.public()));
+        }
+        a.on(at, |m, cx| m.roster_end(cx, from.public()))
+    };
+    // A newcomer's first neighbour: its roster is no list of the living (it missed nothing).
+    let out = a.on(t0, |m, cx| m.neighbour_up(cx, b.public()));
+    assert!(out.contains(&Action::FetchRoster(b.public())));
+    assert!(roster(&mut a, &b, &[&c], t0).is_empty());
+    // Cut off, then back: D, which the roster leaves out, is dialled; C is not.
+    a.on(t0, |m, cx| m.neighbour_down(cx, b.public()));
+    let t1 = t0 + crate::mesh::state::liveness::ROSTER_RECHECK;
+    let out = a.on(t1, |m, cx| m.neighbour_up(cx, c.public()));
+    assert!(out.contains(&Action::FetchRoster(c.public())));
+    let out = roster(&mut a, &c, &[&b], t1);
+    assert_eq!(out, [Action::Probe(d.public())]);
+    // No answer: D goes, reported down.
+    let out = a.on(t1, |m, cx| m.probed(cx, d.public(), false));
+    assert!(out
+        .iter()
+        .any(|x| matches!(x, Action::ReportDown { about, .. } if *about == d.public())));
+}
