@@ -95,9 +95,10 @@ bench-score:
 bench-membership nodes="100" idle="60" wait="120" settle="30":
     cargo run --release --example bench_membership -- {{nodes}} {{idle}} {{wait}} {{settle}}
 
-# What one idle QUIC connection costs with the mesh's keep-alive (bytes per second each way).
-bench-keepalive conns="8":
-    cargo run --release --example bench_keepalive -- {{conns}}
+# What a QUIC connection costs with the mesh's keep-alive (bytes per second each way), idle or
+# carrying RATE messages of SIZE bytes a second.
+bench-keepalive conns="8" rate="0" size="243":
+    cargo run --release --example bench_keepalive -- {{conns}} {{rate}} {{size}}
 
 # Membership at scale in simulated time: the real gossip and membership protocols, N nodes in
 # one process, with the network simulated (docs/BENCHMARKS.md, "Membership at scale").

@@ -1,11 +1,19 @@
-//! What an idle QUIC connection costs with the mesh's endpoint settings (1 s keep-alive, 3 s
-//! idle timeout): one endpoint holds N idle connections to N others on 127.0.0.1; after 5 s of
-//! settling, the bytes and datagrams its socket counts over 20 s, per connection per second.
-//! The figure docs/BENCHMARKS.md ("Membership at scale") adds to the simulated gossip bytes.
+//! What a QUIC connection costs with the mesh's endpoint settings (1 s keep-alive, 3 s idle
+//! timeout): one endpoint holds N connections to N others on 127.0.0.1; after 5 s of settling,
+//! the bytes and datagrams its socket counts over 20 s, per connection per second. Idle by
+//! default; with a RATE it also writes RATE messages of SIZE bytes a second on each connection
+//! (one stream each, as gossip does), so that the run gives QUIC's cost per message besides its
+//! payload: its own packet's headers and the acknowledgement that comes back. The figures
+//! docs/BENCHMARKS.md ("Membership at scale") adds to the simulated gossip bytes.
 //!
-//! `cargo run --release --example bench_keepalive -- [N]` (default 4).
+//! `cargo run --release --example bench_keepalive -- [N] [RATE] [SIZE]` (defaults 4, 0, 243:
+//! the mean gossip message of the 1,000-node simulation).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 
 use mesh::mesh::net::endpoint;
 use mesh::mesh::NetConfig;
@@ -36,11 +44,14 @@ async fn bind() -> iroh::Endpoint {
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(4)
-        .max(1);
+    let arg = |i: usize, default: f64| {
+        std::env::args()
+            .nth(i)
+            .and_then(|a| a.parse::<f64>().ok())
+            .unwrap_or(default)
+    };
+    let n = arg(1, 4.0).max(1.0) as usize;
+    let (rate, size) = (arg(2, 0.0).max(0.0), arg(3, 243.0).max(1.0) as usize);
     let a = bind().await;
     let (mut others, mut conns) = (Vec::new(), Vec::new());
     for _ in 0..n {
@@ -49,18 +60,42 @@ async fn main() {
         tokio::spawn(async move {
             while let Some(incoming) = accepting.accept().await {
                 if let Ok(conn) = incoming.await {
-                    tokio::spawn(async move { conn.closed().await });
+                    tokio::spawn(async move {
+                        while let Ok(mut rx) = conn.accept_uni().await {
+                            let mut buf = vec![0u8; 64 * 1024];
+                            while let Ok(Some(_)) = rx.read(&mut buf).await {}
+                        }
+                    });
                 }
             }
         });
         conns.push(a.connect(b.addr(), ALPN).await.expect("a connection"));
         others.push(b);
     }
+    let sent = Arc::new(AtomicU64::new(0));
+    if rate > 0.0 {
+        for conn in &conns {
+            let mut tx = conn.open_uni().await.expect("a stream");
+            let sent = sent.clone();
+            let message = vec![7u8; size];
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                loop {
+                    tick.tick().await;
+                    if tx.write_all(&message).await.is_err() {
+                        return;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let before = counters(&a);
+    let (before, sent_before) = (counters(&a), sent.load(Ordering::Relaxed));
     tokio::time::sleep(WINDOW).await;
-    let after = counters(&a);
+    let (after, sent_after) = (counters(&a), sent.load(Ordering::Relaxed));
     let per = |i: usize| (after[i] - before[i]) as f64 / WINDOW.as_secs_f64() / n as f64;
+    let messages = (sent_after - sent_before) as f64 / WINDOW.as_secs_f64() / n as f64;
     println!(
         "{}",
         serde_json::json!({
@@ -68,6 +103,8 @@ async fn main() {
             "recv_bytes_per_conn_s": per(0),
             "sent_bytes_per_conn_s": per(1),
             "recv_datagrams_per_conn_s": per(2),
+            "messages_per_conn_s": messages,
+            "message_bytes": size,
         })
     );
 }
