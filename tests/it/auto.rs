@@ -531,22 +531,9 @@ async fn auto_warns_and_looks_again_when_the_chosen_mesh_refuses_it() {
 async fn auto_downloads_the_catalog_model_that_fits_and_serves_it() {
     // A catalog of one model (the test model), served by a fake hub on 127.0.0.1.
     let hub = common_hub::FakeHub::start().await;
-    let catalog = mesh::catalog::Catalog::embedded().unwrap();
-    let entry = catalog
-        .get(MODEL)
-        .expect("the test model is in the catalog")
-        .clone();
-    hub.add_file(
-        &entry.repo,
-        &entry.files[0],
-        std::fs::read(model_path()).unwrap(),
-    );
     let dir = home("download");
     let catalog_file = dir.path().join("catalog.toml");
-    let one = mesh::catalog::Catalog {
-        models: vec![entry],
-    };
-    std::fs::write(&catalog_file, toml::to_string(&one).unwrap()).unwrap();
+    serve_test_model_catalog(&hub, &catalog_file);
 
     let relay = start_relay().await;
     let args = [

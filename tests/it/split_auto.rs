@@ -31,6 +31,22 @@ fn node(home: &std::path::Path, percent: u64, ticket: Option<&str>) -> std::proc
     cmd
 }
 
+/// Waits until `relay` holds an offer (the lender's).
+async fn offer_published(relay: &nostr::RelayUrl) {
+    eventually(Duration::from_secs(30), "the lender's offer", || {
+        let relay = relay.clone();
+        async move {
+            let q = mesh::discovery::nostr_io::Query::default();
+            let now = mesh::util::time::unix_secs();
+            !mesh::discovery::nostr_io::fetch_offers(&[relay], &q, now)
+                .await
+                .offers
+                .is_empty()
+        }
+    })
+    .await;
+}
+
 /// Whether the node at `base` lists the model.
 async fn lists(http: &reqwest::Client, base: &str) -> bool {
     model_ids(http, base).await.iter().any(|m| m == NAME)
@@ -152,18 +168,7 @@ async fn auto_with_a_model_too_big_for_it_joins_a_mesh_and_serves_the_model_spli
         NAME,
     ]);
     let _lender = MeshProcess::start_async(lender).await;
-    eventually(Duration::from_secs(30), "the lender's offer", || {
-        let relay = relay.url.clone();
-        async move {
-            let q = mesh::discovery::nostr_io::Query::default();
-            let now = mesh::util::time::unix_secs();
-            !mesh::discovery::nostr_io::fetch_offers(&[relay], &q, now)
-                .await
-                .offers
-                .is_empty()
-        }
-    })
-    .await;
+    offer_published(&relay.url).await;
     // `mesh --auto --model` on a node with 60 % of the need: it joins, and splits the model.
     let mut auto = node(&home.path().join("auto"), 60, None);
     auto.args(["--auto", "--relay", &url, "--model"])
@@ -186,27 +191,14 @@ async fn auto_with_a_model_too_big_for_it_joins_a_mesh_and_serves_the_model_spli
 async fn auto_without_a_model_serves_the_model_its_mesh_wants_split_when_too_big_for_it_alone() {
     // A catalog of one model (the test model), served by a fake hub on 127.0.0.1.
     let hub = crate::common::hub::FakeHub::start().await;
-    let entry = mesh::catalog::Catalog::embedded()
-        .unwrap()
-        .get(MODEL)
-        .expect("the test model is in the catalog")
-        .clone();
-    hub.add_file(
-        &entry.repo,
-        &entry.files[0],
-        std::fs::read(model_path()).unwrap(),
-    );
+    let home = temp_home();
+    let catalog_file = home.path().join("catalog.toml");
+    let entry = serve_test_model_catalog(&hub, &catalog_file);
     // What `--auto` counts the model to need (the catalog's estimate): at its default context,
     // and at the smallest it would shrink the context to.
     let memory = mesh::catalog::ModelMemory::from_entry(&entry);
     let row_need = memory.need_bytes(memory.default_ctx(), 1);
     let least = memory.need_bytes(mesh::catalog::fit::MIN_CTX, 1);
-    let home = temp_home();
-    let catalog_file = home.path().join("catalog.toml");
-    let one = mesh::catalog::Catalog {
-        models: vec![entry],
-    };
-    std::fs::write(&catalog_file, toml::to_string(&one).unwrap()).unwrap();
 
     // A published mesh that wants the model; its one node serves nothing and lends memory.
     let relay = start_relay().await;
@@ -217,18 +209,7 @@ async fn auto_without_a_model_serves_the_model_its_mesh_wants_split_when_too_big
         .args(["--split-worker", "--public", "--publish", "--relay", &url])
         .args(["--want", MODEL]);
     let _lender = MeshProcess::start_async(lender).await;
-    eventually(Duration::from_secs(30), "the lender's offer", || {
-        let relay = relay.url.clone();
-        async move {
-            let q = mesh::discovery::nostr_io::Query::default();
-            let now = mesh::util::time::unix_secs();
-            !mesh::discovery::nostr_io::fetch_offers(&[relay], &q, now)
-                .await
-                .offers
-                .is_empty()
-        }
-    })
-    .await;
+    offer_published(&relay.url).await;
 
     // `mesh --auto` with no --model, on a node with 60 % of the model's least need: it joins,
     // chooses the wanted model because the lender can hold the rest, downloads it and splits it.

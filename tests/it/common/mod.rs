@@ -10,7 +10,7 @@ pub mod process;
 pub use process::{mesh_command, serve_test_model, temp_home, MeshProcess};
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -23,6 +23,26 @@ use mesh::node::Node;
 use serde_json::Value;
 
 /// The test model; `just test` (scripts/fetch-test-model.sh) puts it there.
+/// Serves the test model on `hub` under its catalog entry's repo and file, and writes a catalog
+/// of that one model to `file` (for `--catalog`); returns the entry.
+pub fn serve_test_model_catalog(hub: &hub::FakeHub, file: &Path) -> mesh::catalog::CatalogEntry {
+    let entry = mesh::catalog::Catalog::embedded()
+        .unwrap()
+        .get(MODEL)
+        .expect("the test model is in the catalog")
+        .clone();
+    hub.add_file(
+        &entry.repo,
+        &entry.files[0],
+        std::fs::read(model_path()).unwrap(),
+    );
+    let one = mesh::catalog::Catalog {
+        models: vec![entry.clone()],
+    };
+    std::fs::write(file, toml::to_string(&one).unwrap()).unwrap();
+    entry
+}
+
 pub fn model_path() -> PathBuf {
     let path = std::env::var_os("MESH_TEST_MODEL")
         .map(PathBuf::from)
