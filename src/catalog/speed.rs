@@ -65,12 +65,30 @@ pub fn bytes_per_token(entry: &CatalogEntry) -> u64 {
     }
 }
 
+impl Machine {
+    /// Where a model decodes here, and the bandwidth it reads its weights at there.
+    pub fn decoder(&self) -> (f64, Device) {
+        match self.gpu_bandwidth {
+            Some(bw) if bw > 0.0 => (bw, Device::Gpu),
+            _ => (self.memory_bandwidth, Device::Cpu),
+        }
+    }
+}
+
+impl Device {
+    /// Share of the device's memory bandwidth llama.cpp's decoding reaches.
+    pub fn efficiency(self) -> f64 {
+        match self {
+            Device::Cpu => CPU_EFFICIENCY,
+            Device::Gpu => GPU_EFFICIENCY,
+        }
+    }
+}
+
 /// Decode speed of a model reading `bytes_per_token` per token on `machine`.
 pub fn estimate(bytes_per_token: u64, machine: &Machine) -> Speed {
-    let (bandwidth, device) = match machine.gpu_bandwidth {
-        Some(bw) if bw > 0.0 => (bw * GPU_EFFICIENCY, Device::Gpu),
-        _ => (machine.memory_bandwidth * CPU_EFFICIENCY, Device::Cpu),
-    };
+    let (bandwidth, device) = machine.decoder();
+    let bandwidth = bandwidth * device.efficiency();
     Speed {
         tokens_per_sec: bandwidth.max(0.0) / bytes_per_token.max(1) as f64,
         bytes_per_token,
@@ -88,11 +106,11 @@ pub fn estimate_entry(entry: &CatalogEntry, machine: &Machine) -> Speed {
 pub struct Part {
     /// Share of the model's layers it holds (the parts' shares add up to 1).
     pub share: f64,
-    /// The bandwidth its weights are read at, bytes per second, before [`CPU_EFFICIENCY`]
+    /// The bandwidth its weights are read at, bytes per second, before its device's efficiency
     /// (the host's: [`Machine`]'s, so its GPU's when it has one).
     pub bandwidth: f64,
-    /// Its decoder runs on a GPU.
-    pub gpu: bool,
+    /// Where its decoder runs.
+    pub device: Device,
     /// Round trip from the host to it, seconds; `None` for the host itself.
     pub rtt: Option<f64>,
 }
@@ -138,11 +156,7 @@ pub fn split_estimate(bytes_per_token: u64, parts: &[Part]) -> f64 {
             } else {
                 slowest
             };
-            let efficiency = if p.gpu {
-                GPU_EFFICIENCY
-            } else {
-                CPU_EFFICIENCY
-            };
+            let efficiency = p.device.efficiency();
             let read = p.share.max(0.0) * bytes_per_token as f64 / (bandwidth * efficiency);
             let hop = p
                 .rtt
@@ -237,7 +251,7 @@ mod tests {
         Part {
             share,
             bandwidth,
-            gpu: false,
+            device: Device::Cpu,
             rtt,
         }
     }

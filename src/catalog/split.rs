@@ -9,7 +9,7 @@
 
 use std::cmp::Ordering;
 
-use super::speed::{self, Machine, Part};
+use super::speed::{self, Device, Machine, Part};
 
 /// Most workers of one split (llama.cpp's `GGML_RPC_MAX_SERVERS`).
 pub const MAX_WORKERS: usize = 16;
@@ -145,11 +145,11 @@ pub fn fit(
 ) -> Result<SplitFit, PlanError> {
     let total = layers.unwrap_or(UNKNOWN_LAYERS).max(1);
     let plan = plan(need_bytes, total, host, lenders, None)?;
-    let gpu = machine.gpu_bandwidth.filter(|&b| b > 0.0);
+    let (bandwidth, device) = machine.decoder();
     let mut parts = vec![Part {
         share: f64::from(plan.host_layers) / f64::from(total),
-        bandwidth: gpu.unwrap_or(machine.memory_bandwidth),
-        gpu: gpu.is_some(),
+        bandwidth,
+        device,
         rtt: None,
     }];
     for w in &plan.workers {
@@ -157,7 +157,7 @@ pub fn fit(
         parts.push(Part {
             share: f64::from(w.layers) / f64::from(total),
             bandwidth: m.map_or(0.0, |m| m.memory_bandwidth as f64),
-            gpu: false,
+            device: Device::Cpu,
             rtt: Some(m.and_then(|m| m.rtt).unwrap_or(speed::ASSUMED_RTT_SECS)),
         });
     }
