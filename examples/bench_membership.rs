@@ -14,6 +14,8 @@
 //!   first nodes hold at the end of the window (opened while the mesh was small, closed once
 //!   idle for `Timers::tunnel_idle`, 120 s);
 //! - `cpu_pct_per_node`: CPU of the whole process over that window ÷ N, in % of one core;
+//! - `conns_opened_per_node_s`, `holepunch_attempts_per_node_s`, `ip_paths_added_per_node_s`,
+//!   `recv_datagrams_per_node_s`: what else iroh's socket counted over that window, per node;
 //! - `death_known_by_all_s`: after one node dies (its runtime dropped: no leave, no QUIC
 //!   close), until no other node has it in its table.
 //!
@@ -61,6 +63,20 @@ fn udp_bytes(nodes: &[Mesh]) -> (u64, u64) {
     nodes.iter().fold((0, 0), |(r, s), m| {
         let socket = &m.endpoint().metrics().socket;
         (r + socket.recv_data_ipv4.get(), s + socket.send_ipv4.get())
+    })
+}
+
+/// What else iroh's socket counted on `nodes`: connections opened, hole-punch attempts, direct
+/// paths added, datagrams received (to tell where idle bytes come from).
+fn socket_events(nodes: &[Mesh]) -> [u64; 4] {
+    nodes.iter().fold([0; 4], |[c, h, p, d], m| {
+        let s = &m.endpoint().metrics().socket;
+        [
+            c + s.num_conns_opened.get(),
+            h + s.holepunch_attempts.get(),
+            p + s.transport_ip_paths_added.get(),
+            d + s.recv_datagrams.get(),
+        ]
     })
 }
 
@@ -197,9 +213,11 @@ fn main() {
         let count = nodes.len() as f64 + 1.0;
         let late_before = udp_bytes(&nodes[LATE.min(nodes.len() - 1)..]);
         let ((r0, s0), c0, w0) = (udp_bytes(&nodes), cpu_ticks(), Instant::now());
+        let events0 = socket_events(&nodes);
         tokio::time::sleep(Duration::from_secs(idle_secs)).await;
         let secs = w0.elapsed().as_secs_f64();
         let (r1, s1) = udp_bytes(&nodes);
+        let events1 = socket_events(&nodes);
         // The victim is not counted in the bytes (its counters are on the other runtime's
         // endpoint, read the same way): divide by the nodes read.
         let read = nodes.len() as f64;
@@ -212,6 +230,8 @@ fn main() {
         let ((lr0, _), (lr1, _)) = (late_before, udp_bytes(late));
         let late_recv = (lr1 - lr0) as f64 / secs / late.len() as f64;
         let cpu = (cpu_ticks() - c0) as f64 / secs / count;
+        let per_node = |i: usize| (events1[i] - events0[i]) as f64 / secs / read;
+        let events = [per_node(0), per_node(1), per_node(2), per_node(3)];
         // What the late nodes hold open (mean per node): gossip connections, their own tunnels,
         // nodes with a connection of any kind tracked by the gate.
         let mean_of = |nodes: &[Mesh], what: &str| {
@@ -241,6 +261,11 @@ fn main() {
             "idle: {recv:.0} B/s received ({late_recv:.0} by nodes without tunnels), \
              {sent:.0} B/s sent, {cpu:.2}% CPU per node"
         );
+        eprintln!(
+            "idle, per node per second: {:.4} connections opened, {:.4} hole-punch attempts, \
+             {:.4} direct paths added, {:.2} datagrams received",
+            events[0], events[1], events[2], events[3]
+        );
 
         drop(victim);
         victim_rt.shutdown_background();
@@ -267,6 +292,10 @@ fn main() {
                 "early_tunnel_conns": early_tunnels,
                 "late_gate_tracked_nodes": late_conns[3],
                 "cpu_pct_per_node": cpu,
+                "conns_opened_per_node_s": events[0],
+                "holepunch_attempts_per_node_s": events[1],
+                "ip_paths_added_per_node_s": events[2],
+                "recv_datagrams_per_node_s": events[3],
                 "death_known_by_all_s": death,
             })
         );
