@@ -323,7 +323,8 @@ impl Member {
     pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId) -> Vec<Action> {
         let (me, neighbours) = (self.me, &self.neighbours);
         let skip = |id: &EndpointId| *id == me || neighbours.contains(id);
-        let members: Vec<_> = cx.table.peers().map(|p| p.ann.node).collect();
+        // Read lazily: after every other roster `ended` returns at once, without the table.
+        let members = cx.table.peers().map(|p| p.ann.node);
         let unlisted = self.catch_up.ended(from, members, skip);
         let mut out = Vec::new();
         for id in unlisted {
