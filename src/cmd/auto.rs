@@ -112,7 +112,7 @@ impl Auto {
         let (rows, candidates, machine) = if args.client {
             (Vec::new(), Vec::new(), None)
         } else {
-            let (rows, machine) = catalog_rows(&args.hub.resolve_options(), &home)?;
+            let (rows, machine) = catalog_rows(&args.hub.resolve_options(), &home, args.sizing())?;
             let candidates = candidates(&rows, args.min_speed);
             (rows, candidates, Some(machine))
         };
@@ -137,10 +137,7 @@ impl Auto {
             Action::Browse => Some(self.browse().await?),
             Action::Join { offer, publish } => Some(self.join(offer, publish).await?),
             Action::StartNewMesh => Some(self.start_new_mesh().await?),
-            Action::ChooseAndLoadModel => {
-                self.choose_and_load_model().await?;
-                None
-            }
+            Action::ChooseAndLoadModel => self.choose_and_load_model().await?,
             Action::StartPublishing => {
                 self.start_publishing().await;
                 None
@@ -257,8 +254,9 @@ impl Auto {
 
     /// Choose the model → resolve/download → load, in the background; the node serves the
     /// mesh's models meanwhile. A model the mesh wants that is too big for this node alone is
-    /// a choice when the members that lend memory can hold it, fast enough, split.
-    async fn choose_and_load_model(&mut self) -> anyhow::Result<()> {
+    /// a choice when the members that lend memory can hold it, fast enough, split. With no
+    /// choice, answers [`Event::NothingToServe`] (the reason kept as `failure`).
+    async fn choose_and_load_model(&mut self) -> anyhow::Result<Option<Event<Pick>>> {
         let session = self.session.as_ref().context("no node to serve with")?;
         let offer = session.offer.as_ref().map(|o| &o.content);
         let model = self.args.model();
@@ -270,18 +268,20 @@ impl Auto {
             _ => None,
         };
         let chosen = demand::choose_model(model, offer, &self.candidates, room.as_ref());
-        let Choice {
+        let Some(Choice {
             model,
             reason,
             split,
-        } = chosen.with_context(|| {
-            format!(
+        }) = chosen
+        else {
+            self.failure = Some(anyhow::anyhow!(
                 "no catalog model fits this machine's memory and decodes at {} tok/s or more \
-                     here (see `mesh models --fits`); run with --client to use the mesh without \
-                     serving, lower --min-speed, or pick one with --model",
+                 here (see `mesh models --fits`); run with --client to use the mesh without \
+                 serving, lower --min-speed, or pick one with --model",
                 self.args.min_speed
-            )
-        })?;
+            ));
+            return Ok(Some(Event::NothingToServe));
+        };
         let speed = match split {
             Some(s) => format!(", ~{} tok/s expected split", human_speed(s.tokens_per_sec)),
             None => self
@@ -297,7 +297,7 @@ impl Auto {
         let session = self.session.as_mut().context("no node to serve with")?;
         let node = session.node.serve_later();
         session.loader = Some(tokio::spawn(load_and_serve(self.args.clone(), model, node)));
-        Ok(())
+        Ok(None)
     }
 
     /// Publishes the mesh the node is alone in, unless it already is published.
@@ -383,6 +383,13 @@ impl Auto {
             }
             Message::Emptied => println!("auto: the mesh has emptied; looking for another"),
             Message::OfferConfirmed => println!("auto: gossip agrees with the mesh's offer"),
+            Message::ClientFromNowOn => {
+                let e = self.failure.as_ref().map(|e| format!("{e:#}"));
+                eprintln!(
+                    "warning: {}; staying in the mesh as a client",
+                    e.unwrap_or_else(|| "nothing to serve here".into())
+                );
+            }
         }
     }
 

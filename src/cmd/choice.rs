@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::catalog::listing::ModelRow;
+use crate::catalog::listing::{ModelRow, Sizing};
 use crate::catalog::speed::{self, fast_enough, Machine};
 use crate::catalog::split::Member;
 use crate::catalog::{self, ResolveOptions};
@@ -17,16 +17,18 @@ use crate::node::split::members::lenders;
 /// (which tells of the members that lend memory) before choosing what to serve.
 pub const ROSTER_WAIT: Duration = Duration::from_secs(5);
 
-/// The catalog rows with their fit and expected speed on this machine, and the machine's
-/// figures (the memory bandwidth is measured once, then read from `~/.mesh/machine.json`).
+/// The catalog rows with their fit (at the context and sequences `sizing` asks for) and
+/// expected speed on this machine, and the machine's figures (the memory bandwidth is measured
+/// once, then read from `~/.mesh/machine.json`).
 pub(super) fn catalog_rows(
     hub: &ResolveOptions,
     home: &std::path::Path,
+    sizing: Sizing,
 ) -> anyhow::Result<(Vec<ModelRow>, Machine)> {
     let catalog = hub.load_catalog()?;
     let machine = catalog::bandwidth::machine(home);
     let available = catalog::available_memory();
-    let rows = catalog::listing::rows_on(&catalog.models, hub, available, Some(&machine));
+    let rows = catalog::listing::rows_on(&catalog.models, hub, available, Some(&machine), sizing);
     Ok((rows, machine))
 }
 

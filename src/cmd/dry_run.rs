@@ -18,7 +18,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let home = crate::util::home::mesh_home();
     let relays = relay_list(&args.relay.relays).map_err(anyhow::Error::msg)?;
     let local = args.lan.sources()?;
-    let (rows, machine) = catalog_rows(&args.hub.resolve_options(), &home)?;
+    let (rows, machine) = catalog_rows(&args.hub.resolve_options(), &home, args.sizing())?;
     let candidates = if args.client {
         Vec::new()
     } else {

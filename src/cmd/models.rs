@@ -9,7 +9,7 @@ use crate::catalog::cache::HubCache;
 use crate::catalog::data::CatalogEntry;
 use crate::catalog::error::DownloadError;
 use crate::catalog::fit::{human_bytes, ModelMemory};
-use crate::catalog::listing::{rows, rows_on, ModelRow};
+use crate::catalog::listing::{rows, rows_on, ModelRow, Sizing};
 use crate::catalog::{bandwidth, installed_paths, memory, names, resolve, speed, ResolveOptions};
 
 /// `mesh models …`.
@@ -43,10 +43,16 @@ fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()
     let available = memory::available_memory();
     // The speed estimate only with --fits: it needs the memory bandwidth (measured once).
     let machine = fits_only.then(|| bandwidth::machine(&crate::util::home::mesh_home()));
-    let rows: Vec<ModelRow> = rows_on(&catalog.models, opts, available, machine.as_ref())
-        .into_iter()
-        .filter(|r| !fits_only || r.fits)
-        .collect();
+    let rows: Vec<ModelRow> = rows_on(
+        &catalog.models,
+        opts,
+        available,
+        machine.as_ref(),
+        Sizing::default(),
+    )
+    .into_iter()
+    .filter(|r| !fits_only || r.fits)
+    .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

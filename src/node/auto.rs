@@ -9,6 +9,9 @@
 //!   and publishes it;
 //! - the chosen mesh refuses the node: look again after [`RETRY`]; any other failure to start
 //!   (a busy port, a mesh of our own that cannot start) ends the run;
+//! - joined someone else's mesh, and nothing can be served here (no catalog model fits or
+//!   decodes fast enough): the node stays in the mesh as a client from then on; in a mesh of
+//!   its own that ends the run (a mesh serving nothing is no use to anyone);
 //! - joined, and no other node for [`EMPTY_GRACE`]: a client leaves and looks for another mesh;
 //!   a serving node stays and publishes its mesh (once) so that others can find it; a peer that
 //!   comes back within the grace cancels it;
@@ -61,6 +64,8 @@ pub enum Event<O> {
         contradiction: Option<String>,
         now: Instant,
     },
+    /// The answer to [`Action::ChooseAndLoadModel`] when nothing can be served here.
+    NothingToServe,
     /// Ctrl-C (or SIGTERM).
     CtrlC,
 }
@@ -75,7 +80,8 @@ pub enum Action<O> {
     Join { offer: O, publish: bool },
     /// Start the node in a new public mesh and publish it; answer as for [`Action::Join`].
     StartNewMesh,
-    /// Pick the model to serve and download and load it in the background.
+    /// Pick the model to serve and download and load it in the background; answer with
+    /// [`Event::NothingToServe`] when there is none.
     ChooseAndLoadModel,
     /// Publish the mesh (the node is alone in it).
     StartPublishing,
@@ -108,6 +114,8 @@ pub enum Message {
     Emptied,
     /// Gossip agrees with the joined mesh's offer.
     OfferConfirmed,
+    /// Nothing can be served here; the node stays in the mesh as a client.
+    ClientFromNowOn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,10 +130,11 @@ enum State {
     Starting {
         joining: bool,
     },
-    /// In a mesh. `alone_since`: when the last other node went (or the node joined without
-    /// seeing one); `publishing`: whether the mesh is published; `verify_at`: when to check
-    /// the offer against gossip (until it is checked).
+    /// In a mesh. `own`: a mesh the node started; `alone_since`: when the last other node
+    /// went (or the node joined without seeing one); `publishing`: whether the mesh is
+    /// published; `verify_at`: when to check the offer against gossip (until it is checked).
     Joined {
+        own: bool,
         alone_since: Option<Instant>,
         publishing: bool,
         verify_at: Option<Instant>,
@@ -161,6 +170,7 @@ impl Policy {
                 alone_since,
                 publishing,
                 verify_at,
+                ..
             } => {
                 let grace = alone_since
                     .filter(|_| self.cfg.client || !publishing)
@@ -189,6 +199,7 @@ impl Policy {
             (State::Looking, Event::Found { best, now }) => self.found(best, now),
             (State::Starting { joining }, Event::Started { peers, now }) => {
                 self.state = State::Joined {
+                    own: !joining,
                     alone_since: (peers == 0).then_some(now),
                     publishing: !joining || self.cfg.publish,
                     verify_at: (joining && self.cfg.verify_offers).then(|| now + VERIFY_AFTER),
@@ -205,6 +216,14 @@ impl Policy {
                     self.state = State::Stopped;
                     vec![Action::Fail]
                 }
+            }
+            (State::Joined { own: true, .. }, Event::NothingToServe) => {
+                self.state = State::Stopped;
+                vec![Action::Fail]
+            }
+            (State::Joined { own: false, .. }, Event::NothingToServe) if !self.cfg.client => {
+                self.cfg.client = true;
+                vec![Action::Say(Message::ClientFromNowOn)]
             }
             (State::Joined { .. }, Event::PeersChanged { count, now }) => {
                 self.peers_changed(count, now)
@@ -288,6 +307,7 @@ impl Policy {
     /// Acts on a mesh that has had no other node for [`EMPTY_GRACE`].
     fn check_alone<O>(&mut self, now: Instant) -> Vec<Action<O>> {
         let State::Joined {
+            own,
             alone_since: Some(since),
             publishing,
             verify_at,
@@ -306,6 +326,7 @@ impl Policy {
             return vec![];
         }
         self.state = State::Joined {
+            own,
             alone_since: Some(since),
             publishing: true,
             verify_at,

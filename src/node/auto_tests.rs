@@ -104,6 +104,33 @@ fn a_joined_client_loads_nothing_and_a_serving_node_chooses_a_model() {
 }
 
 #[test]
+fn a_node_with_nothing_to_serve_stays_in_a_joined_mesh_as_a_client() {
+    let t0 = Instant::now();
+    let mut p = joined(policy(false, false), 1, t0);
+    let acts = p.handle::<&str>(Event::NothingToServe);
+    assert_eq!(acts, vec![A::Say(Message::ClientFromNowOn)]);
+    assert!(!p.stopped());
+    // From then on the client's rules: alone for the grace, it leaves and looks again (a
+    // serving node would stay and publish its mesh).
+    assert_eq!(peers(&mut p, 0, at(t0, 5)), vec![]);
+    let acts = timer(&mut p, at(t0, 5) + EMPTY_GRACE);
+    assert_eq!(acts, vec![A::Leave, A::Say(Message::Emptied), A::Browse]);
+    // The next mesh it joins, it joins as a client: it chooses no model there.
+    found(&mut p, Some("n"), at(t0, 20));
+    assert_eq!(started(&mut p, 1, at(t0, 20)), vec![]);
+}
+
+#[test]
+fn a_node_with_nothing_to_serve_in_a_mesh_of_its_own_ends_the_run() {
+    let t0 = Instant::now();
+    let mut p = policy(false, false);
+    found(&mut p, None, t0);
+    assert_eq!(started(&mut p, 0, t0), vec![A::ChooseAndLoadModel]);
+    assert_eq!(p.handle::<&str>(Event::NothingToServe), vec![A::Fail]);
+    assert!(p.stopped());
+}
+
+#[test]
 fn a_refusal_by_the_mesh_pauses_and_looks_again() {
     let t0 = Instant::now();
     let mut p = policy(true, false);

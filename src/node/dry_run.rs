@@ -176,7 +176,7 @@ pub fn plan(inputs: Inputs<'_>) -> DryRun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::listing::rows_on;
+    use crate::catalog::listing::{rows_on, Sizing};
     use crate::catalog::{Catalog, ResolveOptions};
 
     const GIB: u64 = 1024 * 1024 * 1024;
@@ -199,6 +199,7 @@ mod tests {
             &opts,
             room,
             Some(&machine()),
+            Sizing::default(),
         )
     }
 

@@ -249,3 +249,49 @@ async fn auto_without_a_model_serves_the_model_its_mesh_wants_split_when_too_big
     assert!(!text.is_empty());
     assert_eq!(hub.blob_gets().len(), 1, "the weights came from the hub");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_with_nothing_it_can_serve_stays_in_the_joined_mesh_as_a_client() {
+    let hub = crate::common::hub::FakeHub::start().await;
+    let home = temp_home();
+    let catalog_file = home.path().join("catalog.toml");
+    let entry = serve_test_model_catalog(&hub, &catalog_file);
+    let memory = mesh::catalog::ModelMemory::from_entry(&entry);
+    let least = memory.need_bytes(mesh::catalog::fit::MIN_CTX, 1);
+
+    // A published mesh whose one node serves the test model.
+    let relay = start_relay().await;
+    let url = relay.url.to_string();
+    let mut host = node(&home.path().join("host"), 300, None);
+    host.args(["--public", "--publish", "--relay", &url, "--model"])
+        .arg(model_path())
+        .args(["--model-name", NAME]);
+    let _host = MeshProcess::start_async(host).await;
+    offer_published(&relay.url).await;
+
+    // `mesh --auto` on a node with half the one catalog model's least need: it joins, finds
+    // nothing to serve, says so, and stays in the mesh as a client (before, the run ended).
+    let mut auto = serve(&home.path().join("auto"));
+    auto.env("MESH_MEMORY_BYTES", (least / 2).to_string())
+        .args(["--auto", "--relay", &url, "--catalog"])
+        .arg(&catalog_file)
+        .args(["--hf-endpoint", &hub.url()]);
+    let mut auto = MeshProcess::start_async(auto).await;
+    let joined = auto.lines.iter().any(|l| l.starts_with("auto: joining"));
+    assert!(joined, "{:?}", auto.lines);
+    let seen = auto
+        .wait_line("staying in the mesh as a client", Duration::from_secs(30))
+        .await;
+    let said = seen.last().unwrap();
+    assert!(said.contains("no catalog model fits"), "{seen:?}");
+    // The mesh's model answers through this node's API.
+    let http = http_client();
+    eventually(Duration::from_secs(30), "the host's model listed", || {
+        let (http, base) = (http.clone(), auto.base());
+        async move { lists(&http, &base).await }
+    })
+    .await;
+    let text = answer(&http, &auto.base(), &greedy(NAME, 16, false)).await;
+    assert!(!text.is_empty());
+    assert!(hub.blob_gets().is_empty(), "nothing was downloaded");
+}

@@ -207,6 +207,14 @@ impl ServeArgs {
     pub fn model(&self) -> Option<&str> {
         self.models.first().map(String::as_str)
     }
+
+    /// The context and sequences a model would be served with (`--ctx`, `--parallel`).
+    pub fn sizing(&self) -> crate::catalog::listing::Sizing {
+        crate::catalog::listing::Sizing {
+            ctx: self.ctx,
+            parallel: self.parallel,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
