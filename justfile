@@ -100,6 +100,11 @@ bench-membership nodes="100" idle="60" wait="120" settle="30":
 bench-keepalive conns="8" rate="0" size="243":
     cargo run --release --example bench_keepalive -- {{conns}} {{rate}} {{size}}
 
+# What one short-lived QUIC connection costs (both ends' bytes), with and without path MTU
+# discovery: a connection opened, one message, held `hold` seconds, closed.
+bench-connect conns="5" hold="10":
+    cargo run --release --example bench_connect -- {{conns}} {{hold}}
+
 # Membership at scale in simulated time: the real gossip and membership protocols, N nodes in
 # one process, with the network simulated (docs/BENCHMARKS.md, "Membership at scale").
 sim-membership nodes="1000" idle="900" seed="1" strays="1":

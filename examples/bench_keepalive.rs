@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh::mesh::net::endpoint;
-use mesh::mesh::NetConfig;
+#[path = "support/quic.rs"]
+mod quic;
+use quic::{arg, bind, drain};
 
 const ALPN: &[u8] = b"bench/idle";
 const WINDOW: Duration = Duration::from_secs(20);
@@ -29,44 +30,15 @@ fn counters(e: &iroh::Endpoint) -> [u64; 3] {
     ]
 }
 
-async fn bind() -> iroh::Endpoint {
-    endpoint::builder(&NetConfig::offline(), iroh::SecretKey::generate())
-        .clear_ip_transports()
-        .bind_addr((std::net::Ipv4Addr::LOCALHOST, 0))
-        .expect("a loopback address")
-        .alpns(vec![ALPN.to_vec()])
-        .bind()
-        .await
-        .expect("an endpoint")
-}
-
 #[tokio::main]
 async fn main() {
-    let arg = |i: usize, default: f64| {
-        std::env::args()
-            .nth(i)
-            .and_then(|a| a.parse::<f64>().ok())
-            .unwrap_or(default)
-    };
     let n = arg(1, 4.0).max(1.0) as usize;
     let (rate, size) = (arg(2, 0.0).max(0.0), arg(3, 243.0).max(1.0) as usize);
-    let a = bind().await;
+    let a = bind(ALPN, true).await;
     let (mut others, mut conns) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let b = bind().await;
-        let accepting = b.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = accepting.accept().await {
-                if let Ok(conn) = incoming.await {
-                    tokio::spawn(async move {
-                        while let Ok(mut rx) = conn.accept_uni().await {
-                            let mut buf = vec![0u8; 64 * 1024];
-                            while let Ok(Some(_)) = rx.read(&mut buf).await {}
-                        }
-                    });
-                }
-            }
-        });
+        let b = bind(ALPN, true).await;
+        drain(&b);
         conns.push(a.connect(b.addr(), ALPN).await.expect("a connection"));
         others.push(b);
     }

@@ -16,6 +16,7 @@
 //! - `cpu_pct_per_node`: CPU of the whole process over that window ÷ N, in % of one core;
 //! - `conns_opened_per_node_s`, `holepunch_attempts_per_node_s`, `ip_paths_added_per_node_s`,
 //!   `recv_datagrams_per_node_s`: what else iroh's socket counted over that window, per node;
+//! - `nodes_lacking_after_window`: nodes whose table still lacks a member at the window's end;
 //! - `death_known_by_all_s`: after one node dies (its runtime dropped: no leave, no QUIC
 //!   close), until no other node has it in its table.
 //!
@@ -218,6 +219,9 @@ fn main() {
         let secs = w0.elapsed().as_secs_f64();
         let (r1, s1) = udp_bytes(&nodes);
         let events1 = socket_events(&nodes);
+        // Nodes whose table still lacks a member (the victim and the newcomer included) after
+        // the settle time and the window: a gap that healed meanwhile is not counted.
+        let lacking_after_window = nodes.iter().filter(|m| m.peers().len() < total + 1).count();
         // The victim is not counted in the bytes (its counters are on the other runtime's
         // endpoint, read the same way): divide by the nodes read.
         let read = nodes.len() as f64;
@@ -297,6 +301,7 @@ fn main() {
                 "ip_paths_added_per_node_s": events[2],
                 "recv_datagrams_per_node_s": events[3],
                 "death_known_by_all_s": death,
+                "nodes_lacking_after_window": lacking_after_window,
             })
         );
         for m in &nodes {

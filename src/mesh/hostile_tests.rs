@@ -100,6 +100,8 @@ fn caps() -> Vec<(&'static str, usize)> {
         ("known_models", MAX_SEEN),
         ("liveness_probes", MAX_PROBES),
         ("liveness_suspects", MAX_SUSPECTS),
+        ("former_neighbours", state::member::MAX_FORMER),
+        ("catch_up_listed", proto::roster::MAX_FRAMES),
     ]
 }
 

@@ -18,6 +18,7 @@
 mod attempt;
 mod config;
 mod error;
+mod gossip_config;
 #[cfg(test)]
 mod hostile_tests;
 pub mod identity;
@@ -83,24 +84,6 @@ use state::seen::SeenModels;
 const ROUTER_SHUTDOWN: Duration = Duration::from_secs(5);
 /// How long a graceful leave waits for its message to go out before the endpoint closes.
 const LEAVE_FLUSH: Duration = Duration::from_millis(200);
-/// How long iroh-gossip keeps a message's payload to answer neighbours' repair requests
-/// (default 30 s): a lost announcement heals at its author's next change or refresh (and a
-/// newcomer gets the roster directly), and everything a flooding member sent before it was cut
-/// off is held this long.
-const GOSSIP_CACHE: Duration = Duration::from_secs(5);
-/// How long iroh-gossip remembers a message's id to deliver it only once (default 90 s); a
-/// copy seen again later is refused by the peer table (`seq` not newer) or the `seq` window.
-const GOSSIP_IDS: Duration = Duration::from_secs(30);
-
-/// iroh-gossip's broadcast settings for the mesh topic (also the simulation's, `sim`).
-fn plumtree_config() -> iroh_gossip::proto::PlumtreeConfig {
-    iroh_gossip::proto::PlumtreeConfig {
-        message_cache_retention: GOSSIP_CACHE,
-        message_id_retention: GOSSIP_IDS,
-        ..Default::default()
-    }
-}
-
 /// What this node serves right now, as it is announced to peers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Serving {
@@ -230,15 +213,15 @@ impl Shared {
     }
 
     /// This node's announcement, signed now, then every peer's as its author signed it
-    /// (`mesh/roster/1`).
-    fn signed_roster(&self) -> Vec<bytes::Bytes> {
+    /// (`mesh/roster/1`); `None`: refused (this node is leaving).
+    fn signed_roster(&self) -> Option<Vec<bytes::Bytes>> {
         if self.leaving.load(std::sync::atomic::Ordering::Relaxed) {
-            return Vec::new();
+            return None;
         }
         let own = Message::Announce(self.announcement());
         let mut all = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
         all.extend(self.with_table(|t| t.signed_roster()));
-        all
+        Some(all)
     }
 
     fn announcement(&self) -> Announcement {
@@ -402,6 +385,7 @@ impl Mesh {
         let [conns, down] = self.shared.tunnel.sizes();
         let [probes, suspects] = self.shared.with_member(|m| m.liveness().sizes());
         let neighbours = self.shared.with_member(|m| m.neighbours());
+        let [former, listed] = self.shared.with_member(|m| m.sizes());
         let gossip_conns = self.shared.gate.open_on(iroh_gossip::ALPN).len();
         let known = self
             .shared
@@ -426,6 +410,8 @@ impl Mesh {
             ("known_models", known),
             ("liveness_probes", probes),
             ("liveness_suspects", suspects),
+            ("former_neighbours", former),
+            ("catch_up_listed", listed),
         ]
     }
 

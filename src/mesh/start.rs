@@ -38,7 +38,8 @@ impl Mesh {
         ));
         let gossip = Gossip::builder()
             .max_message_size(announce::MAX_MESSAGE_BYTES)
-            .broadcast_config(plumtree_config())
+            .broadcast_config(super::gossip_config::plumtree_config())
+            .membership_config(super::gossip_config::hyparview_config())
             .spawn(endpoint.clone());
         let offer = OfferSlot::default();
         let (msg_server, received) = net::msg::MsgServer::new();
@@ -106,9 +107,7 @@ impl Mesh {
         });
         let weak = Arc::downgrade(&shared);
         let _ = roster.source.set(Box::new(move || {
-            weak.upgrade()
-                .map(|s| s.signed_roster())
-                .unwrap_or_default()
+            weak.upgrade().and_then(|s| s.signed_roster())
         }));
         let filing = tokio::spawn(messages::file_received(shared.clone(), received));
         let membership_stop = cancel.child_token();

@@ -54,7 +54,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (probed_tx, mut probed) = mpsc::channel::<(EndpointId, bool)>(MAX_PROBES);
-    let (rosters_tx, mut rosters) = mpsc::channel::<(EndpointId, Vec<Bytes>)>(1);
+    let (rosters_tx, mut rosters) = mpsc::channel::<(EndpointId, Result<Vec<Bytes>, String>)>(1);
     let io = Io {
         shared: &shared,
         sender: &sender,
@@ -89,27 +89,13 @@ pub(crate) async fn run(
                 }
                 io.carry_out(step(&shared, |m, cx| m.probed(cx, id, alive))).await;
             }
-            Some((from, entries)) = rosters.recv() => {
-                let n = entries.len();
-                for bytes in entries {
-                    io.carry_out(step(&shared, |m, cx| m.roster_entry(cx, bytes, from))).await;
+            Some((from, answer)) = rosters.recv() => match answer {
+                Ok(entries) => receive_roster(&shared, &io, from, entries).await,
+                Err(e) => {
+                    tracing::debug!(peer = %from.fmt_short(), "cannot fetch the roster: {e}");
+                    shared.with_member(|m| m.roster_failed(from));
                 }
-                io.carry_out(step(&shared, |m, cx| m.roster_end(cx, from))).await;
-                if !shared.roster_seen.send_replace(true) {
-                    // The first roster: now the table's size is the mesh's, and in a small
-                    // mesh the peers heard of before it get their tunnels.
-                    let ids: Vec<_> = shared.with_table(|t| {
-                        if t.len() > EAGER_TUNNEL_PEERS {
-                            return Vec::new();
-                        }
-                        t.peers().map(|p| p.ann.node).collect()
-                    });
-                    for id in ids.into_iter().filter(|id| shared.tunnel.cached(id).is_none()) {
-                        open_eager_tunnel(&shared, id);
-                    }
-                }
-                tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
-            }
+            },
             event = receiver.next(), if gossip_open => match event {
                 Some(Ok(GossipEvent::Received(m))) => receive(&shared, &m.content, m.delivered_from, m.scope.is_direct()),
                 Some(Ok(GossipEvent::NeighborUp(id))) => {
@@ -169,6 +155,34 @@ pub(crate) fn receive(shared: &Shared, bytes: &[u8], delivered_from: EndpointId,
     }
 }
 
+/// Neighbour `from`'s roster came: each entry checked and applied, then its end (the
+/// catch-up's list). The first roster tells the mesh's size: in a small mesh the peers heard
+/// of before it get their tunnels.
+async fn receive_roster(shared: &Arc<Shared>, io: &Io<'_>, from: EndpointId, entries: Vec<Bytes>) {
+    let n = entries.len();
+    for bytes in entries {
+        io.carry_out(step(shared, |m, cx| m.roster_entry(cx, bytes, from)))
+            .await;
+    }
+    io.carry_out(step(shared, |m, cx| m.roster_end(cx, from)))
+        .await;
+    if !shared.roster_seen.send_replace(true) {
+        let ids: Vec<_> = shared.with_table(|t| {
+            if t.len() > EAGER_TUNNEL_PEERS {
+                return Vec::new();
+            }
+            t.peers().map(|p| p.ann.node).collect()
+        });
+        for id in ids
+            .into_iter()
+            .filter(|id| shared.tunnel.cached(id).is_none())
+        {
+            open_eager_tunnel(shared, id);
+        }
+    }
+    tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
+}
+
 /// A roster entry from neighbour `from` (for the attacker tests; the driver takes whole rosters).
 #[cfg(test)]
 pub(crate) fn receive_roster_entry(shared: &Shared, bytes: Bytes, from: EndpointId) {
@@ -207,7 +221,7 @@ struct Io<'a> {
     shared: &'a Arc<Shared>,
     sender: &'a GossipSender,
     probed: &'a mpsc::Sender<(EndpointId, bool)>,
-    rosters: &'a mpsc::Sender<(EndpointId, Vec<Bytes>)>,
+    rosters: &'a mpsc::Sender<(EndpointId, Result<Vec<Bytes>, String>)>,
 }
 
 impl Io<'_> {
@@ -253,14 +267,8 @@ impl Io<'_> {
                 Some(Action::FetchRoster(id)) => {
                     let (shared, rosters) = (self.shared.clone(), self.rosters.clone());
                     tokio::spawn(async move {
-                        match roster::fetch(&shared.endpoint, id).await {
-                            Ok(entries) => {
-                                let _ = rosters.send((id, entries)).await;
-                            }
-                            Err(e) => {
-                                tracing::debug!(peer = %id.fmt_short(), "cannot fetch the roster: {e}")
-                            }
-                        }
+                        let answer = roster::fetch(&shared.endpoint, id).await;
+                        let _ = rosters.send((id, answer)).await;
                     });
                 }
                 Some(other) => tracing::debug!("not carried out: {other:?}"),

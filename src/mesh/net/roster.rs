@@ -23,8 +23,9 @@ pub const ROSTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// seconds, then once per new neighbour and `state::liveness::ROSTER_GAP`).
 pub const ASK_GAP: Duration = Duration::from_secs(3);
 
-/// The signed messages to hand out: this node's own announcement first, then its peers'.
-pub type RosterFn = Box<dyn Fn() -> Vec<Bytes> + Send + Sync>;
+/// The signed messages to hand out: this node's own announcement first, then its peers';
+/// `None`: refuse (the asker sees the connection close, and asks again later).
+pub type RosterFn = Box<dyn Fn() -> Option<Vec<Bytes>> + Send + Sync>;
 
 /// The answering side, registered on the node's router before the peer table exists (the
 /// mesh sets [`RosterServer::source`] once it does; until then it answers nothing).
@@ -70,7 +71,7 @@ impl ProtocolHandler for RosterServer {
             if req[0] != REQUEST || !self.allow(from, Instant::now()) {
                 return None;
             }
-            let messages = self.source.get().map(|f| f()).unwrap_or_default();
+            let messages = self.source.get().and_then(|f| f())?;
             send.write_all(&roster::encode(&messages)).await.ok()?;
             send.finish().ok()?;
             // Let the asker read to the end before the connection closes.

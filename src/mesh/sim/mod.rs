@@ -94,6 +94,7 @@ enum Ev {
     Sweep,
     Probed(EndpointId, bool),
     Roster(EndpointId, Vec<Bytes>),
+    RosterFailed(EndpointId),
 }
 
 struct Entry {
@@ -245,8 +246,8 @@ impl World {
     fn fresh_gossip(&self, i: usize, id: EndpointId) -> State<EndpointId, StdRng> {
         let config = Config {
             max_message_size: MAX_MESSAGE_BYTES,
-            broadcast: super::plumtree_config(),
-            ..Default::default()
+            broadcast: super::gossip_config::plumtree_config(),
+            membership: super::gossip_config::hyparview_config(),
         };
         let rng = StdRng::seed_from_u64(self.cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
         State::new(id, PeerData::default(), config, rng)
@@ -535,6 +536,7 @@ impl World {
                 let actions = self.member(e.node, |m, cx| m.roster_end(cx, from));
                 self.carry_out(e.node, actions);
             }
+            Ev::RosterFailed(from) => self.nodes[e.node].member.roster_failed(from),
         }
     }
 
@@ -749,12 +751,12 @@ impl World {
     /// it arrives two round trips later (dial, then the request).
     fn fetch_roster(&mut self, i: usize, id: EndpointId) {
         self.nodes[i].rosters_asked += 1;
-        let Some(&j) = self.index.get(&id) else {
+        let j = self.index.get(&id).copied();
+        let Some(j) = j.filter(|&j| self.nodes[j].alive) else {
+            let at = self.now + self.cfg.dial_timeout;
+            self.push(at, i, Ev::RosterFailed(id));
             return;
         };
-        if !self.nodes[j].alive {
-            return;
-        }
         let own = Message::Announce(self.announcement(j));
         let mut entries = vec![Bytes::from(announce::encode(&self.nodes[j].key, &own))];
         entries.extend(self.nodes[j].table.signed_roster());

@@ -25,6 +25,17 @@ impl CatchUp {
         self.listed.clear();
     }
 
+    /// A roster after being cut off is awaited (the ask may have failed: a retry of another
+    /// neighbour's takes its place).
+    pub fn awaiting(&self) -> bool {
+        self.from.is_some()
+    }
+
+    /// Members listed so far (at most a roster's `proto::roster::MAX_FRAMES`).
+    pub fn listed_len(&self) -> usize {
+        self.listed.len()
+    }
+
     /// `from`'s roster lists `node` (an announcement whose author is `node`).
     pub fn listed(&mut self, from: EndpointId, node: EndpointId) {
         if self.from == Some(from) {

@@ -26,6 +26,9 @@ use crate::mesh::proto::announce::{self, Message};
 
 /// A node that has just reached the mesh announces to it once more this long after.
 pub const ANNOUNCE_AGAIN: Duration = Duration::from_secs(5);
+/// Most former gossip neighbours remembered (a hostile member churning its neighbours cannot
+/// grow the map past it; forgetting one early only lets its stray connection close later).
+pub const MAX_FORMER: usize = super::peers::MAX_PEERS;
 
 /// What the driver passes with every event: the tables it holds (locked) and the two clocks.
 pub struct Cx<'a> {
@@ -85,7 +88,7 @@ pub struct Member {
     /// Gossip neighbours now (gossip's active view: a handful).
     neighbours: BTreeSet<EndpointId>,
     /// Former gossip neighbours, and when they stopped being one (forgotten after
-    /// `Timers::stray`).
+    /// `Timers::stray`; at most [`MAX_FORMER`], the oldest forgotten first).
     former: BTreeMap<EndpointId, Instant>,
     /// A mesh-wide announcement went out while the node had a neighbour to carry it.
     known_to_mesh: bool,
@@ -128,6 +131,11 @@ impl Member {
     /// Gossip neighbours now.
     pub fn neighbours(&self) -> usize {
         self.neighbours.len()
+    }
+
+    /// Sizes of the former neighbours and of the catch-up's list (for the attacker tests).
+    pub fn sizes(&self) -> [usize; 2] {
+        [self.former.len(), self.catch_up.listed_len()]
     }
 
     /// Announce at the next check, whatever changed (what this node serves changed).
@@ -188,6 +196,9 @@ impl Member {
         changed(&mut out, cx.table.expire(cx.now, self.timers.expiry));
         if let Some(id) = self.neighbour {
             if self.liveness.roster_due(cx.now, RosterCue::Sweep) {
+                if self.catch_up.awaiting() {
+                    self.catch_up.asked(id);
+                }
                 out.push(Action::FetchRoster(id));
             }
         }
@@ -249,7 +260,7 @@ impl Member {
         let back = std::mem::take(&mut self.cut_off);
         let mut out = vec![Action::Announce];
         if self.liveness.roster_due(cx.now, cue) {
-            if back {
+            if back || self.catch_up.awaiting() {
                 self.catch_up.asked(id);
             }
             out.push(Action::FetchRoster(id));
@@ -260,6 +271,14 @@ impl Member {
     /// Gossip dropped a neighbour: dead, leaving, or only rotated out of its active view.
     pub fn neighbour_down(&mut self, cx: &mut Cx, id: EndpointId) -> Vec<Action> {
         self.neighbours.remove(&id);
+        if self.former.len() >= MAX_FORMER {
+            let oldest = self
+                .former
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, _)| *k);
+            oldest.map(|k| self.former.remove(&k));
+        }
         self.former.insert(id, cx.now);
         // Cut off from the mesh (a partition, a stall): the other side may have dropped this
         // node meanwhile, so the next neighbour brings a mesh-wide announcement.
@@ -321,6 +340,7 @@ impl Member {
     /// Neighbour `from`'s roster has ended. After being cut off, the members it did not list
     /// are dialled (`state::catch_up`): one that died meanwhile goes at the probe's timeout.
     pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId) -> Vec<Action> {
+        self.liveness.roster_received();
         let (me, neighbours) = (self.me, &self.neighbours);
         let skip = |id: &EndpointId| *id == me || neighbours.contains(id);
         // Read lazily: after every other roster `ended` returns at once, without the table.
@@ -331,6 +351,12 @@ impl Member {
             self.signal(cx, id, Signal::Lost, &mut out);
         }
         out
+    }
+
+    /// The roster asked of `from` did not come (no answer in time, the connection lost): it
+    /// is asked again, of the neighbour of the moment, at a later sweep.
+    pub fn roster_failed(&mut self, _from: EndpointId) {
+        self.liveness.roster_failed();
     }
 
     /// Something happened to our connection to `id`: drop it now, or dial it first.

@@ -218,3 +218,16 @@ fn only_a_node_back_from_being_cut_off_dials_the_members_a_roster_leaves_out() {
         .iter()
         .any(|x| matches!(x, Action::ReportDown { about, .. } if *about == d.public())));
 }
+
+#[test]
+fn former_neighbours_stay_bounded_when_neighbours_churn() {
+    let mut a = Node::new();
+    let t0 = Instant::now();
+    for i in 0..MAX_FORMER + 10 {
+        let id = SecretKey::generate().public();
+        let now = t0 + Duration::from_millis(i as u64);
+        a.on(now, |m, cx| m.neighbour_up(cx, id));
+        a.on(now, |m, cx| m.neighbour_down(cx, id));
+    }
+    assert_eq!(a.member.sizes()[0], MAX_FORMER);
+}
