@@ -25,10 +25,10 @@ pub(super) fn plumtree_config() -> iroh_gossip::proto::PlumtreeConfig {
 
 /// How often HyParView swaps a sample of its views with a random member (default 60 s). Each
 /// swap's reply comes over a connection of its own: a QUIC handshake, path MTU discovery and
-/// 10 s until it is closed as a stray, ~22 KB (`just bench-connect`), which made up most of what an idle
-/// member received (docs/BENCHMARKS.md, "Membership at scale"). The passive view it refreshes
-/// is also filled by joins' random walks, and a node left with no neighbour asks members of its
-/// table instead (`state::alone`); so it swaps once per refresh.
+/// 10 s until it is closed as a stray, ~22 KB (`just bench-connect`). At the default that was
+/// 60 % of what an idle member received (docs/BENCHMARKS.md, "Membership at scale"). The
+/// passive view it refreshes is also filled by joins' random walks, and a node left with no
+/// neighbour asks members of its table instead (`state::alone`); so it swaps once per refresh.
 pub(super) const GOSSIP_SHUFFLE: Duration = announce::REFRESH;
 
 /// iroh-gossip's membership settings for the mesh topic (also the simulation's, `sim`).
