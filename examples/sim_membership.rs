@@ -7,12 +7,14 @@
 //!   node has it in its table, and until it has every node (its neighbour's roster);
 //! - `gossip_sent_bytes_per_node_s` (= received): gossip frames and rosters per node per
 //!   second over an idle window of `IDLE` seconds (default: one refresh period and a half),
-//!   30 s after the newcomer joined;
+//!   120 s after the newcomer joined (the joins' roster retries are over by then);
 //!   `conns_per_node`: QUIC connections open per node meanwhile (each also costs keep-alives,
 //!   which are not simulated: docs/BENCHMARKS.md adds them from a measurement);
 //!   `dials_per_node_s`: connections opened; `by_kind`: the same messages and bytes by
 //!   iroh-gossip's message kind (`sim::KINDS`);
 //! - `death_known_by_all_s`: after one node dies silently, until no node has it in its table;
+//! - `joining_rosters_per_node`, `joining_roster_bytes_per_node`: rosters each node received
+//!   from the first join to the idle window, and their bytes;
 //! - `bans`, `live_dropped`: honest nodes banned, live peers dropped from a table (both 0 in a
 //!   healthy run); `rejoins`: times a node with no gossip neighbour asked members to take it
 //!   in (`state::alone`), over the whole run.
@@ -28,6 +30,7 @@ use mesh::mesh::sim::{SimConfig, World, KINDS};
 const TICK: Duration = Duration::from_millis(100);
 const LIMIT: Duration = Duration::from_secs(600);
 const SETTLE: Duration = Duration::from_secs(30);
+const QUIET: Duration = Duration::from_secs(120);
 
 fn main() {
     let arg = |i: usize, default: u64| {
@@ -103,8 +106,10 @@ fn main() {
         &format!("newcomer known by all: {known_by_all:?}, knows all: {knows_all:?}"),
     );
 
-    // Let the join's after-effects pass (the newcomers' second roster fetch 5 s after the first).
-    w.run_for(SETTLE);
+    // Let the joins' after-effects pass: the newcomers' second roster 5 s after the first, and
+    // the retries after incomplete rosters (`liveness::INCOMPLETE_ROSTERS`, over about 75 s).
+    w.run_for(QUIET);
+    let joining = w.traffic();
     w.reset_traffic();
     w.run_for(idle);
     let t = w.traffic();
@@ -144,6 +149,10 @@ fn main() {
             "strays_closed_per_node_s": per_node(t.strays_closed),
             "dials_per_node_s": per_node(t.dials),
             "rejoins": w.rejoins(),
+            // From the first join to the idle window: rosters handed out per node, and their
+            // bytes per node (each counted once, as received).
+            "joining_rosters_per_node": joining.rosters.0 as f64 / alive,
+            "joining_roster_bytes_per_node": joining.rosters.1 as f64 / alive,
             "by_kind": by_kind,
             "gossip_neighbours_per_node": neighbours,
             "death_known_by_all_s": secs(death),

@@ -156,7 +156,15 @@ async fn a_newcomer_gets_the_whole_roster_from_a_neighbour_and_forged_entries_ar
     })
     .await;
     // What a member hands out: its own announcement first, then its peers' as they signed them.
-    let entries = roster::fetch(b.endpoint(), c.node_id()).await.unwrap();
+    // C joined A, which started the mesh: it has a complete table once a roster from A (or
+    // from B, once B had A's) came, and says so with its roster.
+    until(&c, "C to have a complete roster", |c| {
+        c.shared.with_member(|m| m.roster_complete())
+    })
+    .await;
+    let answer = roster::fetch(b.endpoint(), c.node_id()).await.unwrap();
+    assert!(answer.complete);
+    let entries = answer.entries;
     assert_eq!(entries.len(), 3);
     let authors: Vec<_> = entries
         .iter()

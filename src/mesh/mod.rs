@@ -212,16 +212,17 @@ impl Shared {
         self.roster.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// This node's announcement, signed now, then every peer's as its author signed it
-    /// (`mesh/roster/1`); `None`: refused (this node is leaving).
-    fn signed_roster(&self) -> Option<Vec<bytes::Bytes>> {
+    /// This node's announcement, signed now, then every peer's as its author signed it, and
+    /// whether its table is complete (`mesh/roster/2`); `None`: refused (this node is leaving).
+    fn signed_roster(&self) -> Option<proto::roster::Roster> {
         if self.leaving.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
         let own = Message::Announce(self.announcement());
-        let mut all = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
-        all.extend(self.with_table(|t| t.signed_roster()));
-        Some(all)
+        let mut entries = vec![bytes::Bytes::from(announce::encode(&self.secret_key, &own))];
+        entries.extend(self.with_table(|t| t.signed_roster()));
+        let complete = self.with_member(|m| m.roster_complete());
+        Some(proto::roster::Roster { complete, entries })
     }
 
     fn announcement(&self) -> Announcement {
@@ -455,7 +456,7 @@ impl Mesh {
         self.shared.roster.subscribe()
     }
 
-    /// Waits, at most `limit`, for a first roster (`mesh/roster/1`) to be applied: from then on
+    /// Waits, at most `limit`, for a first roster (`mesh/roster/2`) to be applied: from then on
     /// the table holds every member a neighbour knew. Whether one was.
     pub async fn first_roster(&self, limit: Duration) -> bool {
         let mut seen = self.shared.roster_seen.subscribe();

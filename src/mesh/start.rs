@@ -86,7 +86,7 @@ impl Mesh {
             health_changed: watch::channel(0).0,
             known_models: Mutex::default(),
             flood: Mutex::default(),
-            member: Mutex::new(Member::new(cfg.secret_key.public(), cfg.timers)),
+            member: Mutex::new(member(&cfg)),
             events: broadcast::channel(256).0,
             roster: watch::channel(0).0,
             own_models: Mutex::default(),
@@ -126,6 +126,15 @@ impl Mesh {
             tasks: Arc::new(Mutex::new(vec![admitter, membership, filing])),
         })
     }
+}
+
+/// This node's membership state: one that joins no one starts the mesh.
+fn member(cfg: &MeshConfig) -> Member {
+    let mut member = Member::new(cfg.secret_key.public(), cfg.timers);
+    if cfg.join.is_empty() {
+        member.started_mesh();
+    }
+    member
 }
 
 /// `ticket` with only the addresses `policy` lets this node dial.

@@ -30,7 +30,7 @@ pub const EMPTY_GRACE: Duration = Duration::from_secs(10);
 /// refused the node.
 pub const RETRY: Duration = Duration::from_secs(10);
 /// How long after joining the offer is checked against gossip: time for the first neighbour's
-/// roster (every member's announcement, `mesh/roster/1`) and for stragglers to arrive.
+/// roster (every member's announcement, `mesh/roster/2`) and for stragglers to arrive.
 pub const VERIFY_AFTER: Duration = Duration::from_secs(10);
 
 /// What the policy knows from the flags.

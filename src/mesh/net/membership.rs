@@ -19,7 +19,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use iroh::EndpointId;
 use iroh_gossip::api::{Event as GossipEvent, GossipReceiver, GossipSender};
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::gate::STRAY;
 use super::{ping, roster, stall};
 use crate::mesh::proto::announce::{self, Message};
+use crate::mesh::proto::roster::Roster;
 use crate::mesh::state::flood::BAN;
 use crate::mesh::state::liveness::{Fingerprint, MAX_PROBES};
 use crate::mesh::state::member::{Action, Audience, Cx, Member};
@@ -54,7 +54,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let (probed_tx, mut probed) = mpsc::channel::<(EndpointId, bool)>(MAX_PROBES);
-    let (rosters_tx, mut rosters) = mpsc::channel::<(EndpointId, Result<Vec<Bytes>, String>)>(1);
+    let (rosters_tx, mut rosters) = mpsc::channel::<(EndpointId, Result<Roster, String>)>(1);
     let io = Io {
         shared: &shared,
         sender: &sender,
@@ -90,10 +90,10 @@ pub(crate) async fn run(
                 io.carry_out(step(&shared, |m, cx| m.probed(cx, id, alive))).await;
             }
             Some((from, answer)) = rosters.recv() => match answer {
-                Ok(entries) => receive_roster(&shared, &io, from, entries).await,
+                Ok(answer) => receive_roster(&shared, &io, from, answer).await,
                 Err(e) => {
                     tracing::debug!(peer = %from.fmt_short(), "cannot fetch the roster: {e}");
-                    shared.with_member(|m| m.roster_failed(from));
+                    shared.with_member(|m| m.roster_failed());
                 }
             },
             event = receiver.next(), if gossip_open => match event {
@@ -158,13 +158,13 @@ pub(crate) fn receive(shared: &Shared, bytes: &[u8], delivered_from: EndpointId,
 /// Neighbour `from`'s roster came: each entry checked and applied, then its end (the
 /// catch-up's list). The first roster tells the mesh's size: in a small mesh the peers heard
 /// of before it get their tunnels.
-async fn receive_roster(shared: &Arc<Shared>, io: &Io<'_>, from: EndpointId, entries: Vec<Bytes>) {
-    let n = entries.len();
-    for bytes in entries {
+async fn receive_roster(shared: &Arc<Shared>, io: &Io<'_>, from: EndpointId, answer: Roster) {
+    let (n, complete) = (answer.entries.len(), answer.complete);
+    for bytes in answer.entries {
         io.carry_out(step(shared, |m, cx| m.roster_entry(cx, bytes, from)))
             .await;
     }
-    io.carry_out(step(shared, |m, cx| m.roster_end(cx, from)))
+    io.carry_out(step(shared, |m, cx| m.roster_end(cx, from, complete)))
         .await;
     if !shared.roster_seen.send_replace(true) {
         let ids: Vec<_> = shared.with_table(|t| {
@@ -180,12 +180,12 @@ async fn receive_roster(shared: &Arc<Shared>, io: &Io<'_>, from: EndpointId, ent
             open_eager_tunnel(shared, id);
         }
     }
-    tracing::debug!(peer = %from.fmt_short(), entries = n, "roster received");
+    tracing::debug!(peer = %from.fmt_short(), entries = n, complete, "roster received");
 }
 
 /// A roster entry from neighbour `from` (for the attacker tests; the driver takes whole rosters).
 #[cfg(test)]
-pub(crate) fn receive_roster_entry(shared: &Shared, bytes: Bytes, from: EndpointId) {
+pub(crate) fn receive_roster_entry(shared: &Shared, bytes: bytes::Bytes, from: EndpointId) {
     for action in step(shared, |m, cx| m.roster_entry(cx, bytes, from)) {
         apply(shared, action);
     }
@@ -221,7 +221,7 @@ struct Io<'a> {
     shared: &'a Arc<Shared>,
     sender: &'a GossipSender,
     probed: &'a mpsc::Sender<(EndpointId, bool)>,
-    rosters: &'a mpsc::Sender<(EndpointId, Result<Vec<Bytes>, String>)>,
+    rosters: &'a mpsc::Sender<(EndpointId, Result<Roster, String>)>,
 }
 
 impl Io<'_> {

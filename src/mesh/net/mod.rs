@@ -4,7 +4,7 @@
 //! - [`gate`]: endpoint hooks that close every protocol to nodes not admitted.
 //! - [`admit`]: the admission handshake's two IO sides and the outgoing admitter task.
 //! - [`membership`]: the iroh-gossip driver (announcements, receive, liveness, sweep, paths).
-//! - [`roster`]: `mesh/roster/1`, a neighbour's signed announcements for a newcomer.
+//! - [`roster`]: `mesh/roster/2`, a neighbour's signed announcements for a newcomer.
 //! - [`tunnel`]: `mesh/http/1`, HTTP/1.1 over QUIC streams (the calling side).
 //! - [`tunnel_server`]: the serving side of `mesh/http/1`.
 //! - [`ping`]: `mesh/ping/1`, the echo discovery's RTT probe times.

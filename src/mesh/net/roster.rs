@@ -1,4 +1,4 @@
-//! `mesh/roster/1` (wire format: `proto::roster`): hands this node's signed announcements to a
+//! `mesh/roster/2` (wire format: `proto::roster`): hands this node's signed announcements to a
 //! member that asks, and asks a new gossip neighbour for its own. Behind the gate (members
 //! only). A member gets at most one answer per [`ASK_GAP`]; every step has a deadline and the
 //! answer a size limit, so a hostile member can neither make this node send the roster in a
@@ -8,12 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use iroh::endpoint::Connection;
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{Endpoint, EndpointId};
 
-use crate::mesh::proto::roster::{self, MAX_ROSTER_BYTES, REQUEST};
+use crate::mesh::proto::roster::{self, Roster, MAX_ROSTER_BYTES, REQUEST};
 use crate::mesh::state::peers::MAX_PEERS;
 
 pub use crate::mesh::proto::roster::ALPN;
@@ -23,9 +22,10 @@ pub const ROSTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// seconds, then once per new neighbour and `state::liveness::ROSTER_GAP`).
 pub const ASK_GAP: Duration = Duration::from_secs(3);
 
-/// The signed messages to hand out: this node's own announcement first, then its peers';
-/// `None`: refuse (the asker sees the connection close, and asks again later).
-pub type RosterFn = Box<dyn Fn() -> Option<Vec<Bytes>> + Send + Sync>;
+/// The roster to hand out: this node's own announcement first, then its peers', and whether
+/// its table is complete; `None`: refuse (the asker sees the connection close, and asks again
+/// later).
+pub type RosterFn = Box<dyn Fn() -> Option<Roster> + Send + Sync>;
 
 /// The answering side, registered on the node's router before the peer table exists (the
 /// mesh sets [`RosterServer::source`] once it does; until then it answers nothing).
@@ -71,8 +71,10 @@ impl ProtocolHandler for RosterServer {
             if req[0] != REQUEST || !self.allow(from, Instant::now()) {
                 return None;
             }
-            let messages = self.source.get().and_then(|f| f())?;
-            send.write_all(&roster::encode(&messages)).await.ok()?;
+            let answer = self.source.get().and_then(|f| f())?;
+            send.write_all(&roster::encode(answer.complete, &answer.entries))
+                .await
+                .ok()?;
             send.finish().ok()?;
             // Let the asker read to the end before the connection closes.
             send.stopped().await.ok()
@@ -84,7 +86,7 @@ impl ProtocolHandler for RosterServer {
 }
 
 /// Asks `peer` (a member) for its roster: the signed messages, not yet checked.
-pub async fn fetch(endpoint: &Endpoint, peer: EndpointId) -> Result<Vec<Bytes>, String> {
+pub async fn fetch(endpoint: &Endpoint, peer: EndpointId) -> Result<Roster, String> {
     let exchange = async {
         let (conn, mut recv) = super::ask(endpoint, peer, ALPN, &[REQUEST]).await?;
         let bytes = recv

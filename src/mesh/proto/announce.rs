@@ -35,7 +35,7 @@ pub const MAX_SPLIT_WANTS: usize = 4;
 /// A message's `seq` (its author's clock at sending) must be within this of the receiver's
 /// clock: recorded announcements of a departed node cannot be replayed to newcomers later, and
 /// a far-future `seq` cannot lock a node's real messages out. Twice [`REFRESH`]: a member's
-/// newest announcement, handed to a newcomer (`mesh/roster/1`), may be a refresh old.
+/// newest announcement, handed to a newcomer (`mesh/roster/2`), may be a refresh old.
 pub const SEQ_WINDOW: std::time::Duration = std::time::Duration::from_secs(2 * REFRESH.as_secs());
 
 /// `host` serves models; `client` serves none (it only uses the mesh).

@@ -3,7 +3,7 @@
 //! - [`ticket`]: `mesh1…` join tickets (text format).
 //! - [`admission`]: `mesh/admit/1`, the HMAC challenge-response that gates every other protocol.
 //! - [`announce`]: signed gossip messages (announcements, leaves, `Down` reports), their limits.
-//! - [`roster`]: `mesh/roster/1`, a neighbour's signed announcements handed to a newcomer.
+//! - [`roster`]: `mesh/roster/2`, a neighbour's signed announcements handed to a newcomer.
 //! - [`peers`]: `--peers FILE`, a static list of tickets and node addresses.
 //! - [`share`]: `mesh/tcp/1` (TCP sharing): share names, target policy, stream header, limits.
 

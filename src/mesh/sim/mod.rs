@@ -8,7 +8,7 @@
 //! simulated is only what lies under them: the network
 //! (a fixed one-way latency per pair of nodes, no loss), QUIC connections (open while messages
 //! flow; a dead node's close [`SimConfig::idle_timeout`] after its death, a dial to it failing
-//! after [`SimConfig::dial_timeout`]), the probe (`ping`) and roster (`mesh/roster/1`)
+//! after [`SimConfig::dial_timeout`]), the probe (`ping`) and roster (`mesh/roster/2`)
 //! streams, and the clocks.
 //!
 //! Bytes are counted per node as iroh-gossip frames them on its streams (postcard, 4-byte
@@ -40,6 +40,7 @@ use super::state::peers::{Change, LeftBecause, PeerTable, Timers};
 #[cfg(test)]
 mod tests;
 mod traffic;
+mod view;
 
 pub use traffic::{Traffic, KINDS};
 
@@ -54,6 +55,9 @@ pub struct SimConfig {
     pub idle_timeout: Duration,
     /// A dial to a dead node fails after this.
     pub dial_timeout: Duration,
+    /// A roster arrives this long after its sender read the ask (and made it from its table
+    /// then), on top of the network's round trips: a machine running many nodes at once.
+    pub roster_delay: Duration,
     /// Nodes close their stray gossip connections (`Member::strays`), as real nodes do.
     pub close_strays: bool,
     pub seed: u64,
@@ -66,6 +70,7 @@ impl Default for SimConfig {
             timers: Timers::default(),
             idle_timeout: Duration::from_secs(3),
             dial_timeout: Duration::from_secs(5),
+            roster_delay: Duration::ZERO,
             close_strays: true,
             seed: 1,
         }
@@ -93,8 +98,9 @@ enum Ev {
     },
     Sweep,
     Probed(EndpointId, bool),
-    Roster(EndpointId, Vec<Bytes>),
-    RosterFailed(EndpointId),
+    /// A roster came: its sender, entries, and whether its sender's table was complete.
+    Roster(EndpointId, Vec<Bytes>, bool),
+    RosterFailed,
 }
 
 struct Entry {
@@ -218,7 +224,13 @@ impl World {
         );
         self.nodes.push(Node {
             gossip: self.fresh_gossip(i, id),
-            member: Member::new(id, self.cfg.timers),
+            member: {
+                let mut m = Member::new(id, self.cfg.timers);
+                if bootstrap.is_empty() {
+                    m.started_mesh();
+                }
+                m
+            },
             table: PeerTable::default(),
             flood: FloodGuard::default(),
             neighbours: HashSet::new(),
@@ -277,106 +289,6 @@ impl World {
         for other in open {
             self.close(i, other, self.cfg.idle_timeout);
         }
-    }
-
-    pub fn id(&self, i: usize) -> EndpointId {
-        self.nodes[i].id
-    }
-
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
-    pub fn alive(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].alive)
-    }
-
-    /// How many peers node `i` has in its table.
-    pub fn known_by(&self, i: usize) -> usize {
-        self.nodes[i].table.len()
-    }
-
-    /// Whether node `i` has node `j` in its table.
-    pub fn knows(&self, i: usize, j: usize) -> bool {
-        self.nodes[i].table.get(&self.id(j)).is_some()
-    }
-
-    /// Live nodes other than `j` that have `j` in their table, and those that could.
-    pub fn known_count(&self, j: usize) -> (usize, usize) {
-        let others = self.alive().filter(|&i| i != j);
-        let (mut yes, mut all) = (0, 0);
-        for i in others {
-            all += 1;
-            yes += usize::from(self.knows(i, j));
-        }
-        (yes, all)
-    }
-
-    /// Pairs of live nodes (i, j) where i does not have j in its table; how many nodes lack
-    /// some node, and how many nodes some node lacks.
-    pub fn missing(&self) -> (usize, usize, usize) {
-        let (mut pairs, mut lacking) = (0, 0);
-        let mut unknown = HashSet::new();
-        for i in self.alive() {
-            let before = pairs;
-            for j in self.alive().filter(|&j| j != i && !self.knows(i, j)) {
-                pairs += 1;
-                unknown.insert(j);
-            }
-            lacking += usize::from(pairs > before);
-        }
-        (pairs, lacking, unknown.len())
-    }
-
-    /// Every live node knows every other live node (and, tables holding only nodes that
-    /// existed, when no node has died: every table is full).
-    pub fn complete(&self) -> bool {
-        let alive = self.alive().count();
-        // Table sizes first (cheap), then who is in them.
-        self.alive().all(|i| self.known_by(i) >= alive - 1)
-            && self
-                .alive()
-                .all(|i| self.alive().all(|j| i == j || self.knows(i, j)))
-    }
-
-    /// Times nodes with no gossip neighbour asked members to take them in, since the start.
-    pub fn rejoins(&self) -> u64 {
-        self.rejoins
-    }
-
-    pub fn faults(&self) -> Faults {
-        self.faults
-    }
-
-    /// Rosters node `i` asked for (`mesh/roster/1`), since it started.
-    pub fn rosters_asked(&self, i: usize) -> u32 {
-        self.nodes[i].rosters_asked
-    }
-
-    /// Gossip neighbours of node `i` (iroh-gossip's active view, from its events).
-    pub fn neighbours(&self, i: usize) -> usize {
-        self.nodes[i].neighbours.len()
-    }
-
-    pub fn traffic(&mut self) -> Traffic {
-        self.account_conns(self.now);
-        let mut t = self.traffic;
-        t.seconds = (self.now - self.traffic_since).as_secs_f64();
-        if t.seconds > 0.0 {
-            t.conns_per_node = 2.0 * self.conn_seconds / t.seconds / self.alive().count() as f64;
-        }
-        t
-    }
-
-    pub fn reset_traffic(&mut self) {
-        self.account_conns(self.now);
-        self.traffic = Traffic::default();
-        self.traffic_since = self.now;
-        self.conn_seconds = 0.0;
     }
 
     /// Runs the simulation for `d` of simulated time.
@@ -528,15 +440,15 @@ impl World {
                 let actions = self.member(e.node, |m, cx| m.probed(cx, id, alive));
                 self.carry_out(e.node, actions);
             }
-            Ev::Roster(from, entries) => {
+            Ev::Roster(from, entries, complete) => {
                 for bytes in entries {
                     let actions = self.member(e.node, |m, cx| m.roster_entry(cx, bytes, from));
                     self.carry_out(e.node, actions);
                 }
-                let actions = self.member(e.node, |m, cx| m.roster_end(cx, from));
+                let actions = self.member(e.node, |m, cx| m.roster_end(cx, from, complete));
                 self.carry_out(e.node, actions);
             }
-            Ev::RosterFailed(from) => self.nodes[e.node].member.roster_failed(from),
+            Ev::RosterFailed => self.nodes[e.node].member.roster_failed(),
         }
     }
 
@@ -747,14 +659,14 @@ impl World {
         }
     }
 
-    /// `mesh/roster/1`: the neighbour's own announcement signed now, then its table as signed;
+    /// `mesh/roster/2`: the neighbour's own announcement signed now, then its table as signed;
     /// it arrives two round trips later (dial, then the request).
     fn fetch_roster(&mut self, i: usize, id: EndpointId) {
         self.nodes[i].rosters_asked += 1;
         let j = self.index.get(&id).copied();
         let Some(j) = j.filter(|&j| self.nodes[j].alive) else {
             let at = self.now + self.cfg.dial_timeout;
-            self.push(at, i, Ev::RosterFailed(id));
+            self.push(at, i, Ev::RosterFailed);
             return;
         };
         let own = Message::Announce(self.announcement(j));
@@ -763,7 +675,10 @@ impl World {
         let bytes: u64 = entries.iter().map(|e| e.len() as u64 + 4).sum();
         self.traffic.sent += bytes;
         self.traffic.received += bytes;
-        let at = self.now + self.latency(i, j) * 4;
-        self.push(at, i, Ev::Roster(id, entries));
+        self.traffic.rosters.0 += 1;
+        self.traffic.rosters.1 += bytes;
+        let complete = self.nodes[j].member.roster_complete();
+        let at = self.now + self.latency(i, j) * 4 + self.cfg.roster_delay;
+        self.push(at, i, Ev::Roster(id, entries, complete));
     }
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{SimConfig, World};
+use crate::mesh::state::liveness::INCOMPLETE_ROSTERS;
 
 const SECOND: Duration = Duration::from_secs(1);
 const TICK: Duration = Duration::from_millis(50);
@@ -172,4 +173,54 @@ fn a_node_cut_off_from_gossip_is_taken_in_again_catches_up_and_hears_of_a_death(
     let heard = heard.expect("the cut-off node kept a dead node for 30 s");
     assert!(heard < 10 * SECOND, "it heard of the death after {heard:?}");
     assert_eq!(w.faults(), Default::default());
+}
+
+#[test]
+fn a_chain_of_newcomers_with_slow_rosters_learns_the_members_before_it_without_a_refresh() {
+    // Refresh 10 min: members that joined earlier reach a newcomer only through rosters. Each
+    // newcomer joins through the one before it, a second later, and rosters take 6 s to come
+    // (a machine running hundreds of nodes): a newcomer's neighbours have no roster of their
+    // own yet when it asks, so they hand it incomplete ones (what left 13 of 301 real nodes
+    // lacking members until their refresh).
+    let mut w = mesh_with(20, 8, |cfg| {
+        cfg.timers.refresh = 600 * SECOND;
+        cfg.timers.expiry = 1500 * SECOND;
+        cfg.roster_delay = 6 * SECOND;
+    });
+    assert!(w.run_until(60 * SECOND, TICK, World::complete).is_some());
+    w.run_for(30 * SECOND);
+    let mut last = 19;
+    for _ in 0..20 {
+        last = w.add_node(&[last]);
+        w.run_for(SECOND);
+    }
+    let formed = w.run_until(120 * SECOND, TICK, World::complete);
+    assert!(
+        formed.is_some(),
+        "2 minutes after the chain, (pairs, nodes lacking some, nodes lacked): {:?}",
+        w.missing()
+    );
+    assert_eq!(w.faults(), Default::default());
+    // The asks are bounded: at most INCOMPLETE_ROSTERS incomplete ones (the first among
+    // them), the recheck, and a new neighbour's (5 when this was written).
+    w.run_for(300 * SECOND);
+    let most = w.alive().map(|i| w.rosters_asked(i)).max().unwrap_or(0);
+    assert!(
+        most <= INCOMPLETE_ROSTERS + 2,
+        "a node asked {most} rosters"
+    );
+    // Then they stop: idle nodes ask only a new gossip neighbour now and then (4 when this
+    // was written).
+    let before: Vec<u32> = w.alive().map(|i| w.rosters_asked(i)).collect();
+    w.run_for(300 * SECOND);
+    let asked: u32 = w
+        .alive()
+        .map(|i| w.rosters_asked(i))
+        .zip(before)
+        .map(|(a, b)| a - b)
+        .sum();
+    assert!(
+        asked <= 10,
+        "{asked} rosters asked by 40 idle nodes in 5 minutes"
+    );
 }

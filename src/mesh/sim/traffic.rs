@@ -24,6 +24,9 @@ pub struct Traffic {
     pub strays_closed: u64,
     /// Connections opened (each a QUIC handshake on a real network).
     pub dials: u64,
+    /// Rosters handed out, and their bytes (also in `sent` and `received`), summed over all
+    /// nodes.
+    pub rosters: (u64, u64),
     /// Gossip messages and their bytes by kind ([`KINDS`]), summed over all nodes.
     pub by_kind: [(u64, u64); KINDS.len()],
 }

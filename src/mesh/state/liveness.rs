@@ -58,8 +58,13 @@ pub const ROSTER_RECHECK: Duration = Duration::from_secs(5);
 /// the ask, then twice as long after each failure in a row, at most this long. Without it a
 /// newcomer whose first two asks failed (in a join burst of 300 nodes on 2 cores, 188 asks of
 /// ~1,170 did) lacked every member that did not announce again after it joined, until their
-/// refresh.
+/// refresh. An incomplete roster (its sender had no complete one yet: in a join burst the
+/// newcomer's first neighbour is often the node that joined just before it) counts as a
+/// failure until a complete one came ([`Liveness::roster_received`]).
 pub const ROSTER_RETRY_MAX: Duration = Duration::from_secs(160);
+/// Incomplete rosters after which a node that has had no complete one counts as complete
+/// ([`Liveness::roster_received`]): with the retry's gaps, asked over about 75 s.
+pub const INCOMPLETE_ROSTERS: u32 = 5;
 /// Why the roster might be due ([`Liveness::roster_due`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RosterCue {
@@ -199,9 +204,14 @@ pub struct Liveness {
     last_roster: Option<Instant>,
     /// Rosters asked so far (the second comes [`ROSTER_RECHECK`] after the first).
     rosters: u32,
-    /// The last ask failed: ask again (`roster_failures` in a row so far).
+    /// The last ask failed or brought an incomplete roster: ask again (`roster_failures` in a
+    /// row so far).
     roster_retry: bool,
     roster_failures: u32,
+    /// This node's table is complete ([`Liveness::roster_complete`]).
+    complete: bool,
+    /// Incomplete rosters received so far.
+    incomplete_rosters: u32,
     /// Token bucket of `Down` reports: tokens, and when it was last filled.
     reports: (f64, Option<Instant>),
     /// Until when a full table checks its stalest peers ([`Liveness::pressure`]).
@@ -218,6 +228,8 @@ impl Liveness {
             rosters: 0,
             roster_retry: false,
             roster_failures: 0,
+            complete: false,
+            incomplete_rosters: 0,
             reports: (REPORT_BURST, None),
             pressure_until: None,
         }
@@ -261,7 +273,7 @@ impl Liveness {
     /// again [`ROSTER_RECHECK`] later (a new neighbour or the sweep), then at a new neighbour
     /// at most once per [`ROSTER_GAP`], or per [`ROSTER_RECHECK`] when the node was cut off.
     /// An ask that failed is made again after [`Liveness::retry_gap`], at any cue (a retry is
-    /// not counted as an ask of its own; an ask due anyway goes first).
+    /// not counted as an ask of its own; an ask due anyway goes first, the recheck excepted).
     pub fn roster_due(&mut self, now: Instant, cue: RosterCue) -> bool {
         let since = |at: Instant| now.saturating_duration_since(at);
         let (asked, pending) = (self.last_roster, self.roster_retry);
@@ -269,7 +281,8 @@ impl Liveness {
         let due = match (self.rosters, asked, cue) {
             (_, None, RosterCue::Sweep) => false,
             (_, None, _) => true,
-            (1, Some(at), _) => since(at) >= ROSTER_RECHECK,
+            // The recheck; while a retry is pending, the retry's gap stands in for it.
+            (1, Some(at), _) => !pending && since(at) >= ROSTER_RECHECK,
             (_, Some(_), RosterCue::Sweep) => false,
             (_, Some(at), RosterCue::Neighbour) => since(at) >= ROSTER_GAP,
             (_, Some(at), RosterCue::Back) => since(at) >= ROSTER_RECHECK,
@@ -297,9 +310,34 @@ impl Liveness {
         (ROSTER_RECHECK * 2u32.pow(doublings)).min(ROSTER_RETRY_MAX)
     }
 
-    /// A roster came.
-    pub fn roster_received(&mut self) {
-        self.roster_failures = 0;
+    /// A roster came; `complete`: its sender's table was complete. Until one like that came,
+    /// an incomplete one is asked again like a failed one, and after [`INCOMPLETE_ROSTERS`] of
+    /// them this node counts as complete itself: completeness spreads from the node that
+    /// started the mesh one roster at a time, slowly when hundreds join at once, while the
+    /// incomplete rosters of different neighbours fill the table meanwhile; and a mesh whose
+    /// starter left before anyone asked it stops asking.
+    pub fn roster_received(&mut self, complete: bool) {
+        self.incomplete_rosters += u32::from(!complete);
+        let give_up = self.incomplete_rosters >= INCOMPLETE_ROSTERS;
+        if complete || self.complete || give_up {
+            self.roster_failures = 0;
+            self.complete = true;
+        } else {
+            self.roster_failed();
+        }
+    }
+
+    /// This node started the mesh: every member announced itself to it, so its table is
+    /// complete from the start (after a restart it holds nothing until its first roster, as
+    /// any node that claims too much: its askers lack members until their refresh).
+    pub fn started_mesh(&mut self) {
+        self.complete = true;
+    }
+
+    /// Whether this node's table is complete: it started the mesh, or it had a complete
+    /// roster (or gave up waiting for one). Said with every roster it hands out.
+    pub fn roster_complete(&self) -> bool {
+        self.complete
     }
 
     /// Something happened to our connection to `peer`; `member`: it is in the peer table.

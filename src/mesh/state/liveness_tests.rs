@@ -86,7 +86,7 @@ fn a_roster_that_did_not_come_is_asked_again_later_and_later() {
     let retry = now + ROSTER_RECHECK;
     assert!(l.roster_due(retry, sweep));
     // That one came: the planned second ask follows as if the first had just come.
-    l.roster_received();
+    l.roster_received(true);
     assert!(!l.roster_due(retry + ROSTER_RECHECK / 2, sweep));
     let second = retry + ROSTER_RECHECK;
     assert!(l.roster_due(second, sweep));
@@ -104,9 +104,59 @@ fn a_roster_that_did_not_come_is_asked_again_later_and_later() {
     }
     assert_eq!(gap, ROSTER_RETRY_MAX);
     // A roster that comes resets the gap.
-    l.roster_received();
+    l.roster_received(true);
     l.roster_failed();
     assert!(l.roster_due(at + ROSTER_RECHECK, sweep));
+}
+
+#[test]
+fn an_incomplete_roster_is_asked_again_until_a_complete_one_comes_or_for_a_bounded_time() {
+    let now = Instant::now();
+    let sweep = RosterCue::Sweep;
+    let mut l = Liveness::new(timers());
+    assert!(!l.roster_complete());
+    assert!(l.roster_due(now, RosterCue::Neighbour));
+    // Its first neighbour joined just before it: asked again as after a failure, the gap
+    // doubling (the recheck waits for the retry's gap).
+    l.roster_received(false);
+    assert!(!l.roster_complete());
+    let retry = now + ROSTER_RECHECK;
+    assert!(l.roster_due(retry, sweep));
+    l.roster_received(false);
+    assert!(!l.roster_due(retry + ROSTER_RECHECK, sweep));
+    let retry = retry + ROSTER_RECHECK * 2;
+    assert!(l.roster_due(retry, sweep));
+    // A complete one: this node is complete; the recheck follows, then no more asks.
+    l.roster_received(true);
+    assert!(l.roster_complete());
+    assert!(l.roster_due(retry + ROSTER_RECHECK, sweep));
+    l.roster_received(false);
+    assert!(
+        !l.roster_due(retry + ROSTER_RETRY_MAX * 4, sweep),
+        "complete already"
+    );
+
+    // No member has a complete table (the mesh's starter left): after INCOMPLETE_ROSTERS
+    // incomplete ones it stops asking and counts as complete.
+    let mut l = Liveness::new(timers());
+    let mut at = now;
+    assert!(l.roster_due(at, RosterCue::Neighbour));
+    for _ in 1..INCOMPLETE_ROSTERS {
+        l.roster_received(false);
+        assert!(!l.roster_complete());
+        at += ROSTER_RETRY_MAX;
+        assert!(l.roster_due(at, sweep));
+    }
+    l.roster_received(false);
+    assert!(l.roster_complete());
+    // The recheck the retries stood in for, then no more.
+    assert!(l.roster_due(at + ROSTER_RECHECK, sweep));
+    assert!(!l.roster_due(at + ROSTER_RETRY_MAX * 2, sweep));
+
+    // A node that started the mesh is complete from the start.
+    let mut l = Liveness::new(timers());
+    l.started_mesh();
+    assert!(l.roster_complete());
 }
 
 #[test]

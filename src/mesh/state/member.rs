@@ -63,7 +63,7 @@ pub enum Action {
     ReportDown { about: EndpointId, about_seq: u64 },
     /// Dial `peer` to check it lives; answer with [`Member::probed`] within `Timers::probe`.
     Probe(EndpointId),
-    /// Ask `peer` for its roster (`mesh/roster/1`); give each entry to [`Member::roster_entry`].
+    /// Ask `peer` for its roster (`mesh/roster/2`); give each entry to [`Member::roster_entry`].
     FetchRoster(EndpointId),
     /// `peer` flooded us: cut its connections and refuse it until `flood::BAN` ends (it has
     /// left the table already; the change comes as its own action).
@@ -103,7 +103,14 @@ pub struct Member {
     cut_off: bool,
     /// Back from being cut off: the members the new neighbour's roster lists.
     catch_up: CatchUp,
+    /// Members asked for a roster while this node's table was not complete, and when: a retry
+    /// asks a neighbour not asked yet, else the one asked longest ago (forgotten once complete;
+    /// at most [`MAX_ASKED`]).
+    asked: BTreeMap<EndpointId, Instant>,
 }
+
+/// Most members remembered as asked for a roster (then the memory starts again).
+const MAX_ASKED: usize = 64;
 
 impl Member {
     pub fn new(me: EndpointId, timers: Timers) -> Self {
@@ -121,6 +128,7 @@ impl Member {
             alone: Alone::default(),
             cut_off: false,
             catch_up: CatchUp::default(),
+            asked: BTreeMap::new(),
         }
     }
 
@@ -194,12 +202,12 @@ impl Member {
             }
         }
         changed(&mut out, cx.table.expire(cx.now, self.timers.expiry));
-        if let Some(id) = self.neighbour {
+        if let Some(id) = self.roster_target() {
             if self.liveness.roster_due(cx.now, RosterCue::Sweep) {
                 if self.catch_up.awaiting() {
                     self.catch_up.asked(id);
                 }
-                out.push(Action::FetchRoster(id));
+                self.fetch_roster(id, cx.now, &mut out);
             }
         }
         self.liveness.prune(cx.now);
@@ -263,7 +271,7 @@ impl Member {
             if back || self.catch_up.awaiting() {
                 self.catch_up.asked(id);
             }
-            out.push(Action::FetchRoster(id));
+            self.fetch_roster(id, cx.now, &mut out);
         }
         out
     }
@@ -337,10 +345,15 @@ impl Member {
         out
     }
 
-    /// Neighbour `from`'s roster has ended. After being cut off, the members it did not list
-    /// are dialled (`state::catch_up`): one that died meanwhile goes at the probe's timeout.
-    pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId) -> Vec<Action> {
-        self.liveness.roster_received();
+    /// Neighbour `from`'s roster has ended (`complete`: as its sender said). After being cut
+    /// off, the members it did not list are dialled (`state::catch_up`): one that died
+    /// meanwhile goes at the probe's timeout. An incomplete roster is asked again later, of
+    /// the neighbour of the moment (`Liveness::roster_received`).
+    pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId, complete: bool) -> Vec<Action> {
+        self.liveness.roster_received(complete);
+        if self.liveness.roster_complete() {
+            self.asked.clear();
+        }
         let (me, neighbours) = (self.me, &self.neighbours);
         let skip = |id: &EndpointId| *id == me || neighbours.contains(id);
         // Read lazily: after every other roster `ended` returns at once, without the table.
@@ -353,10 +366,44 @@ impl Member {
         out
     }
 
-    /// The roster asked of `from` did not come (no answer in time, the connection lost): it
-    /// is asked again, of the neighbour of the moment, at a later sweep.
-    pub fn roster_failed(&mut self, _from: EndpointId) {
+    /// Whom the sweep's ask (the recheck, a retry) goes to: a gossip neighbour of the moment,
+    /// the newest first; until this node's table is complete, one not asked yet, else the one
+    /// asked longest ago (it may have had a complete roster since). None while this node has
+    /// no neighbour (it asks its next one when it comes).
+    fn roster_target(&self) -> Option<EndpointId> {
+        let newest = self.neighbour.filter(|id| self.neighbours.contains(id));
+        let others = self.neighbours.iter().filter(|id| Some(**id) != newest);
+        newest
+            .into_iter()
+            .chain(others.copied())
+            .min_by_key(|id| self.asked.get(id).copied())
+    }
+
+    /// Asks `id` for its roster (noted while this node's table is not complete).
+    fn fetch_roster(&mut self, id: EndpointId, now: Instant, out: &mut Vec<Action>) {
+        if !self.liveness.roster_complete() {
+            if self.asked.len() >= MAX_ASKED {
+                self.asked.clear();
+            }
+            self.asked.insert(id, now);
+        }
+        out.push(Action::FetchRoster(id));
+    }
+
+    /// The roster asked for did not come (no answer in time, the connection lost): it is
+    /// asked again, of the neighbour of the moment, at a later sweep.
+    pub fn roster_failed(&mut self) {
         self.liveness.roster_failed();
+    }
+
+    /// This node starts the mesh (it joins no one): its table is complete from the start.
+    pub fn started_mesh(&mut self) {
+        self.liveness.started_mesh();
+    }
+
+    /// Whether this node's table is complete (said with every roster it hands out).
+    pub fn roster_complete(&self) -> bool {
+        self.liveness.roster_complete()
     }
 
     /// Something happened to our connection to `id`: drop it now, or dial it first.

@@ -199,7 +199,7 @@ fn only_a_node_back_from_being_cut_off_dials_the_members_a_roster_leaves_out() {
             let bytes = Bytes::from(signed(k, &ann(k)));
             a.on(at, |m, cx| m.roster_entry(cx, bytes, from.public()));
         }
-        a.on(at, |m, cx| m.roster_end(cx, from.public()))
+        a.on(at, |m, cx| m.roster_end(cx, from.public(), true))
     };
     // A newcomer's first neighbour: its roster is no list of the living (it missed nothing).
     let out = a.on(t0, |m, cx| m.neighbour_up(cx, b.public()));
@@ -230,4 +230,42 @@ fn former_neighbours_stay_bounded_when_neighbours_churn() {
         a.on(now, |m, cx| m.neighbour_down(cx, id));
     }
     assert_eq!(a.member.sizes()[0], MAX_FORMER);
+}
+
+#[test]
+fn after_an_incomplete_roster_the_retry_asks_another_neighbour_and_none_while_cut_off() {
+    use crate::mesh::state::liveness::ROSTER_RECHECK;
+    let mut a = Node::new();
+    let [b, c] = [(); 2].map(|_| SecretKey::generate().public());
+    let t0 = Instant::now();
+    let fetches = |out: &[Action]| -> Vec<EndpointId> {
+        out.iter()
+            .filter_map(|x| match x {
+                Action::FetchRoster(id) => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(fetches(&a.on(t0, |m, cx| m.neighbour_up(cx, b))), [b]);
+    a.on(t0, |m, cx| m.neighbour_up(cx, c));
+    // B joined just before: its roster is incomplete. The retry goes to C, not asked yet.
+    a.on(t0, |m, cx| m.roster_end(cx, b, false));
+    assert!(!a.member.roster_complete());
+    let t1 = t0 + ROSTER_RECHECK;
+    assert_eq!(fetches(&a.on(t1, |m, cx| m.sweep(cx, &[]))), [c]);
+    // C's is incomplete too: the next retry goes to the one asked longest ago, B.
+    a.on(t1, |m, cx| m.roster_end(cx, c, false));
+    let t2 = t1 + ROSTER_RECHECK * 2;
+    assert_eq!(fetches(&a.on(t2, |m, cx| m.sweep(cx, &[]))), [b]);
+    // Cut off: the retry due waits for the next neighbour rather than asking a former one.
+    a.on(t2, |m, cx| m.roster_end(cx, b, false));
+    a.on(t2, |m, cx| m.neighbour_down(cx, b));
+    a.on(t2, |m, cx| m.neighbour_down(cx, c));
+    let t3 = t2 + ROSTER_RECHECK * 8;
+    assert!(fetches(&a.on(t3, |m, cx| m.sweep(cx, &[]))).is_empty());
+    // A complete roster: complete from then on.
+    let d = SecretKey::generate().public();
+    assert_eq!(fetches(&a.on(t3, |m, cx| m.neighbour_up(cx, d))), [d]);
+    a.on(t3, |m, cx| m.roster_end(cx, d, true));
+    assert!(a.member.roster_complete());
 }
