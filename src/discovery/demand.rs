@@ -239,7 +239,7 @@ mod tests {
     }
 
     /// This node with 1,000 bytes free on a machine reading 1,000 bytes a second (so `huge`,
-    /// 90,000 bytes a token, decodes at 1/(90 / 0.42) tok/s), and the lenders given.
+    /// 90,000 bytes a token, decodes at 1/(90 / `CPU_EFFICIENCY`) tok/s), and the lenders given.
     fn room(lenders: Vec<Member>, min: f64) -> SplitRoom {
         SplitRoom {
             host: member("me", 1_000, 1_000, None),
