@@ -347,8 +347,8 @@ impl Member {
 
     /// Neighbour `from`'s roster has ended (`complete`: as its sender said). After being cut
     /// off, the members it did not list are dialled (`state::catch_up`): one that died
-    /// meanwhile goes at the probe's timeout. An incomplete roster is asked again later, of
-    /// the neighbour of the moment (`Liveness::roster_received`).
+    /// meanwhile goes at the probe's timeout. An incomplete roster is asked again later, of a
+    /// gossip neighbour of that moment (`Liveness::roster_received`, [`Self::roster_target`]).
     pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId, complete: bool) -> Vec<Action> {
         self.liveness.roster_received(complete);
         if self.liveness.roster_complete() {
@@ -391,7 +391,8 @@ impl Member {
     }
 
     /// The roster asked for did not come (no answer in time, the connection lost): it is
-    /// asked again, of the neighbour of the moment, at a later sweep.
+    /// asked again at a later sweep, of a gossip neighbour of that moment
+    /// ([`Self::roster_target`]).
     pub fn roster_failed(&mut self) {
         self.liveness.roster_failed();
     }
