@@ -348,7 +348,7 @@ impl Member {
     /// Neighbour `from`'s roster has ended (`complete`: as its sender said). After being cut
     /// off, the members it did not list are dialled (`state::catch_up`): one that died
     /// meanwhile goes at the probe's timeout. An incomplete roster is asked again later, of a
-    /// gossip neighbour of that moment (`Liveness::roster_received`, [`Self::roster_target`]).
+    /// gossip neighbour of that moment (`Liveness::roster_received`, `roster_target`).
     pub fn roster_end(&mut self, cx: &mut Cx, from: EndpointId, complete: bool) -> Vec<Action> {
         self.liveness.roster_received(complete);
         if self.liveness.roster_complete() {
@@ -392,7 +392,7 @@ impl Member {
 
     /// The roster asked for did not come (no answer in time, the connection lost): it is
     /// asked again at a later sweep, of a gossip neighbour of that moment
-    /// ([`Self::roster_target`]).
+    /// (`roster_target`).
     pub fn roster_failed(&mut self) {
         self.liveness.roster_failed();
     }
