@@ -68,6 +68,12 @@ impl GgufMeta {
         self.num(&format!("{}.block_count", self.architecture()?))
     }
 
+    /// Experts per layer of a mixture of experts (`<arch>.expert_count`); `None` when dense.
+    pub fn expert_count(&self) -> Option<u64> {
+        self.num(&format!("{}.expert_count", self.architecture()?))
+            .filter(|&n| n > 1)
+    }
+
     /// Training context length.
     pub fn context_length(&self) -> Option<u64> {
         self.num(&format!("{}.context_length", self.architecture()?))
@@ -148,6 +154,15 @@ pub fn model_memory(path: &Path) -> Result<ModelMemory, GgufError> {
         kv_bytes_per_token: kv,
         train_ctx,
     })
+}
+
+/// Bytes of weights one token reads in the model whose first GGUF part is `path`: all of them
+/// for a dense model; `None` for a mixture of experts, where the experts a token reads vary.
+pub fn dense_bytes_per_token(path: &Path) -> Result<Option<u64>, GgufError> {
+    if read_meta(path)?.expert_count().is_some() {
+        return Ok(None);
+    }
+    Ok(Some(model_memory(path)?.weights_bytes))
 }
 
 /// `dir/x-00001-of-00003.gguf` → the three part paths; any other path → itself.
@@ -401,6 +416,25 @@ pub(crate) mod tests {
             parse_meta(&mut huge.as_slice()),
             Err(ReadError::Format(_))
         ));
+    }
+
+    #[test]
+    fn a_token_reads_every_weight_of_a_dense_model_and_no_known_share_of_a_mixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let dense = dir.path().join("dense.gguf");
+        std::fs::write(&dense, header(&llama_like(Value::Num(2)))).unwrap();
+        let len = std::fs::metadata(&dense).unwrap().len();
+        assert_eq!(dense_bytes_per_token(&dense).unwrap(), Some(len));
+        let mut kvs = llama_like(Value::Num(2));
+        kvs.push(("llama.expert_count", Value::Num(8)));
+        let moe = dir.path().join("moe.gguf");
+        std::fs::write(&moe, header(&kvs)).unwrap();
+        assert_eq!(dense_bytes_per_token(&moe).unwrap(), None);
+        // One "expert" is a dense model.
+        kvs.pop();
+        kvs.push(("llama.expert_count", Value::Num(1)));
+        std::fs::write(&moe, header(&kvs)).unwrap();
+        assert!(dense_bytes_per_token(&moe).unwrap().is_some());
     }
 
     #[test]

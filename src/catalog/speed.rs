@@ -11,8 +11,14 @@
 //! (253 MB); the share grows with the model's size, and [`CPU_EFFICIENCY`] is just under the
 //! larger model's lower figure, so the estimate errs slow for larger models. (It was 0.42, from one
 //! figure taken on a loaded machine, and was too fast for all four.)
+//!
+//! Once `mesh serve` has decoded a model here, what it really read per second
+//! ([`Machine::measured_decode`]) is a floor under the estimate's rate: a decode spends its
+//! time reading weights plus a fixed cost per token, so weights ÷ time is at most what the device
+//! delivers. On a CPU the calibrated figure is usually the higher; on a GPU, whose bandwidth
+//! llama.cpp does not report ([`ASSUMED_GPU_BANDWIDTH`]), the floor is the figure that counts.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::data::CatalogEntry;
 
@@ -35,10 +41,13 @@ pub struct Machine {
     /// A discrete GPU's bandwidth in bytes per second, when there is one; integrated GPUs
     /// share system memory and count as `None`.
     pub gpu_bandwidth: Option<f64>,
+    /// Bytes of weights a single stream read per second when `mesh serve` decoded a model here
+    /// on the device models decode on ([`Machine::decoder`]); `None` before any.
+    pub measured_decode: Option<f64>,
 }
 
 /// Where the model would decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     Cpu,
@@ -86,12 +95,25 @@ impl Device {
     }
 }
 
-/// Decode speed of a model reading `bytes_per_token` per token on `machine`.
-pub fn estimate(bytes_per_token: u64, machine: &Machine) -> Speed {
+/// Bytes of weights a decode is expected to read per second here, and whether that figure is
+/// the decode measured here ([`Machine::measured_decode`]) rather than the device's bandwidth
+/// times its efficiency: the larger of the two.
+pub fn weights_rate(machine: &Machine) -> (f64, bool) {
     let (bandwidth, device) = machine.decoder();
-    let bandwidth = bandwidth * device.efficiency();
+    let expected = (bandwidth * device.efficiency()).max(0.0);
+    match machine.measured_decode.filter(|m| m.is_finite()) {
+        Some(m) if m > expected => (m, true),
+        _ => (expected, false),
+    }
+}
+
+/// Decode speed of a model reading `bytes_per_token` per token on `machine`: [`weights_rate`]
+/// divided by the bytes.
+pub fn estimate(bytes_per_token: u64, machine: &Machine) -> Speed {
+    let device = machine.decoder().1;
+    let (rate, _) = weights_rate(machine);
     Speed {
-        tokens_per_sec: bandwidth.max(0.0) / bytes_per_token.max(1) as f64,
+        tokens_per_sec: rate / bytes_per_token.max(1) as f64,
         bytes_per_token,
         device,
     }
@@ -188,6 +210,7 @@ mod tests {
         Machine {
             memory_bandwidth: 35.9e9,
             gpu_bandwidth: None,
+            measured_decode: None,
         }
     }
 
@@ -210,6 +233,7 @@ mod tests {
             let machine = Machine {
                 memory_bandwidth: bandwidth,
                 gpu_bandwidth: None,
+                measured_decode: None,
             };
             let s = estimate(253_113_024, &machine).tokens_per_sec;
             assert!(s <= measured && s >= 0.75 * measured, "{s} vs {measured}");
@@ -248,6 +272,37 @@ mod tests {
     }
 
     #[test]
+    fn a_measured_decode_raises_the_estimate_but_never_lowers_it() {
+        let q = entry("Qwen3-14B-Q4_K_M");
+        let assumed = Machine {
+            gpu_bandwidth: Some(ASSUMED_GPU_BANDWIDTH),
+            ..two_core()
+        };
+        let guess = estimate_entry(&q, &assumed).tokens_per_sec;
+        // A fast GPU: 150 tok/s measured there on a 9 GB model.
+        let fast = Machine {
+            measured_decode: Some(150.0 * 9e9),
+            ..assumed
+        };
+        let s = estimate_entry(&q, &fast);
+        assert_eq!(s.device, Device::Gpu);
+        assert!((s.tokens_per_sec - 150.0 * 9e9 / q.size as f64).abs() < 1e-6);
+        assert!(s.tokens_per_sec > 4.0 * guess);
+        // A tiny model's decode, bound by the cost per token: below the device's figure, unused.
+        let tiny = Machine {
+            measured_decode: Some(500.0 * 98e6),
+            ..assumed
+        };
+        assert_eq!(estimate_entry(&q, &tiny).tokens_per_sec, guess);
+        let nan = Machine {
+            measured_decode: Some(f64::NAN),
+            ..assumed
+        };
+        assert_eq!(estimate_entry(&q, &nan).tokens_per_sec, guess);
+        assert!(!weights_rate(&tiny).1 && !weights_rate(&nan).1 && weights_rate(&fast).1);
+    }
+
+    #[test]
     fn the_threshold_is_inclusive_and_zero_figures_give_zero() {
         let s = estimate(1_000, &two_core());
         assert!(fast_enough(&s, s.tokens_per_sec));
@@ -255,6 +310,7 @@ mod tests {
         let none = Machine {
             memory_bandwidth: 0.0,
             gpu_bandwidth: None,
+            measured_decode: None,
         };
         assert_eq!(estimate(0, &none).tokens_per_sec, 0.0);
     }

@@ -308,6 +308,7 @@ mod tests {
         let machine = Machine {
             memory_bandwidth: 22e9,
             gpu_bandwidth: None,
+            measured_decode: None,
         };
         let host = Member {
             memory_bandwidth: 22_000_000_000,

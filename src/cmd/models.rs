@@ -42,7 +42,8 @@ fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()
     let catalog = opts.load_catalog()?;
     let available = memory::available_memory();
     // The speed estimate only with --fits: it needs the memory bandwidth (measured once).
-    let machine = fits_only.then(|| bandwidth::machine(&crate::util::home::mesh_home()));
+    let home = crate::util::home::mesh_home();
+    let machine = fits_only.then(|| bandwidth::machine(&home));
     let rows: Vec<ModelRow> = rows_on(
         &catalog.models,
         opts,
@@ -89,17 +90,46 @@ fn list(opts: &ResolveOptions, fits_only: bool, json: bool) -> anyhow::Result<()
     );
     if let Some(m) = machine {
         println!(
-            "TOK/S: expected decode speed here, from a memory bandwidth of {:.1} GB/s{} \
-             (`mesh --auto` serves only models at --min-speed or more, default {})",
-            m.memory_bandwidth / 1e9,
-            m.gpu_bandwidth.map_or(String::new(), |g| format!(
-                " (GPU: {:.0} GB/s assumed)",
-                g / 1e9
-            )),
-            speed::DEFAULT_MIN_TOKENS_PER_SEC
+            "{}",
+            speed_footer(&m, bandwidth::measured_decode(&home, m.decoder().1))
         );
     }
     Ok(())
+}
+
+/// The line under `mesh models --fits`: which figure the TOK/S column rests on.
+fn speed_footer(m: &speed::Machine, measured: Option<bandwidth::Decoded>) -> String {
+    let (bandwidth, device) = m.decoder();
+    let (rate, from_decode) = speed::weights_rate(m);
+    let source = match device {
+        speed::Device::Cpu => "a memory bandwidth",
+        speed::Device::Gpu => "an assumed GPU bandwidth",
+    };
+    let expected = format!(
+        "{source} of {:.1} GB/s × {:.2}",
+        bandwidth / 1e9,
+        device.efficiency()
+    );
+    let basis = match measured {
+        Some(d) if from_decode => format!(
+            "the fastest decode `mesh serve` measured here ({} at {} tok/s), faster than {expected}",
+            d.model,
+            human_speed(d.tokens_per_sec),
+        ),
+        Some(d) => format!(
+            "{expected} (the fastest decode `mesh serve` measured here, {} at {} tok/s, read {:.1} GB/s)",
+            d.model,
+            human_speed(d.tokens_per_sec),
+            d.weights_per_sec / 1e9
+        ),
+        None => expected,
+    };
+    format!(
+        "TOK/S: expected decode speed here: {:.1} GB/s of weights read a second, from {basis} \
+         (`mesh --auto` serves only models at --min-speed or more, default {})",
+        rate / 1e9,
+        speed::DEFAULT_MIN_TOKENS_PER_SEC
+    )
 }
 
 /// `95`, `4.2`, `0.31`: tokens per second with two significant digits or so.
@@ -234,5 +264,33 @@ mod tests {
         assert_eq!(human_speed(95.4), "95");
         assert_eq!(human_speed(4.25), "4.2");
         assert_eq!(human_speed(0.314), "0.31");
+    }
+
+    #[test]
+    fn the_footer_names_the_figure_the_estimate_rests_on() {
+        let machine = |measured| speed::Machine {
+            memory_bandwidth: 25e9,
+            gpu_bandwidth: None,
+            measured_decode: measured,
+        };
+        let decoded = |per_sec: f64| bandwidth::Decoded {
+            device: speed::Device::Cpu,
+            weights_per_sec: per_sec,
+            tokens_per_sec: per_sec / 253e6,
+            model: "gemma".into(),
+            threads: 2,
+            measured_at: 0,
+        };
+        let plain = speed_footer(&machine(None), None);
+        assert!(plain.contains(": 7.5 GB/s of weights read a second, from a memory bandwidth of 25.0 GB/s × 0.30 ("), "{plain}");
+        let faster = speed_footer(&machine(Some(14e9)), Some(decoded(14e9)));
+        assert!(faster.contains(": 14.0 GB/s of weights read a second, from the fastest decode `mesh serve` measured here (gemma at 55 tok/s), faster than a memory bandwidth of 25.0 GB/s × 0.30 ("), "{faster}");
+        let slower = speed_footer(&machine(Some(5e9)), Some(decoded(5e9)));
+        assert!(slower.contains(": 7.5 GB/s of weights read a second, from a memory bandwidth of 25.0 GB/s × 0.30 (the fastest decode `mesh serve` measured here, gemma at 20 tok/s, read 5.0 GB/s) ("), "{slower}");
+        let gpu = speed::Machine {
+            gpu_bandwidth: Some(speed::ASSUMED_GPU_BANDWIDTH),
+            ..machine(None)
+        };
+        assert!(speed_footer(&gpu, None).contains("from an assumed GPU bandwidth of"));
     }
 }

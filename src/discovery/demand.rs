@@ -246,6 +246,7 @@ mod tests {
             machine: Machine {
                 memory_bandwidth: 1e9,
                 gpu_bandwidth: None,
+                measured_decode: None,
             },
             lenders,
             min_tokens_per_sec: min,

@@ -52,6 +52,31 @@ impl EngineConfig {
     }
 }
 
+/// Where a model's layers run, as far as a decode's speed goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Every layer on the CPU: no GPU back end sees a discrete GPU, or `gpu_layers` is 0.
+    Cpu,
+    /// Every layer on a discrete GPU.
+    Gpu,
+    /// More than one device: layers partly offloaded, or split over RPC servers.
+    Mixed,
+}
+
+/// Where `layers` layers run with `gpu_layers` offloaded, when a discrete GPU is present
+/// (`has_gpu`) and RPC servers take part (`rpc`).
+pub fn placement(has_gpu: bool, gpu_layers: u32, layers: u32, rpc: bool) -> Placement {
+    if rpc {
+        Placement::Mixed
+    } else if !has_gpu || gpu_layers == 0 {
+        Placement::Cpu
+    } else if gpu_layers >= layers {
+        Placement::Gpu
+    } else {
+        Placement::Mixed
+    }
+}
+
 /// What the engine serves, for `/v1/models` and `/api/status`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelInfo {
@@ -165,6 +190,16 @@ mod tests {
             ..cfg()
         };
         assert_eq!(resolve(&c, 2048, 6, 0).unwrap().threads, 3);
+    }
+
+    #[test]
+    fn a_model_is_on_one_device_only_when_every_layer_is() {
+        assert_eq!(placement(false, u32::MAX, 30, false), Placement::Cpu);
+        assert_eq!(placement(true, 0, 30, false), Placement::Cpu);
+        assert_eq!(placement(true, u32::MAX, 30, false), Placement::Gpu);
+        assert_eq!(placement(true, 30, 30, false), Placement::Gpu);
+        assert_eq!(placement(true, 29, 30, false), Placement::Mixed);
+        assert_eq!(placement(false, 10, 30, true), Placement::Mixed);
     }
 
     #[test]

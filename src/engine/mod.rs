@@ -7,7 +7,7 @@
 //! context of the same model, created on first use (`embed`). A node serving several models
 //! runs one engine per model.
 //!
-//! A domain module: it imports only `util` (no HTTP, no mesh, no clap, no printing).
+//! A domain module: it imports only `util` and `catalog` (no HTTP, no mesh, no clap, no printing).
 
 mod batch;
 mod config;
@@ -33,7 +33,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use tokio::sync::mpsc;
 
-pub use config::{EngineConfig, ModelInfo, DEFAULT_CTX};
+pub use config::{EngineConfig, ModelInfo, Placement, DEFAULT_CTX};
 pub use embed::{EmbedInput, EmbedReply, Embeddings};
 pub use model::ChatMessage;
 pub use request::{
@@ -82,6 +82,7 @@ pub struct Engine {
     jobs: SyncSender<Inbound>,
     shared: Arc<Shared>,
     embedder: Arc<Embedder>,
+    placement: Placement,
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -115,6 +116,12 @@ impl Engine {
             crate::util::time::unix_secs(),
         )?;
         info.embedding = embed::is_embedding_model(&model.inner);
+        let placement = config::placement(
+            crate::catalog::bandwidth::discrete_gpu(),
+            cfg.gpu_layers,
+            model.inner.n_layer(),
+            !cfg.rpc.is_empty(),
+        );
         let shared = Arc::new(Shared {
             parallel: info.parallel,
             shutdown: AtomicBool::new(false),
@@ -149,7 +156,13 @@ impl Engine {
             jobs,
             shared,
             embedder,
+            placement,
         })
+    }
+
+    /// Where the model's layers run.
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -158,6 +171,12 @@ impl Engine {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.shared.stats.snapshot()
+    }
+
+    /// The best single-stream decode rate measured so far, tokens per second (see
+    /// [`Stats::single_stream`]).
+    pub fn single_stream(&self) -> tokio::sync::watch::Receiver<Option<f64>> {
+        self.shared.stats.single_stream()
     }
 
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {

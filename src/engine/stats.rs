@@ -1,11 +1,17 @@
 //! Engine counters for the management API: requests served, tokens generated, slots and queue,
-//! and decode throughput over the last minute.
+//! and decode throughput over the last minute; and the best single-stream decode rate seen
+//! (steps that decoded one token and no prompt), which the node keeps to calibrate the speed
+//! estimate (`catalog::bandwidth::record_decode`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const WINDOW_SECS: u64 = 60;
+/// Single-stream decode tokens per measurement: each run of this many gives one rate, and the
+/// best rate so far is published ([`Stats::single_stream`]). Enough to average out a step's
+/// jitter, few enough that one ordinary answer gives a figure.
+pub const SINGLE_STREAM_TOKENS: u64 = 64;
 
 /// Shared between the scheduler thread (writer) and the HTTP handlers (readers).
 #[derive(Debug)]
@@ -19,6 +25,10 @@ pub struct Stats {
     pub slots_busy: AtomicUsize,
     pub queue_len: AtomicUsize,
     window: Mutex<Window>,
+    /// Single-stream decode steps since the last measurement: (tokens, busy time).
+    single: Mutex<(u64, Duration)>,
+    /// The best single-stream decode rate measured, tokens per second (`None` until one).
+    best_single: tokio::sync::watch::Sender<Option<f64>>,
 }
 
 /// A snapshot for `GET /api/status`.
@@ -50,6 +60,8 @@ impl Default for Stats {
             slots_busy: AtomicUsize::new(0),
             queue_len: AtomicUsize::new(0),
             window: Mutex::new(Window::default()),
+            single: Mutex::new((0, Duration::ZERO)),
+            best_single: tokio::sync::watch::Sender::new(None),
         }
     }
 }
@@ -66,6 +78,37 @@ impl Stats {
         if let Ok(mut w) = self.window.lock() {
             w.add(now, tokens, busy);
         }
+        if tokens == 1 {
+            self.record_single(busy);
+        }
+    }
+
+    /// One step that decoded one sequence's token: every [`SINGLE_STREAM_TOKENS`] of them give
+    /// a rate, published when it beats the best so far (a busy machine only slows a run).
+    fn record_single(&self, busy: Duration) {
+        let Ok(mut single) = self.single.lock() else {
+            return;
+        };
+        single.0 += 1;
+        single.1 += busy;
+        if single.0 < SINGLE_STREAM_TOKENS {
+            return;
+        }
+        let rate = single.0 as f64 / single.1.as_secs_f64().max(1e-9);
+        *single = (0, Duration::ZERO);
+        self.best_single.send_if_modified(|best| {
+            let better = best.is_none_or(|b| rate > b);
+            if better {
+                *best = Some(rate);
+            }
+            better
+        });
+    }
+
+    /// The best single-stream decode rate measured so far (tokens per second); it changes
+    /// when a run of [`SINGLE_STREAM_TOKENS`] one-sequence steps beats it.
+    pub fn single_stream(&self) -> tokio::sync::watch::Receiver<Option<f64>> {
+        self.best_single.subscribe()
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -146,5 +189,36 @@ mod tests {
         let snap = s.snapshot();
         assert_eq!(snap.tokens_generated, 101);
         assert!((snap.decode_tokens_per_second - 100.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_single_stream_rate_comes_from_one_token_steps_and_only_improves() {
+        let s = Stats::default();
+        let rx = s.single_stream();
+        // Batched steps and prompt steps are no single-stream figure.
+        for _ in 0..SINGLE_STREAM_TOKENS {
+            s.record_step(2, Duration::from_millis(1), false);
+            s.record_step(1, Duration::from_millis(1), true);
+        }
+        assert_eq!(*rx.borrow(), None);
+        // One short of a run: still nothing.
+        for _ in 1..SINGLE_STREAM_TOKENS {
+            s.record_step(1, Duration::from_millis(10), false);
+        }
+        assert!(!rx.has_changed().unwrap());
+        s.record_step(1, Duration::from_millis(10), false);
+        assert!(rx.has_changed().unwrap());
+        assert!((rx.borrow().unwrap() - 100.0).abs() < 1e-6);
+        // A slower run (a busy machine) leaves the best; a faster one replaces it.
+        let mut rx = s.single_stream();
+        for _ in 0..SINGLE_STREAM_TOKENS {
+            s.record_step(1, Duration::from_millis(20), false);
+        }
+        assert!(!rx.has_changed().unwrap());
+        for _ in 0..SINGLE_STREAM_TOKENS {
+            s.record_step(1, Duration::from_millis(5), false);
+        }
+        assert!(rx.has_changed().unwrap());
+        assert!((rx.borrow_and_update().unwrap() - 200.0).abs() < 1e-6);
     }
 }

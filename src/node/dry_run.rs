@@ -185,6 +185,7 @@ mod tests {
         Machine {
             memory_bandwidth: 22e9,
             gpu_bandwidth: None,
+            measured_decode: None,
         }
     }
 
