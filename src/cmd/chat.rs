@@ -43,6 +43,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         discovery: None,
         hub: crate::catalog::ResolveOptions::from_env(),
         upstreams: Vec::new(),
+        machine_home: None,
     })
     .await
     .context("cannot join the mesh")?;

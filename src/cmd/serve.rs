@@ -173,6 +173,7 @@ pub fn node_options(
         // Console downloads report on `/api/events`, not on this terminal.
         hub: args.hub.resolve_options_quiet(),
         upstreams: args.upstream.clone(),
+        machine_home: Some(crate::util::home::mesh_home()),
     }
 }
 

@@ -8,9 +8,11 @@
 
 pub mod auto;
 pub mod dry_run;
+mod measure;
 pub mod split;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +54,9 @@ pub struct NodeOptions {
     /// OpenAI-compatible engines already running whose models this node serves too
     /// (`--upstream`; base URLs from `http::upstream::parse_base`).
     pub upstreams: Vec<reqwest::Url>,
+    /// The mesh home, where the node keeps each model's best single-stream decode speed
+    /// (`~/.mesh/machine.json`, for the speed estimate); `None` keeps nothing.
+    pub machine_home: Option<PathBuf>,
 }
 
 /// A running node: the engine, the mesh and the two HTTP servers.
@@ -65,6 +70,7 @@ pub struct Node {
     /// Bound address of the management API.
     pub api_addr: SocketAddr,
     pub discovery: Option<Discovery>,
+    machine_home: Option<PathBuf>,
     cancel: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -89,6 +95,7 @@ impl Node {
             discovery: None,
             hub: catalog::ResolveOptions::from_env(),
             upstreams: Vec::new(),
+            machine_home: None,
         })
         .await
     }
@@ -121,10 +128,20 @@ impl Node {
         let openai = serve::bind(opts.host, opts.port, "--port").await?;
         let api = serve::bind(opts.api_host, opts.api_port, "--api-port").await?;
         let local = LocalSlot::default();
+        let cancel = CancellationToken::new();
         if let Some(g) = given {
             let _ = local.set(g);
         } else if !opts.engines.is_empty() {
-            let _ = local.set_all(load_engines(opts.engines).await?);
+            let engines = load_engines(opts.engines).await?;
+            if let Some(home) = &opts.machine_home {
+                for engine in &engines {
+                    measure::record_decodes(engine, home.clone(), cancel.clone());
+                }
+            }
+            let engines = engines
+                .into_iter()
+                .map(|e| Arc::new(e) as Arc<dyn Generate>);
+            let _ = local.set_all(engines.collect());
         }
         let mesh = match opts.mesh {
             Some(cfg) => match start_mesh(cfg, &local).await {
@@ -144,7 +161,6 @@ impl Node {
                 d.start_publishing(m, None).await;
             }
         }
-        let cancel = CancellationToken::new();
         let openai_addr = openai.local_addr()?;
         let api_addr = api.local_addr()?;
         let mut servers = vec![
@@ -183,6 +199,7 @@ impl Node {
             openai_addr,
             api_addr,
             discovery,
+            machine_home: opts.machine_home,
             cancel,
             servers,
         })
@@ -193,6 +210,7 @@ impl Node {
         ServeLater {
             local: self.local.clone(),
             mesh: self.mesh.clone(),
+            machine_home: self.machine_home.clone(),
             cancel: self.cancel.clone(),
         }
     }
@@ -222,6 +240,7 @@ impl Node {
 pub struct ServeLater {
     local: LocalSlot,
     mesh: Option<Mesh>,
+    machine_home: Option<PathBuf>,
     /// The node's: a split served later stops with it (`split::ServeLater::serve_split`).
     cancel: CancellationToken,
 }
@@ -230,8 +249,12 @@ impl ServeLater {
     /// Serves `engine` from now on; the mesh announces it at once. False when the node serves
     /// a model already.
     pub fn serve(&self, engine: Engine) -> bool {
+        let measured = engine.clone();
         if self.local.set(Arc::new(engine)).is_err() {
             return false;
+        }
+        if let Some(home) = &self.machine_home {
+            measure::record_decodes(&measured, home.clone(), self.cancel.clone());
         }
         if let Some(mesh) = &self.mesh {
             mesh.serving_changed();
@@ -247,8 +270,8 @@ pub async fn load_engine(cfg: EngineConfig) -> anyhow::Result<Engine> {
 
 /// Loads every model, one after the other; when one fails, those loaded already are shut
 /// down. Two models under one name are refused (a request picks its engine by name).
-async fn load_engines(cfgs: Vec<EngineConfig>) -> anyhow::Result<Vec<Arc<dyn Generate>>> {
-    let mut loaded: Vec<Arc<dyn Generate>> = Vec::with_capacity(cfgs.len());
+async fn load_engines(cfgs: Vec<EngineConfig>) -> anyhow::Result<Vec<Engine>> {
+    let mut loaded: Vec<Engine> = Vec::with_capacity(cfgs.len());
     for cfg in cfgs {
         let path = cfg.model_path.clone();
         let result = load_engine(cfg).await.and_then(|engine| {
@@ -260,7 +283,7 @@ async fn load_engines(cfgs: Vec<EngineConfig>) -> anyhow::Result<Vec<Arc<dyn Gen
             Ok(engine)
         });
         match result {
-            Ok(engine) => loaded.push(Arc::new(engine)),
+            Ok(engine) => loaded.push(engine),
             Err(e) => {
                 for g in &loaded {
                     g.shutdown();

@@ -1,5 +1,6 @@
 //! The `mesh` binary as a user runs it: startup output, the official `openai` Python client,
-//! Ctrl-C during a stream, and clear errors for a missing model or a busy port.
+//! Ctrl-C during a stream, clear errors for a missing model or a busy port, and the decode speed
+//! a served model reached kept for `mesh models --fits`.
 
 use crate::common;
 
@@ -90,6 +91,63 @@ async fn ctrl_c_ends_inflight_streams_with_an_error_chunk_and_exits_cleanly() {
         .wait_exit(Duration::from_secs(20))
         .expect("mesh exits after Ctrl-C");
     assert!(status.success(), "exit status {status}");
+}
+
+/// A single-stream decode `mesh serve` ran is kept in the home's `machine.json` (model, device,
+/// tok/s, weights read a second), survives the bandwidth measurement `mesh models --fits` makes
+/// there, and the table's footer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_decode_is_kept_for_the_speed_estimate() {
+    let s = serve();
+    let file = s._home.path().join("machine.json");
+    let read = || -> Value {
+        std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    assert!(read()["decode"].as_array().is_none_or(|d| d.is_empty()));
+    let body = json!({"model": MODEL, "prompt": "Tell a long story.", "max_tokens": 80,
+        "ignore_eos": true, "temperature": 0});
+    let url = format!("{}/v1/completions", s.base);
+    let answer = common::post_value(&common::http_client(), &url, &body).await;
+    assert_eq!(answer["usage"]["completion_tokens"], 80, "{answer}");
+    let kept = common::eventually_value(
+        Duration::from_secs(10),
+        "the decode kept in machine.json",
+        || async { read() },
+        |doc| doc["decode"][0]["tokens_per_sec"].as_f64().is_some(),
+    )
+    .await;
+    let d = &kept["decode"][0];
+    assert_eq!(d["device"], "cpu", "{kept}");
+    assert_eq!(d["model"], MODEL);
+    let tps = d["tokens_per_sec"].as_f64().unwrap();
+    assert!(tps > 1.0 && tps < 10_000.0, "{tps}");
+    let weights = std::fs::metadata(model_path()).unwrap().len() as f64;
+    let per_sec = d["weights_per_sec"].as_f64().unwrap();
+    assert!(
+        (per_sec - tps * weights).abs() < 1.0,
+        "{per_sec} vs {tps} × {weights}"
+    );
+
+    let out = mesh(&s._home).args(["models", "--fits"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Named whether it raised the estimate (tests run the engine on one thread) or not.
+    let footer = stdout.lines().last().unwrap_or_default();
+    assert!(
+        footer.contains("the fastest decode `mesh serve` measured here")
+            && footer.contains(&format!("{MODEL} at ")),
+        "{stdout}"
+    );
+    let after = read();
+    assert!(after["memory_bandwidth"].as_f64().unwrap() > 0.0, "{after}");
+    assert_eq!(after["decode"], kept["decode"]);
 }
 
 #[test]

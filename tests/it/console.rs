@@ -89,6 +89,7 @@ async fn console_lists_nodes_downloads_discovers_chats_and_drops_a_killed_peer()
             api_port: 0,
             surface: Default::default(),
             upstreams: Vec::new(),
+            machine_home: None,
             mesh: Some(a_cfg),
             discovery: Some(discovery(vec![relay.url.clone()], true, Some("eu-west"))),
             hub: hub_opts,

@@ -36,6 +36,7 @@ async fn console_endpoints_serve_the_page_the_mesh_a_chat_and_catalog_downloads_
             api_port: 0,
             surface: Default::default(),
             upstreams: Vec::new(),
+            machine_home: None,
             mesh: Some(a_cfg),
             discovery: None,
             hub: ResolveOptions {

@@ -224,6 +224,7 @@ async fn start_node_with(
         discovery,
         hub: mesh::catalog::ResolveOptions::from_env(),
         upstreams: Vec::new(),
+        machine_home: None,
     };
     let node = match local {
         Some(g) => Node::start_with_local(opts, g).await?,
@@ -394,6 +395,11 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
         .json()
         .await
         .expect("JSON body")
+}
+
+pub async fn post_value(http: &reqwest::Client, url: &str, body: &Value) -> Value {
+    let resp = http.post(url).json(body).send().await;
+    resp.expect("request sent").json().await.expect("JSON body")
 }
 
 // ---- mesh helpers ----
