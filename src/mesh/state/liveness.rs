@@ -328,8 +328,9 @@ impl Liveness {
     }
 
     /// This node started the mesh: every member announced itself to it, so its table is
-    /// complete from the start (after a restart it holds nothing until its first roster, as
-    /// any node that claims too much: its askers lack members until their refresh).
+    /// complete from the start. A restart without a join ticket starts another mesh (a new
+    /// mesh id, `MeshConfig::keys`), whose table is again complete; a restart that rejoins
+    /// comes back with a ticket and counts as a newcomer.
     pub fn started_mesh(&mut self) {
         self.complete = true;
     }
