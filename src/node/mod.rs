@@ -249,12 +249,12 @@ impl ServeLater {
     /// Serves `engine` from now on; the mesh announces it at once. False when the node serves
     /// a model already.
     pub fn serve(&self, engine: Engine) -> bool {
-        let measured = engine.clone();
-        if self.local.set(Arc::new(engine)).is_err() {
+        let engine = Arc::new(engine);
+        if self.local.set(engine.clone()).is_err() {
             return false;
         }
         if let Some(home) = &self.machine_home {
-            measure::record_decodes(&measured, home.clone(), self.cancel.clone());
+            measure::record_decodes(&engine, home.clone(), self.cancel.clone());
         }
         if let Some(mesh) = &self.mesh {
             mesh.serving_changed();
